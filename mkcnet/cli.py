@@ -11,15 +11,13 @@ import argparse
 import importlib
 import sys
 
+from mkcnet.errors import UserError
+
 COMMAND_GROUPS = (
     "mkcnet.training.cli",
     "mkcnet.inference.cli",
     "mkcnet.degradation.cli",
 )
-
-
-class UserError(Exception):
-    """A problem with the user's input: shown as a one-line message, exit code 2."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         result = args.func(args)
-    except (UserError, FileNotFoundError, ValueError) as err:
+    except (UserError, FileNotFoundError) as err:
         print(f"mkcnet {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
