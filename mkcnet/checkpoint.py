@@ -1,0 +1,133 @@
+"""Checkpoints: safetensors weights + a JSON description, never pickle.
+
+`NAME.safetensors` holds the Task Net (`task.*`) and, for meta methods, the Meta Learner
+(`meta.*`); its header metadata carries the same JSON as `NAME.json` beside it, so either
+file alone rebuilds the model. Every write goes to a temporary file and is renamed into place,
+so a killed run never leaves a truncated checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from mkcnet.config import RunConfig
+from mkcnet.errors import UserError
+from mkcnet.models import TaskNet, build_networks
+from mkcnet.models.meta_learner import MetaLearner
+
+FORMAT = "mkcnet-checkpoint/1"
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _state(prefix: str, module: nn.Module | None, half: bool) -> dict[str, torch.Tensor]:
+    if module is None:
+        return {}
+    out = {}
+    for k, v in module.state_dict().items():
+        v = v.detach().cpu()
+        if half and v.is_floating_point():
+            v = v.half()
+        out[f"{prefix}.{k}"] = v.contiguous()
+    return out
+
+
+def save_checkpoint(path: str | Path, task_net: TaskNet, meta: MetaLearner | None, config: RunConfig,
+                    info: dict[str, Any] | None = None, half: bool = False, include_meta: bool = True) -> Path:
+    """Write PATH.safetensors and PATH.json (PATH without suffix). `half` stores fp16 weights."""
+    stem = Path(path).with_suffix("")
+    header = {"format": FORMAT, "config": config.to_dict(), "info": info or {}}
+    text = json.dumps(header, indent=2, default=float)
+    tensors = _state("task", task_net, half) | (_state("meta", meta, half) if include_meta else {})
+    atomic_write(stem.with_suffix(".safetensors"), lambda p: save_file(tensors, str(p), metadata={"mkcnet": text}))
+    atomic_write(stem.with_suffix(".json"), lambda p: p.write_text(text))
+    return stem.with_suffix(".safetensors")
+
+
+@dataclass
+class LoadedModel:
+    task_net: TaskNet
+    meta: MetaLearner | None
+    config: RunConfig
+    info: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A run directory (→ its best checkpoint), a stem, or a .safetensors / .json file."""
+    path = Path(path)
+    if path.is_dir():
+        for name in ("best.safetensors", "last.safetensors", "model.safetensors"):
+            if (path / name).is_file():
+                return path / name
+        found = sorted(path.glob("*.safetensors"))
+        if len(found) == 1:
+            return found[0]
+        raise UserError(f"no checkpoint (*.safetensors) in {path}")
+    weights = path.with_suffix(".safetensors")
+    if not weights.is_file():
+        raise UserError(f"checkpoint not found: {weights}")
+    return weights
+
+
+def read_header(weights: Path) -> dict[str, Any]:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(weights), "pt") as f:
+            meta = f.metadata() or {}
+    except (SafetensorError, OSError) as err:
+        raise UserError(f"{weights} is not a valid safetensors file: {err}") from None
+    if "mkcnet" in meta:
+        return json.loads(meta["mkcnet"])
+    side = weights.with_suffix(".json")
+    if side.is_file():
+        return json.loads(side.read_text())
+    raise UserError(f"{weights} carries no MKCNet config (expected {side.name} beside it)")
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", with_meta: bool = False) -> LoadedModel:
+    weights = resolve_checkpoint(path)
+    header = read_header(weights)
+    if header.get("format") != FORMAT:
+        raise UserError(f"{weights} is not an MKCNet checkpoint (format {header.get('format')!r})")
+    config = RunConfig.from_dict(header["config"])
+    task_net, meta = build_networks(config.model)
+    tensors = load_file(str(weights))
+    load_into(task_net, tensors, "task", weights)
+    if with_meta and meta is not None and any(k.startswith("meta.") for k in tensors):
+        load_into(meta, tensors, "meta", weights)
+    else:
+        meta = None
+    task_net.to(device).eval()
+    return LoadedModel(task_net, meta, config, header.get("info", {}), weights)
+
+
+def load_into(module: nn.Module, tensors: dict[str, torch.Tensor], prefix: str, source: Path) -> None:
+    """Load `prefix.*` tensors; a mismatch means the weights belong to another architecture."""
+    state = {k[len(prefix) + 1:]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
+    own = module.state_dict()
+    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    wrong = [k for k in own if k in state and own[k].shape != state[k].shape]
+    if missing or unexpected or wrong:
+        detail = (f"missing {missing[:2]}" if missing else f"unexpected {unexpected[:2]}" if unexpected
+                  else f"shape of {wrong[0]} is {tuple(state[wrong[0]].shape)}, expected {tuple(own[wrong[0]].shape)}")
+        raise UserError(f"{source}: weights do not fit this architecture ({detail})")
+    module.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})

@@ -1,0 +1,119 @@
+"""Typed configuration: what a model is (ModelConfig), how it is trained (TrainConfig), and
+what data it reads (DataConfig). A run stores all three as one JSON file (RunConfig)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to rebuild a network and feed it an image."""
+
+    method: str = "mkcnet"
+    backbone: str = "resnet18"
+    meta_backbone: str | None = None  # None: same as `backbone`
+    in_chans: int = 3
+    image_size: int = 128
+    mean: tuple[float, ...] = (0.5, 0.5, 0.5)
+    std: tuple[float, ...] = (0.25, 0.25, 0.25)
+    num_diagnosis: int = 2
+    num_quality: int = 2
+    diagnosis_names: tuple[str, ...] = ()
+    quality_names: tuple[str, ...] = ()  # index order: higher is better
+    feature_dim: int = 256
+    meta_length: int = 5
+    mask: str = "joint"  # joint (JEM) | diagnosis (MAXL) | quality | none
+    use_quality: bool = True  # quality head
+    use_auxiliary: bool = True  # auxiliary branch + Meta-knowledge Assistance Block
+    use_attention: bool = True  # Global Attention Blocks
+    use_assistance: bool = True  # Meta-knowledge Assistance Block on the auxiliary feature
+
+    @property
+    def num_auxiliary(self) -> int:
+        """Σψ: every (diagnosis, quality) pair owns `meta_length` auxiliary classes."""
+        return self.num_diagnosis * self.num_quality * self.meta_length
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 20
+    batch_size: int = 32
+    lr: float = 0.01
+    meta_lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    meta_weight_decay: float = 5e-4
+    step_size: int = 20  # StepLR period (epochs); the rate halves each period
+    lr_gamma: float = 0.5
+    focal_gamma: float = 2.0
+    entropy_weight: float = 0.2
+    second_order: bool = True
+    meta_every: int = 1  # Stage II runs on every k-th batch (1 = the paper)
+    augment: bool = True
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True  # bf16 autocast, CUDA only
+    channels_last: bool = False
+    train_lq_ratio: float | None = None
+
+
+@dataclass
+class DataConfig:
+    preset: str = "custom"
+    root: str = ""
+    train_split: str = "train.csv"
+    val_split: str | None = "val.csv"
+    diagnosis_map: dict[int, int] | None = None  # raw label -> class index
+
+
+@dataclass
+class RunConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> "RunConfig":
+        return cls(
+            model=model_config_from_dict(raw.get("model", {})),
+            train=_from_dict(TrainConfig, raw.get("train", {})),
+            data=_data_config_from_dict(raw.get("data", {})),
+        )
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "RunConfig":
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def _from_dict(kind, raw: dict[str, Any]):
+    names = {f.name for f in dataclasses.fields(kind)}
+    unknown = set(raw) - names
+    if unknown:
+        raise ValueError(f"unknown {kind.__name__} keys: {sorted(unknown)}")
+    return kind(**raw)
+
+
+def model_config_from_dict(raw: dict[str, Any]) -> ModelConfig:
+    raw = dict(raw)
+    for key in ("mean", "std", "diagnosis_names", "quality_names"):
+        if key in raw:
+            raw[key] = tuple(raw[key])
+    return _from_dict(ModelConfig, raw)
+
+
+def _data_config_from_dict(raw: dict[str, Any]) -> DataConfig:
+    raw = dict(raw)
+    if raw.get("diagnosis_map"):
+        raw["diagnosis_map"] = {int(k): int(v) for k, v in raw["diagnosis_map"].items()}
+    return _from_dict(DataConfig, raw)

@@ -1,0 +1,86 @@
+"""`mkcnet evaluate` and `mkcnet predict`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from mkcnet.errors import UserError
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from mkcnet.inference.evaluate import evaluate_split
+
+    split = Path(args.split)
+    root = Path(args.root) if args.root else None
+    if root is not None and not split.is_absolute() and not split.is_file():
+        split = root / split
+    out = Path(args.out) if args.out else Path(args.checkpoint if Path(args.checkpoint).is_dir() else
+                                               Path(args.checkpoint).parent) / f"eval-{split.stem}"
+    pack = evaluate_split(args.checkpoint, split, root, out, device=args.device, progress=not args.quiet)
+    m = pack.header["metrics"]
+    groups = [("all", ""), ("HQ", "HQ."), ("LQ", "LQ.")]
+    print(f"{'':4} {'n':>5} {'AUC':>7} {'ACC':>7} {'F1':>7} {'AUC(hard)':>9}")
+    for label, prefix in groups:
+        if f"diagnosis.{prefix}acc" in m:
+            get = lambda k: m.get(f"diagnosis.{prefix}{k}", float("nan"))  # noqa: E731
+            print(f"{label:4} {int(get('n')):5d} {get('auc'):7.4f} {get('acc'):7.4f} {get('f1'):7.4f} "
+                  f"{get('auc_hard'):9.4f}")
+    if "quality.acc" in m:
+        print(f"quality head: AUC {m['quality.auc']:.4f}  ACC {m['quality.acc']:.4f}  F1 {m['quality.f1']:.4f}")
+    print(f"results pack: {out}")
+    return 0
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    from mkcnet.checkpoint import load_checkpoint
+    from mkcnet.inference.evaluate import collect_inputs, predict_images
+
+    model = load_checkpoint(args.checkpoint)
+    files = collect_inputs(args.inputs)
+    if len(files) == 1 and not Path(args.inputs[0]).is_dir():
+        from mkcnet.data.images import read_image
+        read_image(files[0])  # a single unreadable image is an error, not a row
+    table = predict_images(model, files, device=args.device)
+    failed = int((table["error"] != "").sum())
+    if args.format == "csv":
+        text = table.to_csv(index=False)
+    elif args.format == "json":
+        text = json.dumps(table.to_dict(orient="records"), indent=2)
+    else:
+        text = table.drop(columns="error" if failed == 0 else []).to_string(index=False)
+    if args.output:
+        Path(args.output).write_text(text if text.endswith("\n") else text + "\n")
+        print(f"wrote {len(table)} predictions to {args.output}")
+    else:
+        print(text)
+    if failed:
+        print(f"warning: {failed} of {len(table)} file(s) could not be read (see the error column)", file=sys.stderr)
+    if failed == len(table):
+        raise UserError("no image could be read")
+    return 0
+
+
+def register(subparsers) -> None:
+    e = subparsers.add_parser(
+        "evaluate", help="metrics and a results pack (per-image predictions + features) for a labelled split",
+        description="Evaluate a checkpoint on a split file; writes predictions.csv, features.npz and pack.json.")
+    e.add_argument("checkpoint", help="run directory (uses best), or a .safetensors checkpoint")
+    e.add_argument("split", help="split file (image_path,diagnosis,quality)")
+    e.add_argument("--root", help="data-set root (default: the split file's folder)")
+    e.add_argument("--out", help="results-pack folder (default: RUN/eval-SPLIT)")
+    e.add_argument("--device", default="auto")
+    e.add_argument("--quiet", action="store_true")
+    e.set_defaults(func=run_evaluate)
+
+    p = subparsers.add_parser(
+        "predict", help="diagnosis and quality probabilities for images",
+        description="Predict one image, a folder of images, or a list file (.txt/.csv, first column paths).")
+    p.add_argument("checkpoint", help="run directory (uses best), or a .safetensors checkpoint")
+    p.add_argument("inputs", nargs="+", help="image files, folders or list files")
+    p.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    p.add_argument("--output", "-o", help="write to this file instead of the terminal")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=run_predict)

@@ -1,0 +1,75 @@
+"""Results packs: per-image predictions (CSV) + per-branch features (npz) + a JSON header.
+
+This is what `mkcnet evaluate` writes and what the workbench and the analysis tools read:
+    predictions.csv   image, diagnosis, quality, pred_diagnosis, prob_diagnosis_<k>...,
+                      pred_quality, prob_quality_<k>..., correct
+    features.npz      one N×D array per branch: diagnosis, quality, auxiliary, fused
+    pack.json         model config, split, metrics
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mkcnet.checkpoint import atomic_write
+from mkcnet.errors import UserError
+from mkcnet.inference.predict import Predictions
+
+
+@dataclass
+class ResultsPack:
+    predictions: pd.DataFrame
+    features: dict[str, np.ndarray] = field(default_factory=dict)
+    header: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, images: list[str], diagnosis: np.ndarray, quality: np.ndarray, preds: Predictions,
+              header: dict[str, Any]) -> "ResultsPack":
+        table = pd.DataFrame({"image": images, "diagnosis": diagnosis, "quality": quality,
+                              "pred_diagnosis": preds.diagnosis.argmax(1)})
+        for k in range(preds.diagnosis.shape[1]):
+            table[f"prob_diagnosis_{k}"] = preds.diagnosis[:, k]
+        if preds.quality is not None:
+            table["pred_quality"] = preds.quality.argmax(1)
+            for k in range(preds.quality.shape[1]):
+                table[f"prob_quality_{k}"] = preds.quality[:, k]
+        table["correct"] = (table["pred_diagnosis"] == table["diagnosis"]).astype(int)
+        return cls(table, preds.features, header)
+
+    def probabilities(self, head: str) -> np.ndarray | None:
+        cols = sorted((c for c in self.predictions.columns if c.startswith(f"prob_{head}_")),
+                      key=lambda c: int(c.rsplit("_", 1)[1]))
+        return self.predictions[cols].to_numpy() if cols else None
+
+    def save(self, directory: str | Path) -> Path:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        atomic_write(directory / "predictions.csv", lambda p: self.predictions.to_csv(p, index=False))
+        if self.features:
+            def write(p: Path) -> None:
+                with open(p, "wb") as f:  # np.savez would add ".npz" to a temporary name
+                    np.savez_compressed(f, **{k: v.astype(np.float16) for k, v in self.features.items()})
+            atomic_write(directory / "features.npz", write)
+        text = json.dumps(self.header, indent=2, default=float)
+        atomic_write(directory / "pack.json", lambda p: p.write_text(text))
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "ResultsPack":
+        directory = Path(directory)
+        table_file = directory / "predictions.csv"
+        if not table_file.is_file():
+            raise UserError(f"no results pack in {directory} (predictions.csv missing; run `mkcnet evaluate`)")
+        table = pd.read_csv(table_file, keep_default_na=False)
+        features = {}
+        if (directory / "features.npz").is_file():
+            with np.load(directory / "features.npz") as data:
+                features = {k: data[k].astype(np.float32) for k in data.files}
+        header = json.loads((directory / "pack.json").read_text()) if (directory / "pack.json").is_file() else {}
+        return cls(table, features, header)

@@ -1,0 +1,61 @@
+"""Diagnosis and quality metrics as the paper reports them, overall and per quality group.
+
+AUC is computed from probabilities (macro one-vs-one for more than 2 classes). The paper's code
+computes its binary AUC from hard predictions; that number is reported too, as `auc_hard`, so
+users can compare with the paper's tables. F1 is binary for 2 classes and macro otherwise.
+Quality groups: HQ is the top quality class, LQ every other one.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
+
+
+def classification_metrics(labels: np.ndarray, probs: np.ndarray) -> dict[str, float]:
+    """acc, f1, auc (+ auc_hard for binary tasks); NaN where a metric is undefined."""
+    labels = np.asarray(labels)
+    probs = np.asarray(probs, dtype=np.float64)
+    num_classes = probs.shape[1]
+    preds = probs.argmax(axis=1)
+    out = {"n": float(len(labels))}
+    if len(labels) == 0:
+        return out | {"acc": np.nan, "f1": np.nan, "auc": np.nan}
+    out["acc"] = float(accuracy_score(labels, preds))
+    average = "binary" if num_classes == 2 else "macro"
+    out["f1"] = float(f1_score(labels, preds, average=average, labels=None if num_classes == 2 else
+                               list(range(num_classes)), zero_division=0))
+    present = np.unique(labels)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if num_classes == 2:
+            ok = len(present) == 2
+            out["auc"] = float(roc_auc_score(labels, probs[:, 1])) if ok else np.nan
+            out["auc_hard"] = float(roc_auc_score(labels, preds)) if ok else np.nan
+        elif len(present) == num_classes:
+            normalised = probs / probs.sum(axis=1, keepdims=True)
+            out["auc"] = float(roc_auc_score(labels, normalised, multi_class="ovo", average="macro",
+                                             labels=list(range(num_classes))))
+        else:
+            out["auc"] = np.nan
+    return out
+
+
+def evaluation_metrics(diagnosis: np.ndarray, diagnosis_probs: np.ndarray, quality: np.ndarray,
+                       quality_probs: np.ndarray | None, num_quality: int) -> dict[str, float]:
+    """Flat dict: `diagnosis.auc`, `diagnosis.HQ.acc`, `quality.f1`, ... for a results table."""
+    out: dict[str, float] = {}
+    known = quality >= 0
+    groups = {"": np.ones_like(known)}
+    if known.any():
+        groups["HQ."] = known & (quality == num_quality - 1)
+        groups["LQ."] = known & (quality < num_quality - 1)
+    for prefix, mask in groups.items():
+        for key, value in classification_metrics(diagnosis[mask], diagnosis_probs[mask]).items():
+            out[f"diagnosis.{prefix}{key}"] = value
+    if quality_probs is not None and known.any():
+        for key, value in classification_metrics(quality[known], quality_probs[known]).items():
+            out[f"quality.{key}"] = value
+    return out

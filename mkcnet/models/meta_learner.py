@@ -1,0 +1,65 @@
+"""Meta Learner (φ) and the joint-encoding mask (JEM).
+
+The meta learner predicts soft auxiliary labels y_ω. Under the JEM, a sample with diagnosis d
+and quality q belongs to the joint class m = q·num_diagnosis + d, and its label is a softmax
+over block m's `meta_length` sub-classes only (exactly 0 elsewhere). The other masks exist for
+the ablations: "diagnosis" (MAXL: blocks by diagnosis), "quality", and "none" (one block).
+All masks split the same Σψ auxiliary classes, so ablations compare equal-sized heads.
+"""
+
+from __future__ import annotations
+
+import timm
+import torch
+from timm.layers import Mlp
+from torch import nn
+
+from mkcnet.config import ModelConfig
+
+MASKS = ("joint", "diagnosis", "quality", "none")
+
+
+def num_blocks(mask: str, num_diagnosis: int, num_quality: int) -> int:
+    return {"joint": num_diagnosis * num_quality, "diagnosis": num_diagnosis, "quality": num_quality,
+            "none": 1}[mask]
+
+
+def block_index(mask: str, diagnosis: torch.Tensor, quality: torch.Tensor, num_diagnosis: int) -> torch.Tensor:
+    """Which block of auxiliary classes each sample may use."""
+    if mask == "joint":
+        return quality * num_diagnosis + diagnosis
+    if mask == "diagnosis":
+        return diagnosis
+    if mask == "quality":
+        return quality
+    if mask == "none":
+        return torch.zeros_like(diagnosis)
+    raise ValueError(f"unknown mask {mask!r}; choose from {MASKS}")
+
+
+def masked_softmax(logits: torch.Tensor, block: torch.Tensor, block_size: int) -> torch.Tensor:
+    """Softmax of each row restricted to columns [block·size, (block+1)·size)."""
+    owner = torch.arange(logits.shape[1], device=logits.device) // block_size
+    allowed = owner[None, :] == block[:, None]
+    return logits.masked_fill(~allowed, float("-inf")).softmax(dim=1)
+
+
+class MetaLearner(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        if config.mask not in MASKS:
+            raise ValueError(f"unknown mask {config.mask!r}; choose from {MASKS}")
+        self.config = config
+        name = config.meta_backbone or config.backbone
+        self.backbone = timm.create_model(name, pretrained=False, num_classes=0, in_chans=config.in_chans)
+        self.head = Mlp(self.backbone.num_features, config.feature_dim, config.num_auxiliary)
+        blocks = num_blocks(config.mask, config.num_diagnosis, config.num_quality)
+        self.block_size = config.num_auxiliary // blocks
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(x))
+
+    def labels(self, x: torch.Tensor, diagnosis: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
+        """Soft auxiliary labels y_ω (B×Σψ), zero outside each sample's block."""
+        block = block_index(self.config.mask, diagnosis, quality, self.config.num_diagnosis)
+        return masked_softmax(self(x), block, self.block_size)

@@ -1,0 +1,138 @@
+"""`mkcnet train`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from mkcnet.config import RunConfig
+from mkcnet.errors import UserError
+from mkcnet.models import METHODS, apply_method
+from mkcnet.presets import DATASETS, TRAINING, DatasetPreset, build_run_config
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(s.strip() for s in text.split(",") if s.strip())
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    return tuple(float(s) for s in text.split(","))
+
+
+def custom_dataset(args: argparse.Namespace) -> DatasetPreset:
+    """A data set described without code: a JSON file of DatasetPreset fields, or flags."""
+    if args.dataset_config:
+        path = Path(args.dataset_config)
+        if not path.is_file():
+            raise UserError(f"data-set config not found: {path}")
+        raw = json.loads(path.read_text())
+        raw.setdefault("name", path.stem)
+        for key in ("diagnosis_names", "quality_names", "mean", "std"):
+            if key in raw:
+                raw[key] = tuple(raw[key])
+        if raw.get("diagnosis_map"):
+            raw["diagnosis_map"] = {int(k): int(v) for k, v in raw["diagnosis_map"].items()}
+        base = DATASETS["ct-iqad"].__dict__ | {"description": "custom"}
+        try:
+            return DatasetPreset(**(base | raw))
+        except TypeError as err:
+            raise UserError(f"{path}: {err}") from None
+    if not (args.diagnosis_names and args.quality_names):
+        raise UserError("--dataset custom needs --diagnosis-names and --quality-names (or --dataset-config FILE)")
+    channels = args.channels or 3
+    return DatasetPreset(
+        "custom", channels, _names(args.diagnosis_names), _names(args.quality_names),
+        mean=args.mean or (0.5,) * channels, std=args.std or (0.25,) * channels,
+        meta_length=args.meta_length or 5, entropy_weight=args.entropy_weight or 0.2,
+        meta_lr=args.meta_lr or 0.01, step_size=20, epochs=200, batch_size=8,
+    )
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    if args.config:
+        config = RunConfig.load(args.config)
+        if args.root:
+            config.data.root = args.root
+        return apply_method(config)
+    custom = args.dataset == "custom" or args.dataset_config
+    dataset = custom_dataset(args) if custom else DATASETS[args.dataset]
+    if args.channels and args.channels not in (1, 3):
+        raise UserError(f"--channels must be 1 or 3, got {args.channels}")
+    config = build_run_config(
+        dataset, args.preset, args.method, root=args.root or "",
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, meta_lr=args.meta_lr, backbone=args.backbone,
+        meta_backbone=args.meta_backbone, image_size=args.image_size, seed=args.seed, device=args.device,
+        meta_every=args.meta_every, in_chans=args.channels, meta_length=args.meta_length,
+        entropy_weight=args.entropy_weight, train_split=args.train_split, val_split=args.val_split,
+        mean=args.mean, std=args.std,
+    )
+    if len(config.model.mean) != config.model.in_chans or len(config.model.std) != config.model.in_chans:
+        raise UserError(f"--mean/--std need {config.model.in_chans} value(s), one per channel")
+    return apply_method(config)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from mkcnet.data.dataset import ImageSet, read_split
+    from mkcnet.training.trainer import Trainer
+
+    config = config_from_args(args)
+    root = Path(config.data.root)
+    if not root.is_dir():
+        raise UserError(f"data-set root not found: {root}")
+    mc = config.model
+    split_args = (root, config.data.diagnosis_map, mc.num_diagnosis, mc.num_quality)
+    train_table = read_split(root / config.data.train_split, *split_args)
+    val_table = read_split(root / config.data.val_split, *split_args) if config.data.val_split else None
+    train = ImageSet.load(train_table, mc.in_chans, mc.image_size, mc.mean, mc.std)
+    val = ImageSet.load(val_table, mc.in_chans, mc.image_size, mc.mean, mc.std) if val_table else None
+    out = Path(args.out)
+    if not args.resume and (out / "state.json").exists() and not args.overwrite:
+        raise UserError(f"{out} already holds a run; use --resume to continue it or --overwrite to start over")
+    result = Trainer(config, out, progress=not args.quiet).fit(train, val, resume=args.resume)
+    best = result.best_metrics
+    print(f"done: {out}  best epoch {result.best_epoch}  val AUC {best.get('diagnosis.auc', float('nan')):.4f}  "
+          f"ACC {best.get('diagnosis.acc', float('nan')):.4f}  F1 {best.get('diagnosis.f1', float('nan')):.4f}  "
+          f"({result.minutes:.1f} min)")
+    return 0
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "train", help="train MKCNet or a baseline on a data set in the split format",
+        description="Train a model. The data set root holds the split files (image_path,diagnosis,quality) "
+                    "and the images. Writes a run directory with config, history, best/last checkpoints.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--dataset", default="ct-iqad", choices=[*DATASETS, "custom"], help="data-set preset")
+    p.add_argument("--root", help="data-set root folder (split files and images)")
+    p.add_argument("--method", default="mkcnet", choices=list(METHODS), help="model / training method")
+    p.add_argument("--preset", default="cpu", choices=list(TRAINING),
+                   help="; ".join(f"{k}: {v.description}" for k, v in TRAINING.items()))
+    p.add_argument("--out", required=True, help="run directory to write")
+    p.add_argument("--train-split", help="split file, relative to the root (default train.csv)")
+    p.add_argument("--val-split", help="validation split file, relative to the root (default val.csv)")
+    p.add_argument("--config", help="a run's config.json to train again (overrides the preset flags)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last epoch")
+    p.add_argument("--overwrite", action="store_true", help="start over in a run directory that holds a run")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    g = p.add_argument_group("overrides of the preset")
+    g.add_argument("--epochs", type=int)
+    g.add_argument("--batch-size", type=int)
+    g.add_argument("--lr", type=float)
+    g.add_argument("--meta-lr", type=float)
+    g.add_argument("--backbone", help="any timm model name, e.g. resnet18, resnet10t, vgg16_bn")
+    g.add_argument("--meta-backbone", help="timm name of the meta learner's backbone")
+    g.add_argument("--image-size", type=int)
+    g.add_argument("--meta-every", type=int, help="run Stage II on every k-th batch")
+    g.add_argument("--seed", type=int)
+    g.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps")
+    c = p.add_argument_group("custom data set (with --dataset custom)")
+    c.add_argument("--dataset-config", help="JSON file with the data-set fields (see README)")
+    c.add_argument("--diagnosis-names", help="comma-separated diagnosis class names, in label order")
+    c.add_argument("--quality-names", help="comma-separated quality names, worst first (higher = better)")
+    c.add_argument("--channels", type=int, help="1 (grey) or 3 (RGB)")
+    c.add_argument("--mean", type=_floats, help="normalisation mean per channel, e.g. 0.5 or 0.4,0.3,0.2")
+    c.add_argument("--std", type=_floats, help="normalisation std per channel")
+    c.add_argument("--meta-length", type=int, help="auxiliary classes per (diagnosis, quality) pair")
+    c.add_argument("--entropy-weight", type=float, help="weight of the entropy regulariser")
+    p.set_defaults(func=run_train)

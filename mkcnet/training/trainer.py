@@ -1,0 +1,231 @@
+"""The training loop: Stage I / Stage II per epoch, validation, run directory, resume.
+
+Run directory layout:
+    config.json                 the resolved RunConfig
+    history.jsonl, history.csv  one row per epoch (losses, validation metrics, minutes)
+    best.safetensors/.json      the epoch with the best validation diagnosis AUC
+    last.safetensors/.json      the latest epoch
+    state.safetensors/.json     optimiser state for --resume
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from mkcnet.checkpoint import atomic_write, load_into, save_checkpoint
+from mkcnet.config import RunConfig
+from mkcnet.data.dataset import ImageSet
+from mkcnet.device import autocast, memory_format, resolve_device
+from mkcnet.errors import UserError
+from mkcnet.inference.predict import predict_batches
+from mkcnet.metrics import evaluation_metrics
+from mkcnet.models import build_networks, get_method
+from mkcnet.training.meta_step import meta_step
+from mkcnet.training.objective import task_losses
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+@dataclass
+class FitResult:
+    run_dir: Path
+    best_epoch: int
+    best_metrics: dict[str, float]
+    minutes: float
+
+
+class Trainer:
+    def __init__(self, config: RunConfig, run_dir: str | Path, progress: bool = True):
+        self.config = config
+        self.run_dir = Path(run_dir)
+        self.progress = progress
+        tc = config.train
+        self.device = resolve_device(tc.device)
+        self.amp = tc.amp and self.device.type == "cuda"
+        self.mem = memory_format(tc.channels_last)
+        seed_everything(tc.seed)
+        self.method = get_method(config.model.method)
+        self.task_net, self.meta = build_networks(config.model)
+        self.task_net.to(self.device, memory_format=self.mem)
+        self.optimizer = torch.optim.SGD(self.task_net.parameters(), lr=tc.lr, momentum=tc.momentum,
+                                         weight_decay=tc.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, tc.step_size, tc.lr_gamma)
+        self.meta_optimizer = self.meta_scheduler = None
+        if self.meta is not None:
+            self.meta.to(self.device, memory_format=self.mem)
+            self.meta_optimizer = torch.optim.SGD(self.meta.parameters(), lr=tc.meta_lr, momentum=tc.momentum,
+                                                  weight_decay=tc.meta_weight_decay)
+            self.meta_scheduler = torch.optim.lr_scheduler.StepLR(self.meta_optimizer, tc.step_size, tc.lr_gamma)
+        self.epoch = 0
+        self.best_epoch, self.best_score, self.best_metrics = -1, -math.inf, {}
+        self.minutes = 0.0
+
+    # -- one epoch -------------------------------------------------------------------------
+    def _to_device(self, batch):
+        batch.images = batch.images.to(self.device, memory_format=self.mem, non_blocking=True)
+        batch.diagnosis = batch.diagnosis.to(self.device)
+        batch.quality = batch.quality.to(self.device)
+        return batch
+
+    def train_epoch(self, data: ImageSet) -> dict[str, float]:
+        tc, mc = self.config.train, self.config.model
+        generator = torch.Generator().manual_seed(tc.seed * 100_003 + self.epoch)
+        self.task_net.train()
+        sums: dict[str, float] = {}
+        steps = math.ceil(len(data) / tc.batch_size)
+        bar = tqdm(data.batches(tc.batch_size, shuffle=True, augment=tc.augment, generator=generator),
+                   total=steps, desc=f"epoch {self.epoch + 1}/{tc.epochs} stage I", disable=not self.progress,
+                   leave=False)
+        # Stage I: θ on L_d + L_q + L_ω, auxiliary targets from φ (detached).
+        for batch in bar:
+            batch = self._to_device(batch)
+            with autocast(self.device, self.amp):
+                labels = None
+                if self.meta is not None:
+                    self.meta.train()
+                    with torch.no_grad():
+                        labels = self.meta.labels(batch.images, batch.diagnosis, batch.quality).float()
+                parts = task_losses(self.task_net(batch.images), batch, labels, tc.focal_gamma, mc.meta_length)
+            self.optimizer.zero_grad(set_to_none=True)
+            parts.total.backward()
+            self.optimizer.step()
+            for key in ("total", "diagnosis", "quality", "auxiliary"):
+                value = getattr(parts, key)
+                if value is not None:
+                    sums[f"loss.{key}"] = sums.get(f"loss.{key}", 0.0) + float(value.detach())
+            bar.set_postfix(loss=f"{sums['loss.total'] / (bar.n + 1):.3f}")
+        stats = {k: v / steps for k, v in sums.items()}
+
+        # Stage II: φ through the pseudo-updated θ̃, on every `meta_every`-th batch.
+        if self.meta is not None:
+            lr = self.optimizer.param_groups[0]["lr"]
+            meta_sums: dict[str, float] = {}
+            batches = [b for i, b in enumerate(data.batches(tc.batch_size, shuffle=True, augment=tc.augment,
+                                                             generator=generator)) if i % tc.meta_every == 0]
+            for batch in tqdm(batches, desc=f"epoch {self.epoch + 1}/{tc.epochs} stage II",
+                              disable=not self.progress, leave=False):
+                with autocast(self.device, self.amp):
+                    out = meta_step(self.task_net, self.meta, self.meta_optimizer, self._to_device(batch), lr,
+                                    tc.weight_decay, tc.entropy_weight, tc.focal_gamma, tc.second_order)
+                for k, v in out.items():
+                    meta_sums[k] = meta_sums.get(k, 0.0) + v
+            stats |= {k: v / max(len(batches), 1) for k, v in meta_sums.items()}
+        return stats
+
+    def validate(self, data: ImageSet) -> dict[str, float]:
+        preds = predict_batches(self.task_net, data.batches(self.config.train.batch_size * 2), self.device,
+                                amp=self.amp, channels_last=self.config.train.channels_last)
+        return evaluation_metrics(data.table.diagnosis, preds.diagnosis, data.table.quality, preds.quality,
+                                  self.config.model.num_quality)
+
+    # -- the run ---------------------------------------------------------------------------
+    def fit(self, train: ImageSet, val: ImageSet | None = None, resume: bool = False) -> FitResult:
+        tc = self.config.train
+        self._check_labels(train)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if resume:
+            self._load_state()
+        else:
+            for stale in ("history.jsonl", "history.csv"):
+                (self.run_dir / stale).unlink(missing_ok=True)
+        self.config.save(self.run_dir / "config.json")
+        while self.epoch < tc.epochs:
+            start = time.perf_counter()
+            stats = self.train_epoch(train)
+            self.scheduler.step()
+            if self.meta_scheduler is not None:
+                self.meta_scheduler.step()
+            metrics = self.validate(val) if val is not None else {}
+            self.epoch += 1
+            self.minutes += (time.perf_counter() - start) / 60
+            row = {"epoch": self.epoch, "lr": self.optimizer.param_groups[0]["lr"], "minutes": self.minutes,
+                   **stats, **{f"val.{k}": v for k, v in metrics.items()}}
+            self._log(row)
+            score = metrics.get("diagnosis.auc", -stats["loss.total"])
+            score = -math.inf if score is None or np.isnan(score) else score
+            info = {"epoch": self.epoch, "metrics": metrics, "minutes": self.minutes}
+            if score > self.best_score or self.best_epoch < 0:
+                self.best_epoch, self.best_score, self.best_metrics = self.epoch, score, metrics
+                save_checkpoint(self.run_dir / "best", self.task_net, self.meta, self.config, info)
+            save_checkpoint(self.run_dir / "last", self.task_net, self.meta, self.config, info)
+            self._save_state()
+        return FitResult(self.run_dir, self.best_epoch, self.best_metrics, self.minutes)
+
+    def _check_labels(self, data: ImageSet) -> None:
+        if (self.method.meta_learner or self.method.quality) and (data.table.quality < 0).all():
+            raise UserError(f"method {self.method.name!r} needs quality labels, but the training split has none")
+        if self.method.meta_learner and (data.table.quality < 0).any():
+            raise UserError("the joint-encoding mask needs a quality label on every training image")
+
+    def _log(self, row: dict) -> None:
+        with open(self.run_dir / "history.jsonl", "a") as f:
+            f.write(json.dumps(row, default=float) + "\n")
+        rows = [json.loads(line) for line in (self.run_dir / "history.jsonl").read_text().splitlines()]
+        pd.DataFrame(rows).to_csv(self.run_dir / "history.csv", index=False)
+        if self.progress:
+            tqdm.write(f"epoch {row['epoch']:3d}  loss {row['loss.total']:.4f}  "
+                       f"val AUC {row.get('val.diagnosis.auc', float('nan')):.4f}  "
+                       f"ACC {row.get('val.diagnosis.acc', float('nan')):.4f}  "
+                       f"F1 {row.get('val.diagnosis.f1', float('nan')):.4f}  ({row['minutes']:.1f} min)")
+
+    # -- resume ----------------------------------------------------------------------------
+    def _optimizers(self):
+        yield "task", self.optimizer, self.task_net
+        if self.meta is not None:
+            yield "meta", self.meta_optimizer, self.meta
+
+    def _save_state(self) -> None:
+        tensors = {}
+        for name, opt, module in self._optimizers():
+            tensors |= {f"{name}.{k}": v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+            for i, p in enumerate(module.parameters()):
+                buf = opt.state.get(p, {}).get("momentum_buffer")
+                if buf is not None:
+                    tensors[f"optim.{name}.{i}"] = buf.detach().cpu().contiguous()
+        info = {"epoch": self.epoch, "best_epoch": self.best_epoch, "best_score": self.best_score,
+                "best_metrics": self.best_metrics, "minutes": self.minutes}
+        atomic_write(self.run_dir / "state.safetensors", lambda p: save_file(tensors, str(p)))
+        atomic_write(self.run_dir / "state.json", lambda p: p.write_text(json.dumps(info, default=float)))
+
+    def _load_state(self) -> None:
+        weights, info_file = self.run_dir / "state.safetensors", self.run_dir / "state.json"
+        if not (weights.is_file() and info_file.is_file()):
+            raise UserError(f"nothing to resume in {self.run_dir} (no state.safetensors)")
+        saved = RunConfig.load(self.run_dir / "config.json")
+        if saved.model != self.config.model:
+            raise UserError(f"{self.run_dir} was trained with another model configuration; cannot resume")
+        tensors = load_file(str(weights))
+        for name, opt, module in self._optimizers():
+            load_into(module, tensors, name, weights)
+            for i, p in enumerate(module.parameters()):
+                key = f"optim.{name}.{i}"
+                if key in tensors:
+                    opt.state[p]["momentum_buffer"] = tensors[key].to(p.device)
+        info = json.loads(info_file.read_text())
+        self.epoch, self.best_epoch = info["epoch"], info["best_epoch"]
+        self.best_score, self.best_metrics, self.minutes = info["best_score"], info["best_metrics"], info["minutes"]
+        for scheduler in (self.scheduler, self.meta_scheduler):
+            if scheduler is not None:  # StepLR's closed form at the restored epoch
+                scheduler.last_epoch = self.epoch
+                for group, base in zip(scheduler.optimizer.param_groups, scheduler.base_lrs):
+                    group["lr"] = base * scheduler.gamma ** (self.epoch // scheduler.step_size)
+        # Keep only the history rows of epochs that the restored state has seen.
+        log = self.run_dir / "history.jsonl"
+        if log.is_file():
+            rows = [r for r in log.read_text().splitlines() if json.loads(r)["epoch"] <= self.epoch]
+            log.write_text("".join(r + "\n" for r in rows))

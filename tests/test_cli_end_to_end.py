@@ -1,0 +1,113 @@
+"""One-epoch runs on tiny generated images: every run-directory artefact, then evaluate/predict."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from mkcnet.checkpoint import load_checkpoint
+from mkcnet.cli import main
+from mkcnet.inference import ResultsPack
+
+TRAIN_FLAGS = ["--dataset", "ct-iqad", "--backbone", "resnet10t", "--meta-backbone", "resnet10t",
+               "--image-size", "32", "--batch-size", "8", "--meta-every", "1", "--quiet", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def mkcnet_run(tiny_dataset, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "mkcnet"
+    code = main(["train", "--root", str(tiny_dataset), "--method", "mkcnet", "--epochs", "1", "--out", str(out),
+                 *TRAIN_FLAGS])
+    assert code == 0
+    return out
+
+
+def test_run_directory_has_every_artefact(mkcnet_run):
+    for name in ("config.json", "history.jsonl", "history.csv", "best.safetensors", "best.json",
+                 "last.safetensors", "last.json", "state.safetensors", "state.json"):
+        assert (mkcnet_run / name).is_file(), name
+    rows = [json.loads(line) for line in (mkcnet_run / "history.jsonl").read_text().splitlines()]
+    assert len(rows) == 1 and {"loss.total", "loss.auxiliary", "val.diagnosis.auc", "meta_outer"} <= set(rows[0])
+    model = load_checkpoint(mkcnet_run, with_meta=True)
+    assert model.meta is not None and model.config.model.method == "mkcnet"
+    assert not list(mkcnet_run.glob(".*tmp*"))  # atomic writes leave no temporaries
+
+
+def test_resume_continues_from_last_epoch(mkcnet_run, tiny_dataset):
+    code = main(["train", "--root", str(tiny_dataset), "--method", "mkcnet", "--epochs", "2",
+                 "--out", str(mkcnet_run), "--resume", *TRAIN_FLAGS])
+    assert code == 0
+    epochs = [json.loads(line)["epoch"] for line in (mkcnet_run / "history.jsonl").read_text().splitlines()]
+    assert epochs == [1, 2]
+
+
+def test_train_refuses_to_overwrite_a_run(mkcnet_run, tiny_dataset, capsys):
+    code = main(["train", "--root", str(tiny_dataset), "--epochs", "1", "--out", str(mkcnet_run), *TRAIN_FLAGS])
+    assert code == 2 and "--resume" in capsys.readouterr().err
+
+
+def test_evaluate_writes_a_results_pack(mkcnet_run, tiny_dataset, tmp_path):
+    out = tmp_path / "pack"
+    assert main(["evaluate", str(mkcnet_run), str(tiny_dataset / "val.csv"), "--out", str(out), "--quiet",
+                 "--device", "cpu"]) == 0
+    pack = ResultsPack.load(out)
+    assert len(pack.predictions) == 4
+    assert {"image", "diagnosis", "quality", "pred_diagnosis", "prob_diagnosis_0", "prob_quality_1",
+            "correct"} <= set(pack.predictions.columns)
+    assert np.allclose(pack.probabilities("diagnosis").sum(1), 1, atol=1e-4)
+    assert set(pack.features) == {"diagnosis", "quality", "auxiliary", "fused"}
+    assert all(len(v) == 4 for v in pack.features.values())
+    assert "diagnosis.auc" in pack.header["metrics"]
+
+
+def test_predict_image_folder_and_json(mkcnet_run, tiny_dataset, tmp_path, capsys):
+    out = tmp_path / "pred.csv"
+    assert main(["predict", str(mkcnet_run), str(tiny_dataset / "Images"), "--format", "csv", "-o", str(out),
+                 "--device", "cpu"]) == 0
+    table = pd.read_csv(out, keep_default_na=False)
+    assert len(table) == 16 and (table["error"] == "").all()
+    assert np.allclose(table[["p_diagnosis_non-COVID", "p_diagnosis_COVID-19"]].sum(axis=1), 1, atol=1e-3)
+    capsys.readouterr()
+    image = next((tiny_dataset / "Images").iterdir())
+    assert main(["predict", str(mkcnet_run / "best.safetensors"), str(image), "--format", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert rows[0]["quality"] in ("LQ", "HQ")
+
+
+def test_predict_reports_bad_files_without_losing_the_good_ones(mkcnet_run, tiny_dataset, tmp_path, capsys):
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    (folder / "good.png").write_bytes(next((tiny_dataset / "Images").iterdir()).read_bytes())
+    (folder / "empty.png").write_bytes(b"")
+    (folder / "text.jpg").write_text("not an image")
+    assert main(["predict", str(mkcnet_run), str(folder), "--format", "csv"]) == 0
+    captured = capsys.readouterr()
+    assert "2 of 3 file(s) could not be read" in captured.err
+    assert main(["predict", str(mkcnet_run), str(folder / "empty.png")]) == 2
+    assert "empty" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("method", ["vanilla", "multitask", "mkcnet-fo"])
+def test_other_methods_train_one_epoch(method, tiny_dataset, tmp_path):
+    assert main(["train", "--root", str(tiny_dataset), "--method", method, "--epochs", "1",
+                 "--out", str(tmp_path / method), *TRAIN_FLAGS]) == 0
+    model = load_checkpoint(tmp_path / method)
+    out = model.task_net(torch.zeros(1, 1, 32, 32))
+    assert (out.quality is None) == (method == "vanilla")
+
+
+def test_clear_errors(tiny_dataset, tmp_path, capsys):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "train.csv").write_text("image,diagnosis,quality\nImages/x.png,7,1\n")
+    assert main(["train", "--root", str(bad), "--out", str(tmp_path / "r"), *TRAIN_FLAGS]) == 2
+    assert "out of range" in capsys.readouterr().err
+    assert main(["train", "--root", str(tmp_path / "nowhere"), "--out", str(tmp_path / "r"), *TRAIN_FLAGS]) == 2
+    assert "not found" in capsys.readouterr().err
+    assert main(["predict", str(tmp_path / "none.safetensors"), "x.png"]) == 2
+    assert "checkpoint not found" in capsys.readouterr().err
+    assert main(["train", "--root", str(tiny_dataset), "--out", str(tmp_path / "r"), "--channels", "3",
+                 *TRAIN_FLAGS]) == 2
+    assert "one per channel" in capsys.readouterr().err
