@@ -150,9 +150,10 @@ class ImageSet:
         return (images.float() / 255 - self.mean) / self.std
 
     def batches(self, batch_size: int, shuffle: bool = False, augment: bool = False,
-                generator: torch.Generator | None = None) -> Iterator[Batch]:
+                generator: torch.Generator | None = None, every: int = 1) -> Iterator[Batch]:
+        """Batches in order or shuffled; `every=k` yields only every k-th batch (and builds no others)."""
         order = torch.randperm(len(self), generator=generator) if shuffle else torch.arange(len(self))
-        for start in range(0, len(self), batch_size):
+        for start in range(0, len(self), batch_size * every):
             idx = order[start:start + batch_size]
             images = self.images[idx]
             if augment:

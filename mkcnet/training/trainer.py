@@ -115,16 +115,17 @@ class Trainer:
         if self.meta is not None:
             lr = self.optimizer.param_groups[0]["lr"]
             meta_sums: dict[str, float] = {}
-            batches = [b for i, b in enumerate(data.batches(tc.batch_size, shuffle=True, augment=tc.augment,
-                                                             generator=generator)) if i % tc.meta_every == 0]
-            for batch in tqdm(batches, desc=f"epoch {self.epoch + 1}/{tc.epochs} stage II",
+            n_meta = math.ceil(steps / tc.meta_every)
+            batches = data.batches(tc.batch_size, shuffle=True, augment=tc.augment, generator=generator,
+                                   every=tc.meta_every)
+            for batch in tqdm(batches, total=n_meta, desc=f"epoch {self.epoch + 1}/{tc.epochs} stage II",
                               disable=not self.progress, leave=False):
                 with autocast(self.device, self.amp):
                     out = meta_step(self.task_net, self.meta, self.meta_optimizer, self._to_device(batch), lr,
                                     tc.weight_decay, tc.entropy_weight, tc.focal_gamma, tc.second_order)
                 for k, v in out.items():
                     meta_sums[k] = meta_sums.get(k, 0.0) + v
-            stats |= {k: v / max(len(batches), 1) for k, v in meta_sums.items()}
+            stats |= {k: v / n_meta for k, v in meta_sums.items()}
         return stats
 
     def validate(self, data: ImageSet) -> dict[str, float]:

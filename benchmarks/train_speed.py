@@ -1,0 +1,66 @@
+"""Training speed at a preset: images/s for vanilla, MKCNet first order and second order,
+and MKCNet's epoch cost as a multiple of vanilla's. Not a test: it takes a few minutes.
+
+    python benchmarks/train_speed.py                 # cpu preset, CT-IQAD shapes (1 channel)
+    python benchmarks/train_speed.py --images 512 --meta-every 1
+
+Uses random images of the preset's size, so it needs no data set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+from mkcnet.data.dataset import ImageSet, SplitTable
+from mkcnet.models import apply_method
+from mkcnet.presets import build_run_config
+from mkcnet.training.trainer import Trainer
+
+
+def epoch_seconds(method: str, args, data_cache: dict) -> float:
+    config = apply_method(build_run_config(args.dataset, args.preset, method, epochs=1, meta_every=args.meta_every,
+                                           device=args.device))
+    mc = config.model
+    key = (mc.in_chans, mc.image_size)
+    if key not in data_cache:
+        rng = np.random.default_rng(0)
+        n = args.images
+        table = SplitTable(None, [f"{i}.png" for i in range(n)], rng.integers(0, mc.num_diagnosis, n),
+                           rng.integers(0, mc.num_quality, n))
+        images = torch.from_numpy(rng.integers(0, 255, (n, mc.in_chans, mc.image_size, mc.image_size), np.uint8))
+        data_cache[key] = ImageSet(table, images, mc.mean, mc.std)
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = Trainer(config, tmp, progress=False)
+        data = data_cache[key]
+        trainer.train_epoch(data)  # warm-up (allocator, oneDNN kernels)
+        start = time.perf_counter()
+        for _ in range(args.repeats):
+            trainer.train_epoch(data)
+        return (time.perf_counter() - start) / args.repeats
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", default="ct-iqad")
+    p.add_argument("--preset", default="cpu")
+    p.add_argument("--images", type=int, default=256, help="images per measured epoch")
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--meta-every", type=int, default=None, help="override the preset's Stage II period")
+    p.add_argument("--device", default="auto")
+    args = p.parse_args()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, preset {args.preset}, "
+          f"{args.images} images per epoch")
+    cache: dict = {}
+    seconds = {m: epoch_seconds(m, args, cache) for m in ("vanilla", "mkcnet-fo", "mkcnet")}
+    print(f"{'method':12} {'img/s':>8} {'epoch x vanilla':>16}")
+    for method, s in seconds.items():
+        print(f"{method:12} {args.images / s:8.1f} {s / seconds['vanilla']:16.2f}")
+
+
+if __name__ == "__main__":
+    main()
