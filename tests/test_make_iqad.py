@@ -65,14 +65,14 @@ def test_writes_stratified_splits_with_a_record_per_image(source: Path, tmp_path
         assert rec["quality"] == row.quality and rec["diagnosis"] == row.diagnosis
         with Image.open(out / row.image) as im:
             written = np.asarray(im)
-            assert max(im.size) == 24
+            assert max(im.size) == 24 and im.mode == "L"  # X-rays are stored grey, RGB copies too
         deg = rec["degradation"]
         if row.quality == 2:
             assert deg is None
             continue
         assert deg["family"].startswith("xray.")
         assert deg["severity"] in ((3, 4, 5) if row.quality == 0 else (1, 2))
-        clean = load_image(str(src_root / rec["source"]), 24)  # source resized as the builder did
+        clean = load_image(str(src_root / rec["source"]), 24, grey=True)  # as the builder loaded it
         assert np.array_equal(np.asarray(replay(clean, deg)), written)
 
 

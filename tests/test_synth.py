@@ -112,3 +112,17 @@ def test_cli_synth_and_its_errors(tmp_path, capsys) -> None:
     assert main(["synth", str(out), "--n", "6", "--size", "40"]) == 2  # not empty, no --overwrite
     assert "--overwrite" in capsys.readouterr().err
     assert main(["synth", str(tmp_path / "t"), "--quality-ratios", "1,2"]) == 2
+
+
+def test_hard_cases_are_usable_images_with_confounders() -> None:
+    seen = set()
+    for seed in range(40):
+        diagnosis, quality = seed % 2, 1 if seed % 3 else 0
+        _, rec = synth_sample(seed=seed, size=32, diagnosis=diagnosis, quality=quality)
+        if rec["hard_case"]:
+            seen.add(rec["hard_case"])
+            assert quality == 1
+            kinds = {s["type"] for s in rec["degradation"]["params"].get("steps", [])} or {
+                rec["degradation"]["family"].split(".")[1]}
+            assert ("spots" in kinds) if diagnosis == 0 else bool(kinds & {"blur", "light", "hole"})
+    assert seen == {"artifact_mimics_lesion", "lesion_hidden_by_blur_or_light"}

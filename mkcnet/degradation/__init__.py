@@ -15,11 +15,12 @@ from mkcnet.degradation.api import (
     list_families,
     make_record,
     replay,
+    severity_table,
 )
 from mkcnet.degradation.base import MODALITIES, SEVERITIES, Family, from_float01, to_float01
 from mkcnet.degradation.fov import Fov, estimate_fov
 
 __all__ = [
     "MODALITIES", "SEVERITIES", "Family", "Fov", "apply_record_float01", "degrade", "estimate_fov",
-    "from_float01", "get_family", "list_families", "make_record", "replay", "to_float01",
+    "from_float01", "get_family", "list_families", "make_record", "replay", "severity_table", "to_float01",
 ]

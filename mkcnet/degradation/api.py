@@ -69,3 +69,12 @@ def replay(image: Any, record: dict[str, Any]) -> Any:
     """Re-apply a recorded degradation to the image it was made for."""
     img, kind = to_float01(image)
     return from_float01(apply_record_float01(img, record), kind)
+
+
+def severity_table(modality: str | None = None) -> list[dict[str, str]]:
+    """What each severity means per family (from the same bands the sampler uses), for docs/UIs."""
+    rows = []
+    for name in list_families(modality):
+        fam = get_family(name)
+        rows.append({"family": name, "summary": fam.summary, **{str(s): text for s, text in zip(range(1, 6), fam.scale)}})
+    return rows

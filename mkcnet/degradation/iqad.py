@@ -88,12 +88,17 @@ def output_names(rels: Sequence[str]) -> list[str]:
     return out
 
 
-def load_image(path: str, max_side: int) -> Image.Image:
-    """Grey stays grey ("L"), anything else becomes RGB; shrunk to at most `max_side`."""
+GREY_MODALITIES = ("xray", "ct", "oct")
+
+
+def load_image(path: str, max_side: int, grey: bool = False) -> Image.Image:
+    """8-bit grey ("L") when `grey` or already grey, else RGB; shrunk to at most `max_side`.
+    Grey modalities are stored grey even when a source copy was saved as RGB."""
     try:
         with Image.open(path) as im:
             im.load()
-            img = im.convert("L") if im.mode in ("L", "I;16", "I", "F", "LA", "1") else im.convert("RGB")
+            is_grey = grey or im.mode in ("L", "I;16", "I", "F", "LA", "1")
+            img = im.convert("L") if is_grey else im.convert("RGB")
     except (UnidentifiedImageError, OSError) as err:
         raise UserError(f"cannot read image {path}: {err}") from None
     img.thumbnail((max_side, max_side), Image.LANCZOS)
@@ -101,7 +106,7 @@ def load_image(path: str, max_side: int) -> Image.Image:
 
 
 def _make_one(job: dict[str, Any]) -> dict[str, Any]:
-    img = load_image(job["path"], job["size"])
+    img = load_image(job["path"], job["size"], job["grey"])
     record = None
     if job["severity"] is not None:
         arr, kind = to_float01(img)
@@ -153,7 +158,7 @@ def make_iqad(source: Path, out: Path, modality: str, families: Sequence[str] | 
         jobs.append({
             "root": str(out), "path": row["path"], "rel": row["rel"], "image": names_out[i],
             "diagnosis": int(row["diagnosis"]), "quality": int(quality[i]), "quality_name": levels[quality[i]][0],
-            "split": splits[i], "size": size, "seed": seeds[i],
+            "split": splits[i], "size": size, "seed": seeds[i], "grey": modality in GREY_MODALITIES,
             "family": str(job_rng.choice(families)) if sev_range else None,
             "severity": int(job_rng.integers(sev_range[0], sev_range[1] + 1)) if sev_range else None,
         })

@@ -33,7 +33,7 @@ def synth_sample(seed: int, size: int, diagnosis: int, quality: int) -> tuple[np
     plan = plan_degradation(np.random.default_rng((seed, 1)), quality, diagnosis, clean.shape)
     img = clean_u8 if plan is None else replay(clean_u8, plan)  # replay(clean_u8, plan) is exact
     record.update(quality=quality, quality_name=QUALITIES[quality], degradation=plan,
-                  hard_case=hard_case(plan, diagnosis))
+                  hard_case=hard_case(plan, diagnosis, quality))
     return img, record
 
 

@@ -46,14 +46,14 @@ def plan_degradation(rng: np.random.Generator, quality: int, diagnosis: int,
     return make_record(family, severity, shape, seed=int(rng.integers(0, 2**31 - 1)))
 
 
-def hard_case(record: dict[str, Any] | None, diagnosis: int) -> str | None:
-    """Name the confounder a degraded image carries, if any."""
-    if record is None:
+def hard_case(record: dict[str, Any] | None, diagnosis: int, quality: int) -> str | None:
+    """Name the confounder a usable image carries, if any (a reject image is simply bad)."""
+    if record is None or quality != 1:
         return None
     steps = record["params"].get("steps") or [{"type": record["family"].split(".")[1]}]
     kinds = {s["type"] for s in steps}
     if diagnosis == 0 and "spots" in kinds:
         return "artifact_mimics_lesion"
-    if diagnosis > 0 and record["severity"] >= 2 and kinds & {"blur", "light", "hole"}:
+    if diagnosis > 0 and kinds & {"blur", "light", "hole"}:
         return "lesion_hidden_by_blur_or_light"
     return None
