@@ -70,7 +70,7 @@ def reflectance(rng: np.random.Generator, lay: Layout) -> tuple[np.ndarray, dict
     s, r = lay.size, lay.radius
     yy, xx = np.mgrid[0:s, 0:s].astype(np.float32)
     pigment = float(rng.beta(2, 2))
-    tess = float(0.75 * rng.beta(1.3, 3.0))  # tessellation: choroidal vessels seen through thin RPE
+    tess = float(0.5 * rng.beta(1.3, 3.0))  # tessellation: choroidal vessels seen through thin RPE
     base = (1 - pigment) * LIGHT_FUNDUS + pigment * DARK_FUNDUS
     base = base * np.array([1.0, rng.uniform(0.9, 1.12), rng.uniform(0.8, 1.25)], np.float32)
 
@@ -111,6 +111,6 @@ def illumination(rng: np.random.Generator, lay: Layout) -> tuple[np.ndarray, dic
     yy, xx = np.mgrid[0:s, 0:s].astype(np.float32)
     ox, oy = rng.normal(0, 0.08, size=2) * lay.radius
     rho = np.hypot(xx - lay.cx - ox, yy - lay.cy - oy) / lay.radius
-    vignette, power, gain = float(rng.uniform(0.25, 0.55)), float(rng.uniform(2.0, 3.5)), float(rng.uniform(0.85, 1.08))
+    vignette, power, gain = float(rng.uniform(0.25, 0.55)), float(rng.uniform(2.0, 3.5)), float(rng.uniform(0.9, 1.15))
     light = gain * (1 - vignette * np.clip(rho, 0, 1.2) ** power) * (1 + 0.04 * smooth_noise(rng, s, 3))
     return light.astype(np.float32), {"vignetting": round(vignette, 3), "exposure": round(gain, 3)}

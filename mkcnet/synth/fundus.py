@@ -21,7 +21,7 @@ DIAGNOSES = ("NoDR", "NPDR", "PDR")
 
 # per-channel transmission (multiply) or target colour (blend) of each layer
 ARTERY = np.array([0.88, 0.6, 0.6], np.float32)
-VEIN = np.array([0.72, 0.38, 0.45], np.float32)
+VEIN = np.array([0.68, 0.34, 0.42], np.float32)
 NEW_VESSELS = np.array([0.68, 0.34, 0.45], np.float32)
 HAEMORRHAGE = np.array([0.62, 0.3, 0.36], np.float32)
 REFLEX = np.array([0.14, 0.12, 0.1], np.float32)

@@ -40,7 +40,7 @@ def _wrap(a: float) -> float:
 def grow_tree(rng: np.random.Generator, lay: Layout) -> list[Vessel]:
     """All vessels of one eye, arteries and veins; a trunk spawns its branches as it grows."""
     r = lay.radius
-    w0 = r * rng.uniform(0.026, 0.032)  # vein width at the disc (~7 px at 512 px)
+    w0 = r * rng.uniform(0.03, 0.036)  # vein width at the disc (~8 px at 512 px)
     w_min = max(0.35, 0.0028 * r)
     step = 0.02 * r
     mirror = lay.temporal == -1
@@ -65,7 +65,7 @@ def grow_tree(rng: np.random.Generator, lay: Layout) -> list[Vessel]:
         for i in range(400):
             if target is not None:
                 h += steer * _wrap(target - h)
-            drift = 0.9 * drift + 0.02 * noise[i]  # persistent curvature: smooth meanders
+            drift = 0.92 * drift + 0.015 * noise[i]  # persistent curvature: smooth meanders
             h += drift
             fx, fy = lay.fovea_x - x, lay.fovea_y - y
             d_f = math.hypot(fx, fy) / r
