@@ -27,9 +27,22 @@ class Layer:
 
     def __init__(self, size: int):
         self.size = size
-        self.image = Image.new("L", (size * SUPER, size * SUPER), 0)
-        self.draw = ImageDraw.Draw(self.image)
         self.dirty = False  # set by every drawing call; an untouched layer is skipped
+        self._image: Image.Image | None = None
+        self._draw: ImageDraw.ImageDraw | None = None
+
+    @property
+    def image(self) -> Image.Image:
+        """The canvas, allocated on first use (most lesion layers of a healthy eye stay empty)."""
+        if self._image is None:
+            self._image = Image.new("L", (self.size * SUPER, self.size * SUPER), 0)
+        return self._image
+
+    @property
+    def draw(self) -> ImageDraw.ImageDraw:
+        if self._draw is None:
+            self._draw = ImageDraw.Draw(self.image)
+        return self._draw
 
     def _xy(self, x: float, y: float) -> tuple[float, float]:
         return x * SUPER, y * SUPER
@@ -57,7 +70,7 @@ class Layer:
         vs = (np.asarray(values) // 16 * 16).astype(int)  # coarse levels -> long runs, few calls
         pts = np.stack([xs, ys], axis=1) * SUPER
         breaks = np.flatnonzero((np.diff(ws) != 0) | (np.diff(vs) != 0)) + 1
-        for lo, hi in zip(np.r_[0, breaks], np.r_[breaks, len(ws)]):
+        for lo, hi in zip([0, *breaks], [*breaks, len(ws)]):
             run = pts[lo:min(hi + 1, len(pts))]
             if len(run) > 1:
                 self.draw.line(run.ravel().tolist(), fill=int(vs[lo]), width=int(ws[lo]))

@@ -73,7 +73,7 @@ def grow_tree(rng: np.random.Generator, lay: Layout) -> list[Vessel]:
                 if d_f < 0.09:
                     break
                 cross = math.cos(h) * fy - math.sin(h) * fx
-                h -= 0.2 * math.copysign(1.0, cross)
+                h -= 0.1 * math.copysign(1.0, cross)
             stride = step if w > 3 * w_min else 1.6 * step  # coarser steps for thin vessels
             x += stride * math.cos(h)
             y += stride * math.sin(h)
