@@ -155,3 +155,16 @@ def test_cli_degrade_replay_and_list(tmp_path, fundus: np.ndarray, capsys) -> No
     assert main(["degrade", str(tmp_path / "missing.png"), str(out), "--family", "fundus.blur", "--severity", "2"]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert main(["degrade", str(src), str(out)]) == 2
+
+
+def test_docs_severity_table_matches_the_code() -> None:
+    from pathlib import Path
+
+    from mkcnet.degradation import severity_table
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "degradation.md").read_text(encoding="utf-8")
+    for row in severity_table():
+        if row["family"].startswith("ct.") and row["family"] not in ("ct.streak", "ct.ring"):
+            row = {**row, "family": "xray." + row["family"].split(".", 1)[1]}  # shared with X-ray
+        line = f"| `{row['family']}` | {row['summary']} | " + " | ".join(row[str(s)] for s in range(1, 6)) + " |"
+        assert line in doc, f"docs/degradation.md is out of date for {row['family']}"
