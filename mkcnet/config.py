@@ -17,6 +17,8 @@ class ModelConfig:
     method: str = "mkcnet"
     backbone: str = "resnet18"
     meta_backbone: str | None = None  # None: same as `backbone`
+    output_stride: int | None = None  # e.g. 16: a finer last feature map (sharper CAMs), more compute
+    backbone_args: dict[str, Any] = field(default_factory=dict)  # extra timm.create_model arguments
     in_chans: int = 3
     image_size: int = 128
     mean: tuple[float, ...] = (0.5, 0.5, 0.5)

@@ -67,24 +67,29 @@ class TrainingPreset:
     """How big a run is: `paper` reproduces the paper on a GPU, `cpu` fits 2 CPU cores."""
 
     name: str
-    backbone: str | None  # None: the paper's VGG16-BN
-    meta_backbone: str | None
+    backbone: str
     image_size: int
     batch_size: int | None  # None: the data set's paper batch
     epochs: int | None  # None: the data set's paper epochs
     meta_every: int
-    channels_last: bool
-    description: str
+    output_stride: int | None = None
+    backbone_args: dict | None = None
+    description: str = ""
 
 
 TRAINING: dict[str, TrainingPreset] = {
-    "paper": TrainingPreset("paper", "vgg16_bn", None, 256, None, None, meta_every=1, channels_last=False,
+    "paper": TrainingPreset("paper", "vgg16_bn", 256, None, None, meta_every=1,
                             description="VGG16-BN from scratch at 256 px, the paper's batch and epochs (GPU job)"),
-    # resnet18 @128 px trains ~90 img/s on 2 cores. A second-order Stage II step costs ~3.5
-    # plain steps, so it runs on every 5th batch (a random fifth of the data each epoch) and
-    # the meta learner is a smaller net: an MKCNet epoch stays within 2x a vanilla one.
-    "cpu": TrainingPreset("cpu", "resnet18", "resnet10t", 128, 32, 24, meta_every=5, channels_last=False,
-                          description="resnet18 @128 px, 24 epochs, Stage II every 5th batch (2 CPU cores)"),
+    # A ResNet-10-T with a 384-wide last stage at output stride 16: ~95 img/s at 128 px on 2
+    # cores, 8x8 maps for the CAMs, ~8 MB in fp16 so the bundled models stay small. (Depthwise
+    # nets such as MobileNetV3 train as fast, but their double backward, which the exact
+    # second-order step needs, is ~5x slower.) A second-order Stage II step costs ~6 plain steps
+    # here, so Stage II runs on every 10th batch (a random tenth of the data each epoch): an
+    # MKCNet epoch then stays within ~2x a vanilla one (benchmarks/train_speed.py).
+    "cpu": TrainingPreset("cpu", "resnet10t", 128, 32, 24, meta_every=10, output_stride=16,
+                          backbone_args={"channels": [64, 128, 256, 384]},
+                          description="ResNet-10-T (384-wide top, stride 16) @128 px, 24 epochs, "
+                                      "Stage II every 10th batch"),
 }
 
 
@@ -98,7 +103,8 @@ def build_run_config(dataset: str | DatasetPreset, training: str = "cpu", method
     # The LR step follows the paper's period, scaled to a shorter schedule.
     step = ds.step_size if tp.epochs is None else max(1, round(ds.step_size * epochs / ds.epochs * 2))
     model = ModelConfig(
-        method=method, backbone=tp.backbone, meta_backbone=tp.meta_backbone, in_chans=ds.channels,
+        method=method, backbone=tp.backbone, output_stride=tp.output_stride,
+        backbone_args=dict(tp.backbone_args or {}), in_chans=ds.channels,
         image_size=tp.image_size, mean=ds.mean, std=ds.std,
         num_diagnosis=len(ds.diagnosis_names), num_quality=len(ds.quality_names),
         diagnosis_names=ds.diagnosis_names, quality_names=ds.quality_names, meta_length=ds.meta_length,
@@ -106,7 +112,6 @@ def build_run_config(dataset: str | DatasetPreset, training: str = "cpu", method
     train = TrainConfig(
         epochs=epochs, batch_size=tp.batch_size or ds.batch_size, lr=ds.lr, meta_lr=ds.meta_lr,
         step_size=step, entropy_weight=ds.entropy_weight, meta_every=tp.meta_every,
-        channels_last=tp.channels_last,
     )
     data = DataConfig(preset=ds.name, root=root, diagnosis_map=ds.diagnosis_map)
     config = RunConfig(model=model, train=train, data=data)

@@ -57,6 +57,6 @@ def tiny_dataset(tmp_path_factory) -> Path:
 def tiny_config(method: str = "mkcnet", channels: int = 1, backbone: str = "resnet10t", **overrides) -> RunConfig:
     config = build_run_config("ct-iqad", "cpu", method, backbone=backbone, meta_backbone="resnet10t",
                               image_size=32, in_chans=channels, mean=(0.5,) * channels, std=(0.25,) * channels,
-                              feature_dim=32, batch_size=8, epochs=1, meta_every=1, channels_last=False,
+                              feature_dim=32, batch_size=8, epochs=1, meta_every=1, output_stride=None,
                               **overrides)
     return apply_method(config)

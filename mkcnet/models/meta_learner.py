@@ -9,12 +9,12 @@ All masks split the same Σψ auxiliary classes, so ablations compare equal-size
 
 from __future__ import annotations
 
-import timm
 import torch
 from timm.layers import Mlp
 from torch import nn
 
 from mkcnet.config import ModelConfig
+from mkcnet.models.task_net import create_backbone
 
 MASKS = ("joint", "diagnosis", "quality", "none")
 
@@ -50,9 +50,10 @@ class MetaLearner(nn.Module):
         if config.mask not in MASKS:
             raise ValueError(f"unknown mask {config.mask!r}; choose from {MASKS}")
         self.config = config
-        name = config.meta_backbone or config.backbone
-        self.backbone = timm.create_model(name, pretrained=False, num_classes=0, in_chans=config.in_chans)
-        self.head = Mlp(self.backbone.num_features, config.feature_dim, config.num_auxiliary)
+        self.backbone = create_backbone(config, config.meta_backbone, num_classes=0)
+        # Nets with a conv head (MobileNetV3) pool to head_hidden_size, not num_features.
+        width = getattr(self.backbone, "head_hidden_size", None) or self.backbone.num_features
+        self.head = Mlp(width, config.feature_dim, config.num_auxiliary)
         blocks = num_blocks(config.mask, config.num_diagnosis, config.num_quality)
         self.block_size = config.num_auxiliary // blocks
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import timm
 import torch
 from timm.layers import Mlp
+from timm.layers.activations import HardSigmoid
 from torch import nn
 
 from mkcnet.config import ModelConfig
@@ -40,12 +41,26 @@ class TaskOutput:
         return getattr(self, head)
 
 
-def create_backbone(name: str, in_chans: int) -> nn.Module:
-    """A timm backbone giving its last feature map (spatial), never downloading weights."""
+def create_backbone(config: ModelConfig, name: str | None = None, **kwargs) -> nn.Module:
+    """A timm backbone built from the config, never downloading weights. By default it gives
+    its last feature map (spatial); the meta learner passes num_classes=0 for pooled features."""
+    args = dict(config.backbone_args) | kwargs
+    name = name or config.backbone
     try:
-        return timm.create_model(name, pretrained=False, features_only=True, out_indices=(-1,), in_chans=in_chans)
+        net = timm.create_model(name, pretrained=False, in_chans=config.in_chans, **args)
     except RuntimeError as err:  # timm raises RuntimeError for unknown names
         raise ValueError(f"unknown backbone {name!r}: {err}") from None
+    return twice_differentiable(net)
+
+
+def twice_differentiable(net: nn.Module) -> nn.Module:
+    """Swap activations whose native kernels have no double backward (the exact second-order
+    meta step needs one) for timm's equivalent pure-PyTorch versions."""
+    for parent in list(net.modules()):
+        for child_name, child in parent.named_children():
+            if isinstance(child, nn.Hardsigmoid):
+                setattr(parent, child_name, HardSigmoid())
+    return net
 
 
 class TaskNet(nn.Module):
@@ -53,7 +68,8 @@ class TaskNet(nn.Module):
         super().__init__()
         self.config = config
         dim = config.feature_dim
-        self.backbone = create_backbone(config.backbone, config.in_chans)
+        stride = {"output_stride": config.output_stride} if config.output_stride else {}
+        self.backbone = create_backbone(config, features_only=True, out_indices=(-1,), **stride)
         channels = self.backbone.feature_info.channels()[-1]
         active = ["diagnosis"]
         if config.use_quality:

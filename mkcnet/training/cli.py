@@ -65,8 +65,10 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         meta_backbone=args.meta_backbone, image_size=args.image_size, seed=args.seed, device=args.device,
         meta_every=args.meta_every, in_chans=args.channels, meta_length=args.meta_length,
         entropy_weight=args.entropy_weight, train_split=args.train_split, val_split=args.val_split,
-        mean=args.mean, std=args.std,
+        mean=args.mean, std=args.std, output_stride=args.output_stride,
     )
+    if args.output_stride == 0:
+        config.model.output_stride = None
     if len(config.model.mean) != config.model.in_chans or len(config.model.std) != config.model.in_chans:
         raise UserError(f"--mean/--std need {config.model.in_chans} value(s), one per channel")
     return apply_method(config)
@@ -123,6 +125,7 @@ def register(subparsers) -> None:
     g.add_argument("--backbone", help="any timm model name, e.g. resnet18, resnet10t, vgg16_bn")
     g.add_argument("--meta-backbone", help="timm name of the meta learner's backbone")
     g.add_argument("--image-size", type=int)
+    g.add_argument("--output-stride", type=int, help="backbone output stride (16: finer maps; 0: the net's own)")
     g.add_argument("--meta-every", type=int, help="run Stage II on every k-th batch")
     g.add_argument("--seed", type=int)
     g.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps")
