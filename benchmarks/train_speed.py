@@ -34,7 +34,7 @@ def make_trainer(method: str, args, data_cache: dict, workdir: str) -> tuple[Tra
                            rng.integers(0, mc.num_quality, n))
         images = torch.from_numpy(rng.integers(0, 255, (n, mc.in_chans, mc.image_size, mc.image_size), np.uint8))
         data_cache[key] = ImageSet(table, images, mc.mean, mc.std)
-    return Trainer(config, f"{workdir}/{method}", progress=False), data_cache[key]
+    return Trainer(config, f"{workdir}/{method}", progress=False, verbose=False), data_cache[key]
 
 
 def measure(args) -> dict[str, float]:

@@ -116,7 +116,7 @@ def register(subparsers) -> None:
     p.add_argument("--config", help="a run's config.json to train again (overrides the preset flags)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last epoch")
     p.add_argument("--overwrite", action="store_true", help="start over in a run directory that holds a run")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--quiet", action="store_true", help="no progress bars (one line per epoch is still printed)")
     g = p.add_argument_group("overrides of the preset")
     g.add_argument("--epochs", type=int)
     g.add_argument("--batch-size", type=int)

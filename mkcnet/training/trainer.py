@@ -50,10 +50,11 @@ class FitResult:
 
 
 class Trainer:
-    def __init__(self, config: RunConfig, run_dir: str | Path, progress: bool = True):
+    def __init__(self, config: RunConfig, run_dir: str | Path, progress: bool = True, verbose: bool = True):
         self.config = config
         self.run_dir = Path(run_dir)
-        self.progress = progress
+        self.progress = progress  # progress bars
+        self.verbose = verbose  # one summary line per epoch
         tc = config.train
         self.device = resolve_device(tc.device)
         self.amp = tc.amp and self.device.type == "cuda"
@@ -178,7 +179,7 @@ class Trainer:
             f.write(json.dumps(row, default=float) + "\n")
         rows = [json.loads(line) for line in (self.run_dir / "history.jsonl").read_text().splitlines()]
         pd.DataFrame(rows).to_csv(self.run_dir / "history.csv", index=False)
-        if self.progress:
+        if self.verbose:
             tqdm.write(f"epoch {row['epoch']:3d}  loss {row['loss.total']:.4f}  "
                        f"val AUC {row.get('val.diagnosis.auc', float('nan')):.4f}  "
                        f"ACC {row.get('val.diagnosis.acc', float('nan')):.4f}  "
