@@ -14,8 +14,14 @@ import numpy as np
 from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
 
 
-def classification_metrics(labels: np.ndarray, probs: np.ndarray) -> dict[str, float]:
-    """acc, f1, auc (+ auc_hard for binary tasks); NaN where a metric is undefined."""
+def quality_groups(quality: np.ndarray, num_quality: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices of the LQ images (known quality below the top class) and of the HQ ones."""
+    quality = np.asarray(quality)
+    return np.flatnonzero((quality >= 0) & (quality < num_quality - 1)), np.flatnonzero(quality == num_quality - 1)
+
+
+def classification_metrics(labels: np.ndarray, probs: np.ndarray, hard_auc: bool = True) -> dict[str, float]:
+    """acc, f1, auc (+ auc_hard for binary tasks unless `hard_auc` is off); NaN where undefined."""
     labels = np.asarray(labels)
     probs = np.asarray(probs, dtype=np.float64)
     num_classes = probs.shape[1]
@@ -33,7 +39,8 @@ def classification_metrics(labels: np.ndarray, probs: np.ndarray) -> dict[str, f
         if num_classes == 2:
             ok = len(present) == 2
             out["auc"] = float(roc_auc_score(labels, probs[:, 1])) if ok else np.nan
-            out["auc_hard"] = float(roc_auc_score(labels, preds)) if ok else np.nan
+            if hard_auc:
+                out["auc_hard"] = float(roc_auc_score(labels, preds)) if ok else np.nan
         elif len(present) == num_classes:
             normalised = probs / probs.sum(axis=1, keepdims=True)
             out["auc"] = float(roc_auc_score(labels, normalised, multi_class="ovo", average="macro",
@@ -48,12 +55,12 @@ def evaluation_metrics(diagnosis: np.ndarray, diagnosis_probs: np.ndarray, quali
     """Flat dict: `diagnosis.auc`, `diagnosis.HQ.acc`, `quality.f1`, ... for a results table."""
     out: dict[str, float] = {}
     known = quality >= 0
-    groups = {"": np.ones_like(known)}
+    groups = {"": np.arange(len(diagnosis))}
     if known.any():
-        groups["HQ."] = known & (quality == num_quality - 1)
-        groups["LQ."] = known & (quality < num_quality - 1)
-    for prefix, mask in groups.items():
-        for key, value in classification_metrics(diagnosis[mask], diagnosis_probs[mask]).items():
+        lq, hq = quality_groups(quality, num_quality)
+        groups |= {"HQ.": hq, "LQ.": lq}
+    for prefix, rows in groups.items():
+        for key, value in classification_metrics(diagnosis[rows], diagnosis_probs[rows]).items():
             out[f"diagnosis.{prefix}{key}"] = value
     if quality_probs is not None and known.any():
         for key, value in classification_metrics(quality[known], quality_probs[known]).items():

@@ -47,6 +47,19 @@ class ResultsPack:
                       key=lambda c: int(c.rsplit("_", 1)[1]))
         return self.predictions[cols].to_numpy() if cols else None
 
+    def num_classes(self, head: str) -> int:
+        """Class count of "diagnosis" or "quality": from the model config, else from the table."""
+        model = self.header.get("model", {})
+        if f"num_{head}" in model:
+            return int(model[f"num_{head}"])
+        probs = self.probabilities(head)
+        return probs.shape[1] if probs is not None else int(self.predictions[head].max()) + 1
+
+    def class_names(self, head: str) -> tuple[str, ...]:
+        """Class names of "diagnosis" or "quality" (the class indices where the pack has none)."""
+        names = tuple(self.header.get("model", {}).get(f"{head}_names") or ())
+        return names or tuple(str(k) for k in range(self.num_classes(head)))
+
     def save(self, directory: str | Path) -> Path:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
