@@ -33,7 +33,7 @@ class ModelConfig:
     use_quality: bool = True  # quality head
     use_auxiliary: bool = True  # auxiliary branch + Meta-knowledge Assistance Block
     use_attention: bool = True  # Global Attention Blocks
-    use_assistance: bool = True  # Meta-knowledge Assistance Block on the auxiliary feature
+    use_assistance: bool = True  # Meta-knowledge Assistance Block: the diagnosis head also reads the auxiliary feature
 
     @property
     def num_auxiliary(self) -> int:
@@ -60,8 +60,9 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     amp: bool = True  # bf16 autocast, CUDA only
-    channels_last: bool = False
-    train_lq_ratio: float | None = None
+    channels_last: bool | None = None  # None: on for CUDA (faster convs with AMP), off on CPU
+    train_lq_ratio: float | None = None  # subsample the training split to this share of LQ images
+    grad_probe: bool = True  # log task-gradient cosines on the shared backbone, one batch per epoch
 
 
 @dataclass

@@ -25,14 +25,19 @@ from tqdm.auto import tqdm
 
 from mkcnet.checkpoint import atomic_write, load_into, save_checkpoint
 from mkcnet.config import RunConfig
-from mkcnet.data.dataset import ImageSet
+from mkcnet.data.dataset import Batch, ImageSet
+from mkcnet.data.shift import lq_subset
 from mkcnet.device import autocast, memory_format, resolve_device
 from mkcnet.errors import UserError
 from mkcnet.inference.predict import predict_batches
 from mkcnet.metrics import evaluation_metrics
 from mkcnet.models import build_networks, get_method
+from mkcnet.models.meta_learner import RandomLabels
+from mkcnet.models.task_net import TaskOutput
+from mkcnet.training.gradients import gradient_cosines
 from mkcnet.training.meta_step import meta_step
-from mkcnet.training.objective import task_losses
+from mkcnet.training.mixup import mix_batch
+from mkcnet.training.objective import LossParts, task_losses
 
 
 def seed_everything(seed: int) -> None:
@@ -58,7 +63,9 @@ class Trainer:
         tc = config.train
         self.device = resolve_device(tc.device)
         self.amp = tc.amp and self.device.type == "cuda"
-        self.mem = memory_format(tc.channels_last)
+        # channels_last speeds up CUDA convolutions under AMP; on CPU it slows the double backward.
+        self.channels_last = tc.channels_last if tc.channels_last is not None else self.device.type == "cuda"
+        self.mem = memory_format(self.channels_last)
         seed_everything(tc.seed)
         self.method = get_method(config.model.method)
         self.task_net, self.meta = build_networks(config.model)
@@ -67,6 +74,7 @@ class Trainer:
                                          weight_decay=tc.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, tc.step_size, tc.lr_gamma)
         self.meta_optimizer = self.meta_scheduler = None
+        self.random_labels: RandomLabels | None = None  # the no-meta ablation's labels, made in fit()
         if self.meta is not None:
             self.meta.to(self.device, memory_format=self.mem)
             self.meta_optimizer = torch.optim.SGD(self.meta.parameters(), lr=tc.meta_lr, momentum=tc.momentum,
@@ -83,8 +91,21 @@ class Trainer:
         batch.quality = batch.quality.to(self.device)
         return batch
 
+    def aux_targets(self, batch: Batch) -> torch.Tensor | None:
+        """The auxiliary head's soft targets for a batch: from φ (detached), fixed random ones, or none."""
+        if self.meta is not None:
+            with torch.no_grad():
+                return self.meta.labels(batch.images, batch.diagnosis, batch.quality).float()
+        if self.random_labels is not None:
+            return self.random_labels.labels(batch.index, batch.diagnosis, batch.quality)
+        return None
+
+    def losses(self, out: TaskOutput, batch: Batch) -> LossParts:
+        tc = self.config.train
+        return task_losses(out, batch, self.aux_targets(batch), tc.focal_gamma, self.config.model.meta_length)
+
     def train_epoch(self, data: ImageSet) -> dict[str, float]:
-        tc, mc = self.config.train, self.config.model
+        tc = self.config.train
         generator = torch.Generator().manual_seed(tc.seed * 100_003 + self.epoch)
         self.task_net.train()
         sums: dict[str, float] = {}
@@ -93,15 +114,18 @@ class Trainer:
                    total=steps, desc=f"epoch {self.epoch + 1}/{tc.epochs} stage I", disable=not self.progress,
                    leave=False)
         # Stage I: θ on L_d + L_q + L_ω, auxiliary targets from φ (detached).
+        if self.meta is not None:
+            self.meta.train()
         for batch in bar:
             batch = self._to_device(batch)
+            partner = None
+            if self.method.mixup:
+                batch, partner, lam = mix_batch(batch, self.method.mixup, generator)
             with autocast(self.device, self.amp):
-                labels = None
-                if self.meta is not None:
-                    self.meta.train()
-                    with torch.no_grad():
-                        labels = self.meta.labels(batch.images, batch.diagnosis, batch.quality).float()
-                parts = task_losses(self.task_net(batch.images), batch, labels, tc.focal_gamma, mc.meta_length)
+                out = self.task_net(batch.images)
+                parts = self.losses(out, batch)
+                if partner is not None:
+                    parts = parts.mix(self.losses(out, partner), lam)
             self.optimizer.zero_grad(set_to_none=True)
             parts.total.backward()
             self.optimizer.step()
@@ -129,16 +153,32 @@ class Trainer:
             stats |= {k: v / n_meta for k, v in meta_sums.items()}
         return stats
 
+    def probe_gradients(self, batch: Batch) -> dict[str, float]:
+        """Gradient cosines between the task losses on the shared backbone (see training/gradients.py)."""
+        self.task_net.train()
+        if self.meta is not None:
+            self.meta.eval()  # the probe's labels must not move φ's BatchNorm statistics
+        with autocast(self.device, self.amp):
+            return gradient_cosines(self.task_net, batch, self.aux_targets(batch), self.config.train.focal_gamma,
+                                    self.config.model.meta_length)
+
     def validate(self, data: ImageSet) -> dict[str, float]:
         preds = predict_batches(self.task_net, data.batches(self.config.train.batch_size * 2), self.device,
-                                amp=self.amp, channels_last=self.config.train.channels_last)
+                                amp=self.amp, channels_last=self.channels_last)
         return evaluation_metrics(data.table.diagnosis, preds.diagnosis, data.table.quality, preds.quality,
                                   self.config.model.num_quality)
 
     # -- the run ---------------------------------------------------------------------------
     def fit(self, train: ImageSet, val: ImageSet | None = None, resume: bool = False) -> FitResult:
         tc = self.config.train
+        if tc.train_lq_ratio is not None:  # training-side quality shift: the split resampled to that LQ share
+            train = train.subset(lq_subset(train.table.quality, self.config.model.num_quality, tc.train_lq_ratio,
+                                           tc.seed))
         self._check_labels(train)
+        if self.method.aux_labels == "random":
+            self.random_labels = RandomLabels(self.config.model, len(train), tc.seed)
+        # One fixed, unaugmented batch on which the gradient cosines are measured every epoch.
+        probe = next(train.batches(tc.batch_size, shuffle=True, generator=torch.Generator().manual_seed(tc.seed)))
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if resume:
             self._load_state()
@@ -152,11 +192,13 @@ class Trainer:
             self.scheduler.step()
             if self.meta_scheduler is not None:
                 self.meta_scheduler.step()
+            if tc.grad_probe:
+                stats |= self.probe_gradients(self._to_device(probe))
             metrics = self.validate(val) if val is not None else {}
             self.epoch += 1
             self.minutes += (time.perf_counter() - start) / 60
             row = {"epoch": self.epoch, "lr": self.optimizer.param_groups[0]["lr"], "minutes": self.minutes,
-                   **stats, **{f"val.{k}": v for k, v in metrics.items()}}
+                   "train.n": len(train), **stats, **{f"val.{k}": v for k, v in metrics.items()}}
             self._log(row)
             score = metrics.get("diagnosis.auc", -stats["loss.total"])
             score = -math.inf if score is None or np.isnan(score) else score
@@ -169,10 +211,10 @@ class Trainer:
         return FitResult(self.run_dir, self.best_epoch, self.best_metrics, self.minutes)
 
     def _check_labels(self, data: ImageSet) -> None:
-        if (self.method.meta_learner or self.method.quality) and (data.table.quality < 0).all():
+        if (self.method.quality or self.method.mask_uses_quality) and (data.table.quality < 0).all():
             raise UserError(f"method {self.method.name!r} needs quality labels, but the training split has none")
-        if self.method.meta_learner and (data.table.quality < 0).any():
-            raise UserError("the joint-encoding mask needs a quality label on every training image")
+        if self.method.mask_uses_quality and (data.table.quality < 0).any():
+            raise UserError(f"the {self.method.mask!r} mask needs a quality label on every training image")
 
     def _log(self, row: dict) -> None:
         with open(self.run_dir / "history.jsonl", "a") as f:
