@@ -146,6 +146,11 @@ class ImageSet:
     def __len__(self) -> int:
         return len(self.table)
 
+    def subset(self, index: np.ndarray) -> "ImageSet":
+        """The images at these rows (e.g. a training split resampled to an LQ share)."""
+        return ImageSet(self.table.subset(index), self.images[torch.as_tensor(index)], self.mean.flatten().tolist(),
+                        self.std.flatten().tolist())
+
     def normalise(self, images: torch.Tensor) -> torch.Tensor:
         return (images.float() / 255 - self.mean) / self.std
 

@@ -48,14 +48,28 @@ class GlobalAttentionBlock(nn.Module):
         return x, gate, self.proj(x.mean(dim=(2, 3)))
 
 
-class MetaKnowledgeAssistance(nn.Module):
+class VectorAttention(nn.Module):
+    """timm's squeeze-and-excitation channel gate, applied to a B×D feature vector."""
+
+    def __init__(self, features: int):
+        super().__init__()
+        self.attn = SEModule(features, rd_ratio=1 / 4)
+
+    def gate(self, x: torch.Tensor) -> torch.Tensor:
+        return self.attn(x[:, :, None, None]).flatten(1)
+
+
+class MetaKnowledgeAssistance(VectorAttention):
     """Meta-knowledge Assistance Block: channel attention over the auxiliary (ω) feature; the
     result is concatenated with the diagnosis feature to form the fused diagnosis feature."""
 
-    def __init__(self, features: int, enabled: bool = True):
-        super().__init__()
-        self.attn = SEModule(features, rd_ratio=1 / 4) if enabled else nn.Identity()
-
     def forward(self, diagnosis: torch.Tensor, auxiliary: torch.Tensor) -> torch.Tensor:
-        weighted = self.attn(auxiliary[:, :, None, None]).flatten(1)
-        return torch.cat([diagnosis, weighted], dim=1)
+        return torch.cat([diagnosis, self.gate(auxiliary)], dim=1)
+
+
+class CrossTaskAttention(VectorAttention):
+    """CANet's disease-dependent attention: a task's feature plus the other task's feature,
+    channel-attended (Li et al., 2019, as in the MKCNet authors' baseline code)."""
+
+    def forward(self, own: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+        return own + self.gate(other)

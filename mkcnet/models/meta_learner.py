@@ -1,4 +1,4 @@
-"""Meta Learner (φ) and the joint-encoding mask (JEM).
+"""Meta Learner (φ), the joint-encoding mask (JEM), and fixed random labels for the ablation.
 
 The meta learner predicts soft auxiliary labels y_ω. Under the JEM, a sample with diagnosis d
 and quality q belongs to the joint class m = q·num_diagnosis + d, and its label is a softmax
@@ -37,11 +37,23 @@ def block_index(mask: str, diagnosis: torch.Tensor, quality: torch.Tensor, num_d
     raise ValueError(f"unknown mask {mask!r}; choose from {MASKS}")
 
 
+def block_size(config: ModelConfig) -> int:
+    """Auxiliary classes per block: Σψ split evenly over the mask's blocks."""
+    return config.num_auxiliary // num_blocks(config.mask, config.num_diagnosis, config.num_quality)
+
+
 def masked_softmax(logits: torch.Tensor, block: torch.Tensor, block_size: int) -> torch.Tensor:
     """Softmax of each row restricted to columns [block·size, (block+1)·size)."""
     owner = torch.arange(logits.shape[1], device=logits.device) // block_size
     allowed = owner[None, :] == block[:, None]
     return logits.masked_fill(~allowed, float("-inf")).softmax(dim=1)
+
+
+def mask_labels(config: ModelConfig, logits: torch.Tensor, diagnosis: torch.Tensor,
+                quality: torch.Tensor) -> torch.Tensor:
+    """Soft auxiliary labels (B×Σψ) from logits: a softmax inside each sample's block, zero elsewhere."""
+    block = block_index(config.mask, diagnosis, quality, config.num_diagnosis)
+    return masked_softmax(logits, block, block_size(config))
 
 
 class MetaLearner(nn.Module):
@@ -54,13 +66,28 @@ class MetaLearner(nn.Module):
         # Nets with a conv head (MobileNetV3) pool to head_hidden_size, not num_features.
         width = getattr(self.backbone, "head_hidden_size", None) or self.backbone.num_features
         self.head = Mlp(width, config.feature_dim, config.num_auxiliary)
-        blocks = num_blocks(config.mask, config.num_diagnosis, config.num_quality)
-        self.block_size = config.num_auxiliary // blocks
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(x))
 
     def labels(self, x: torch.Tensor, diagnosis: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
         """Soft auxiliary labels y_ω (B×Σψ), zero outside each sample's block."""
-        block = block_index(self.config.mask, diagnosis, quality, self.config.num_diagnosis)
-        return masked_softmax(self(x), block, self.block_size)
+        return mask_labels(self.config, self(x), diagnosis, quality)
+
+
+class RandomLabels:
+    """The "without Meta Learner" ablation: fixed auxiliary labels that nothing learns.
+
+    Each training image (by its row in the training split) owns one random soft label, drawn once
+    from the seed as a softmax of standard-normal logits inside the block its mask allows, so the
+    auxiliary task keeps the JEM's structure but carries no learned meta-knowledge. Per image,
+    not per joint class: one label per class would merely re-encode (diagnosis, quality), which
+    the quality head already learns."""
+
+    def __init__(self, config: ModelConfig, num_images: int, seed: int):
+        self.config = config
+        self.logits = torch.randn(num_images, config.num_auxiliary, generator=torch.Generator().manual_seed(seed))
+
+    def labels(self, index: torch.Tensor, diagnosis: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
+        logits = self.logits[index.cpu()].to(diagnosis.device)
+        return mask_labels(self.config, logits, diagnosis, quality)

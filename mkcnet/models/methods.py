@@ -9,8 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mkcnet.config import ModelConfig, RunConfig
+from mkcnet.models.baselines import CANet, DetachNet
 from mkcnet.models.meta_learner import MetaLearner
 from mkcnet.models.task_net import TaskNet
+
+ARCHITECTURES: dict[str, type[TaskNet]] = {"task_net": TaskNet, "canet": CANet, "detach": DetachNet}
 
 
 @dataclass(frozen=True)
@@ -18,23 +21,55 @@ class Method:
     name: str
     description: str
     quality: bool = True  # quality head and loss
-    auxiliary: bool = True  # ω branch, assistance block, auxiliary head and loss
-    meta_learner: bool = True  # soft auxiliary labels from φ (Stage II trains it)
+    # The auxiliary task's targets: "meta" = the Meta Learner φ (trained in Stage II), "random" =
+    # fixed seeded labels (RandomLabels), None = no auxiliary branch, head or loss.
+    aux_labels: str | None = "meta"
     second_order: bool = True
     mask: str = "joint"
-    attention: bool = True
-    assistance: bool = True
+    attention: bool = True  # Global Attention Blocks
+    assistance: bool = True  # Meta-knowledge Assistance Block (diagnosis head reads the ω feature)
+    architecture: str = "task_net"  # a key of ARCHITECTURES
+    mixup: float = 0.0  # Stage I mixup of images and targets with λ ~ Beta(α, α); 0 = off
+
+    @property
+    def auxiliary(self) -> bool:
+        return self.aux_labels is not None
+
+    @property
+    def meta_learner(self) -> bool:
+        return self.aux_labels == "meta"
+
+    @property
+    def mask_uses_quality(self) -> bool:
+        """Whether the auxiliary labels' mask needs every training image's quality label."""
+        return self.auxiliary and self.mask in ("joint", "quality")
 
 
 METHODS: dict[str, Method] = {
     m.name: m
     for m in (
-        Method("vanilla", "diagnosis only: backbone + diagnosis branch and head",
-               quality=False, auxiliary=False, meta_learner=False),
-        Method("multitask", "diagnosis + quality heads on a shared backbone, no meta learner",
-               auxiliary=False, meta_learner=False),
+        Method("vanilla", "diagnosis only: backbone + diagnosis branch and head", quality=False, aux_labels=None),
+        Method("mixup", "vanilla trained with Mixup (α = 0.2), a domain-generalisation augmentation baseline",
+               quality=False, aux_labels=None, mixup=0.2),
+        Method("multitask", "diagnosis + quality heads on a shared backbone, no meta learner", aux_labels=None),
+        Method("canet", "CANet: diagnosis and quality branches exchange features by cross-task attention",
+               aux_labels=None, architecture="canet"),
+        Method("detach", "DETACH: separate diagnosis and quality backbones exchanging detached features",
+               aux_labels=None, architecture="detach"),
+        Method("maxl", "MAXL: meta auxiliary labels masked by diagnosis only; no quality head, no MAB",
+               quality=False, mask="diagnosis", assistance=False),
         Method("mkcnet", "MKCNet, exact second-order meta step"),
         Method("mkcnet-fo", "MKCNet, first-order (finite-difference) meta step", second_order=False),
+        # Ablations of MKCNet (second order), one part removed or replaced each.
+        Method("mkcnet-no-gab", "MKCNet without the Global Attention Blocks (branches pool the map)",
+               attention=False),
+        Method("mkcnet-no-mab", "MKCNet without the Meta-knowledge Assistance Block (the diagnosis head "
+               "reads the diagnosis feature only)", assistance=False),
+        Method("mkcnet-no-meta", "MKCNet without the Meta Learner: fixed random soft labels per image, "
+               "JEM-masked", aux_labels="random"),
+        Method("mkcnet-mask-diagnosis", "MKCNet with auxiliary labels masked by diagnosis only", mask="diagnosis"),
+        Method("mkcnet-mask-quality", "MKCNet with auxiliary labels masked by quality only", mask="quality"),
+        Method("mkcnet-mask-none", "MKCNet with unmasked auxiliary labels", mask="none"),
     )
 }
 
@@ -59,4 +94,4 @@ def apply_method(config: RunConfig) -> RunConfig:
 def build_networks(config: ModelConfig) -> tuple[TaskNet, MetaLearner | None]:
     method = get_method(config.method)
     meta = MetaLearner(config) if method.meta_learner else None
-    return TaskNet(config), meta
+    return ARCHITECTURES[method.architecture](config), meta

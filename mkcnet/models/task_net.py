@@ -64,12 +64,18 @@ def twice_differentiable(net: nn.Module) -> nn.Module:
 
 
 class TaskNet(nn.Module):
+    """Backbone → one Global Attention Block per task branch → fusion → heads.
+
+    Other architectures (CANet, DETACH in `baselines.py`) subclass it and change only the hooks:
+    `forward_features` (the backbone map), `branch_input` (what each branch reads) and
+    `build_fusion` / `head_inputs` (how branch features mix into each head's input).
+    """
+
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
         dim = config.feature_dim
-        stride = {"output_stride": config.output_stride} if config.output_stride else {}
-        self.backbone = create_backbone(config, features_only=True, out_indices=(-1,), **stride)
+        self.backbone = self.create_backbone()
         channels = self.backbone.feature_info.channels()[-1]
         active = ["diagnosis"]
         if config.use_quality:
@@ -79,15 +85,29 @@ class TaskNet(nn.Module):
         self.branches = nn.ModuleDict(
             {b: GlobalAttentionBlock(channels, dim, attention=config.use_attention) for b in active}
         )
-        self.assistance = (
-            MetaKnowledgeAssistance(dim, enabled=config.use_assistance) if config.use_auxiliary else None
-        )
-        fused_dim = dim * 2 if config.use_auxiliary else dim
-        self.heads = nn.ModuleDict({"diagnosis": Mlp(fused_dim, dim, config.num_diagnosis)})
-        if config.use_quality:
-            self.heads["quality"] = Mlp(dim, dim, config.num_quality)
-        if config.use_auxiliary:
-            self.heads["auxiliary"] = Mlp(dim, dim, config.num_auxiliary)
+        widths = self.build_fusion(dim)
+        classes = {"diagnosis": config.num_diagnosis, "quality": config.num_quality,
+                   "auxiliary": config.num_auxiliary}
+        self.heads = nn.ModuleDict({b: Mlp(widths.get(b, dim), dim, classes[b]) for b in active})
+
+    def create_backbone(self) -> nn.Module:
+        stride = {"output_stride": self.config.output_stride} if self.config.output_stride else {}
+        return create_backbone(self.config, features_only=True, out_indices=(-1,), **stride)
+
+    def build_fusion(self, dim: int) -> dict[str, int]:
+        """Make the modules that mix branch features; return the input width of heads wider than `dim`."""
+        use = self.config.use_auxiliary and self.config.use_assistance
+        self.assistance = MetaKnowledgeAssistance(dim) if use else None
+        return {"diagnosis": 2 * dim} if use else {}
+
+    def head_inputs(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Each head's input: its branch feature; MKCNet's diagnosis head also reads the auxiliary one."""
+        if self.assistance is None:
+            return features
+        return features | {"diagnosis": self.assistance(features["diagnosis"], features["auxiliary"])}
+
+    def branch_input(self, branch: str, fmap: torch.Tensor) -> torch.Tensor:
+        return fmap
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone(x)[-1]
@@ -95,16 +115,11 @@ class TaskNet(nn.Module):
     def forward_head(self, fmap: torch.Tensor) -> TaskOutput:
         out = TaskOutput(diagnosis=fmap.new_empty(0), maps={"backbone": fmap})
         for name, branch in self.branches.items():
-            out.maps[name], out.attention[name], out.features[name] = branch(fmap)
-        fused = out.features["diagnosis"]
-        if self.assistance is not None:
-            fused = self.assistance(fused, out.features["auxiliary"])
-        out.features["fused"] = fused
-        out.diagnosis = self.heads["diagnosis"](fused)
-        if "quality" in self.heads:
-            out.quality = self.heads["quality"](out.features["quality"])
-        if "auxiliary" in self.heads:
-            out.auxiliary = self.heads["auxiliary"](out.features["auxiliary"])
+            out.maps[name], out.attention[name], out.features[name] = branch(self.branch_input(name, fmap))
+        inputs = self.head_inputs(out.features)
+        out.features["fused"] = inputs["diagnosis"]
+        for name, head in self.heads.items():
+            setattr(out, name, head(inputs[name]))
         return out
 
     def forward(self, x: torch.Tensor) -> TaskOutput:

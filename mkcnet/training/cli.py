@@ -65,7 +65,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         meta_backbone=args.meta_backbone, image_size=args.image_size, seed=args.seed, device=args.device,
         meta_every=args.meta_every, in_chans=args.channels, meta_length=args.meta_length,
         entropy_weight=args.entropy_weight, train_split=args.train_split, val_split=args.val_split,
-        mean=args.mean, std=args.std, output_stride=args.output_stride,
+        mean=args.mean, std=args.std, output_stride=args.output_stride, train_lq_ratio=args.train_lq_ratio,
     )
     if args.output_stride == 0:
         config.model.output_stride = None
@@ -128,6 +128,9 @@ def register(subparsers) -> None:
     g.add_argument("--output-stride", type=int, help="backbone output stride (16: finer maps; 0: the net's own)")
     g.add_argument("--meta-every", type=int, help="run Stage II on every k-th batch")
     g.add_argument("--seed", type=int)
+    g.add_argument("--train-lq-ratio", type=float, metavar="R",
+                   help="train on a subsample of the training split with this share of LQ images (0..1; "
+                        "as many images as the share allows, drawn by --seed)")
     g.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps")
     c = p.add_argument_group("custom data set (with --dataset custom)")
     c.add_argument("--dataset-config", help="JSON file with the data-set fields (see README)")

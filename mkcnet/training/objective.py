@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 
@@ -26,6 +26,12 @@ class LossParts:
     def total(self) -> torch.Tensor:
         """L_d + L_q + L_ω: what Stage I minimises."""
         return self.primary if self.auxiliary is None else self.primary + self.auxiliary
+
+    def mix(self, other: "LossParts", lam: float) -> "LossParts":
+        """λ·self + (1−λ)·other, part by part: mixup's loss for the two label sets of a mixed batch."""
+        def blend(a, b):
+            return b if a is None else a if b is None else lam * a + (1 - lam) * b
+        return LossParts(*(blend(getattr(self, f.name), getattr(other, f.name)) for f in fields(self)))
 
 
 def task_losses(out: TaskOutput, batch: Batch, aux_labels: torch.Tensor | None, gamma: float,
