@@ -2,6 +2,7 @@
 # Train vanilla, multitask and MKCNet with the cpu preset on the real CT-IQAD split, then
 # evaluate each best checkpoint on the validation split (results packs in runs/ct-iqad/*/eval-val).
 # Needs ../shared/data/ct-iqad (present on the project's machines, absent on users').
+# EPOCHS overrides the preset's epoch count (the README says which was used for its table).
 set -euo pipefail
 DATA=${DATA:-../shared/data/ct-iqad}
 OUT=${OUT:-runs/ct-iqad}
@@ -10,6 +11,7 @@ if [ ! -f "$DATA/train.csv" ]; then
   exit 1
 fi
 for method in ${METHODS:-vanilla multitask mkcnet}; do
-  mkcnet train --dataset ct-iqad --root "$DATA" --method "$method" --preset cpu --out "$OUT/$method" --overwrite --quiet
+  mkcnet train --dataset ct-iqad --root "$DATA" --method "$method" --preset cpu ${EPOCHS:+--epochs "$EPOCHS"} \
+    --out "$OUT/$method" --overwrite --quiet
   mkcnet evaluate "$OUT/$method" "$DATA/val.csv" --quiet
 done
