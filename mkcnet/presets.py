@@ -7,9 +7,12 @@ batch, epochs) are those of the official configs; the quality index is "higher i
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 from mkcnet.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from mkcnet.errors import UserError
 
 # EyeQ and DeepDRiD carry DR grades 0-4; the paper folds them into NoDR / NPDR / PDR.
 DR_GRADE_TO_CLASS = {0: 0, 1: 1, 2: 1, 3: 1, 4: 2}
@@ -60,6 +63,26 @@ DATASETS: dict[str, DatasetPreset] = {
                       description="the project's synthetic fundus set (mkcnet synth), EyeQ-style labels"),
     )
 }
+
+
+def dataset_from_file(path: str | Path) -> DatasetPreset:
+    """A data set described without code: a JSON file of DatasetPreset fields (name defaults to
+    the file's stem; fields left out take CT-IQAD's values)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"data-set config not found: {path}")
+    raw = json.loads(path.read_text())
+    raw.setdefault("name", path.stem)
+    for key in ("diagnosis_names", "quality_names", "mean", "std"):
+        if key in raw:
+            raw[key] = tuple(raw[key])
+    if raw.get("diagnosis_map"):
+        raw["diagnosis_map"] = {int(k): int(v) for k, v in raw["diagnosis_map"].items()}
+    base = DATASETS["ct-iqad"].__dict__ | {"description": "custom"}
+    try:
+        return DatasetPreset(**(base | raw))
+    except TypeError as err:
+        raise UserError(f"{path}: {err}") from None
 
 
 @dataclass(frozen=True)

@@ -14,14 +14,7 @@ from mkcnet.training.gradients import gradient_cosines
 from mkcnet.training.trainer import Trainer
 from tests.conftest import tiny_config
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one intra-op thread is ~5x faster than two on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def small_config(method: str, **overrides):

@@ -73,6 +73,9 @@ METHODS: dict[str, Method] = {
     )
 }
 
+# The paper's Table 2 comparison: single-task, domain generalisation, multi-task / auxiliary learning, ours.
+TABLE2 = ("vanilla", "mixup", "multitask", "canet", "detach", "maxl", "mkcnet")
+
 
 def get_method(name: str) -> Method:
     try:

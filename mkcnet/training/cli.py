@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from mkcnet.config import RunConfig
 from mkcnet.errors import UserError
 from mkcnet.models import METHODS, apply_method
-from mkcnet.presets import DATASETS, TRAINING, DatasetPreset, build_run_config
+from mkcnet.presets import DATASETS, TRAINING, DatasetPreset, build_run_config, dataset_from_file
 
 
 def _names(text: str) -> tuple[str, ...]:
@@ -23,21 +22,7 @@ def _floats(text: str) -> tuple[float, ...]:
 def custom_dataset(args: argparse.Namespace) -> DatasetPreset:
     """A data set described without code: a JSON file of DatasetPreset fields, or flags."""
     if args.dataset_config:
-        path = Path(args.dataset_config)
-        if not path.is_file():
-            raise UserError(f"data-set config not found: {path}")
-        raw = json.loads(path.read_text())
-        raw.setdefault("name", path.stem)
-        for key in ("diagnosis_names", "quality_names", "mean", "std"):
-            if key in raw:
-                raw[key] = tuple(raw[key])
-        if raw.get("diagnosis_map"):
-            raw["diagnosis_map"] = {int(k): int(v) for k, v in raw["diagnosis_map"].items()}
-        base = DATASETS["ct-iqad"].__dict__ | {"description": "custom"}
-        try:
-            return DatasetPreset(**(base | raw))
-        except TypeError as err:
-            raise UserError(f"{path}: {err}") from None
+        return dataset_from_file(args.dataset_config)
     if not (args.diagnosis_names and args.quality_names):
         raise UserError("--dataset custom needs --diagnosis-names and --quality-names (or --dataset-config FILE)")
     channels = args.channels or 3

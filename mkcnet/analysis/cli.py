@@ -1,0 +1,224 @@
+"""`mkcnet bench`, `mkcnet ood`, `mkcnet embed` and `mkcnet grads`.
+
+Heavy imports (torch, plotly, scikit-learn) happen inside the commands: every `mkcnet`
+command builds this parser."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from mkcnet.errors import UserError
+
+
+# -- naming runs and packs on the command line ---------------------------------------------------
+def resolve_pack(path: Path) -> Path:
+    """A results pack folder, or a run directory holding exactly one (eval-*)."""
+    if (path / "predictions.csv").is_file():
+        return path
+    packs = sorted(p for p in path.glob("eval-*") if (p / "predictions.csv").is_file())
+    if len(packs) != 1:
+        raise UserError(f"{path}: not a results pack, and {'no' if not packs else 'more than one'} eval-* pack in it")
+    return packs[0]
+
+
+def short_names(paths: list[Path]) -> list[str]:
+    """The parts of the paths that differ, without a trailing eval-* folder (…/mkcnet/seed0)."""
+    parts = [list(path.resolve().parts) for path in paths]
+    parts = [ps[:-1] if ps[-1].startswith("eval-") else ps for ps in parts]
+    common = 0
+    while len(paths) > 1 and all(len(ps) > common + 1 and ps[common] == parts[0][common] for ps in parts):
+        common += 1
+    return ["/".join(ps[common:]) if len(paths) > 1 else ps[-1] for ps in parts]
+
+
+def named(items: list[str], by: str, method_of) -> list[tuple[str, Path]]:
+    """`NAME=PATH` or `PATH` items → (name, path); without a NAME, the path's distinct parts, or
+    with `--by method` the run's method, so the seeds of one method pool into one curve."""
+    pairs = [item.split("=", 1) if "=" in item else [None, item] for item in items]
+    paths = [Path(p) for _, p in pairs]
+    for path in paths:
+        if not path.exists():
+            raise UserError(f"not found: {path}")
+    defaults = [method_of(p) for p in paths] if by == "method" else short_names(paths)
+    return [(name or default, path) for (name, _), path, default in zip(pairs, paths, defaults)]
+
+
+def _config(path: Path) -> dict:
+    config = path / "config.json"
+    if not config.is_file():
+        raise UserError(f"{path}: no config.json (not a run directory)")
+    return json.loads(config.read_text())
+
+
+# -- commands ------------------------------------------------------------------------------------
+def run_bench(args: argparse.Namespace) -> int:
+    from mkcnet.analysis.bench import Bench, Budget, DatasetSpec, write_tables
+    from mkcnet.analysis.figures import save_figure
+    from mkcnet.analysis.grads import gradient_history, grads_figure
+
+    budget = Budget(args.preset, args.epochs, args.image_size, args.batch_size, args.train_lq_ratio, args.device)
+    bench = Bench([DatasetSpec.parse(d) for d in args.data], args.methods, args.seeds, Path(args.out), budget,
+                  args.split)
+    runs = bench.run(dry_run=args.dry_run)
+    if args.dry_run:
+        return 0
+    title = (f"# Benchmark: {', '.join(args.methods)} on {', '.join(d.name for d in bench.datasets)}\n\n"
+             f"Diagnosis metrics on the `{args.split}` split, best-validation checkpoint, mean ± std over seeds "
+             f"{', '.join(map(str, args.seeds))}. Budget: preset `{args.preset}`"
+             + "".join(f", {k} {v}" for k, v in (("epochs", args.epochs), ("image size", args.image_size),
+                                                  ("batch", args.batch_size), ("train LQ ratio", args.train_lq_ratio))
+                       if v is not None) + ".")
+    written = write_tables(runs, bench.out, args.methods, title)
+    for dataset in bench.datasets:
+        history = gradient_history([(r.method, r.run_dir) for r in bench.runs() if r.dataset == dataset])
+        if len(history):
+            written += save_figure(grads_figure(history, f"Task-gradient cosine, {dataset.name} (mean over seeds)"),
+                                   bench.out / f"grads-{dataset.name}", png=not args.no_png)
+    print((bench.out / "table.md").read_text())
+    print("wrote " + ", ".join(str(p) for p in written))
+    return 0
+
+
+def run_ood(args: argparse.Namespace) -> int:
+    import numpy as np
+    import pandas as pd
+
+    from mkcnet.analysis.figures import save_figure
+    from mkcnet.analysis.ood import METRICS, lq_ratio_draws, ood_figure, summarise
+    from mkcnet.inference.results import ResultsPack
+
+    packs = named(args.packs, args.by, lambda p: ResultsPack.load(resolve_pack(p)).header["model"]["method"])
+    ratios = np.linspace(0, 1, args.ratios)
+    draws: dict[str, list[pd.DataFrame]] = {}
+    for name, path in packs:
+        draws.setdefault(name, []).append(lq_ratio_draws(ResultsPack.load(resolve_pack(path)), ratios, args.size,
+                                                         args.repeats, args.seed, replace=args.bootstrap))
+    curves = {name: summarise(pd.concat(parts)) for name, parts in draws.items()}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    pd.concat([c.assign(run=name) for name, c in curves.items()]).to_csv(out / "ood_curves.csv", index=False)
+    written = [out / "ood_curves.csv"]
+    for metric in METRICS if args.metric == "all" else [args.metric]:
+        written += save_figure(ood_figure(curves, metric), out / f"ood_{metric}", png=not args.no_png)
+    sizes = {name: sorted({d.attrs["size"] for d in parts}) for name, parts in draws.items()}
+    replaced = [name for name, parts in draws.items() if any(d.attrs["replaced"] for d in parts)]
+    for name, c in curves.items():
+        auc = c[c.metric == "auc"].set_index("ratio")["mean"]
+        print(f"{name:32} size {sizes[name]}  AUC at r=0 {auc.iloc[0]:.4f}  r=1 {auc.iloc[-1]:.4f}")
+    if replaced and not args.bootstrap:
+        print(f"note: drawn with replacement where a quality group was too small: {', '.join(replaced)}")
+    print("wrote " + ", ".join(str(p) for p in written))
+    return 0
+
+
+def run_embed(args: argparse.Namespace) -> int:
+    from mkcnet.analysis.embedding import class_names, embedding_figure, embedding_table, separation_scores
+    from mkcnet.analysis.figures import save_figure
+    from mkcnet.inference.results import ResultsPack
+
+    pack = ResultsPack.load(resolve_pack(Path(args.pack)))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    scores = separation_scores(pack)
+    scores.to_csv(out / "separation.csv", index=False)
+    written = [out / "separation.csv"]
+    for branch in args.branches or list(pack.features):
+        table = embedding_table(pack, branch, args.method, args.seed)
+        stem = out / f"embedding_{branch}_{args.method}"
+        table.to_csv(stem.with_suffix(".csv"), index=False)
+        fig = embedding_figure(table, args.color, class_names(pack))
+        fig.update_layout(title=f"{branch} features, {args.method}, coloured by {args.color}")
+        written += [stem.with_suffix(".csv"), *save_figure(fig, stem, png=not args.no_png)]
+    print(scores.to_string(index=False, float_format="%.4f"))
+    print("wrote " + ", ".join(str(p) for p in written))
+    return 0
+
+
+def run_grads(args: argparse.Namespace) -> int:
+    from mkcnet.analysis.figures import save_figure
+    from mkcnet.analysis.grads import gradient_history, grads_figure
+
+    runs = named(args.runs, args.by, lambda p: _config(p)["model"]["method"])
+    table = gradient_history(runs)
+    if table.empty:
+        raise UserError("no grad_cos.* values in these runs' history.jsonl (vanilla has one loss only; "
+                        "runs trained before the probe existed have none)")
+    out = Path(args.out).with_suffix("")
+    table.to_csv(out.with_suffix(".csv"), index=False)
+    written = [out.with_suffix(".csv"), *save_figure(grads_figure(table), out, png=not args.no_png)]
+    print(table.groupby(["run", "pair"])["cosine"].agg(["first", "last", "mean"]).to_string(float_format="%.3f"))
+    print("wrote " + ", ".join(str(p) for p in written))
+    return 0
+
+
+def register(subparsers) -> None:
+    from mkcnet.models.methods import METHODS, TABLE2
+    from mkcnet.presets import DATASETS, TRAINING
+
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+    b = subparsers.add_parser(
+        "bench", formatter_class=fmt, help="train and evaluate methods × data sets × seeds; the paper's Table 2",
+        description="Train and evaluate every (data set, method, seed) under one budget, then write the Table 2 "
+                    "layout (AUC/ACC/F1 per data set and averaged, mean ± std over seeds; also on HQ and LQ "
+                    "images only) as CSV and Markdown. Finished runs are skipped and interrupted ones resume.")
+    b.add_argument("--data", action="append", required=True, metavar="NAME=ROOT",
+                   help=f"a data set: preset ({', '.join(DATASETS)}) or a .json data-set config, = its root; repeat")
+    b.add_argument("--methods", nargs="+", default=list(TABLE2), choices=list(METHODS), metavar="METHOD",
+                   help=f"methods, from: {', '.join(METHODS)}")
+    b.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    b.add_argument("--split", default="test", help="evaluation split: a name (ROOT/NAME.csv) or a file in ROOT")
+    b.add_argument("--out", required=True, help="output folder (runs, tables, figures)")
+    b.add_argument("--preset", default="cpu", choices=list(TRAINING), help="training preset (the budget)")
+    b.add_argument("--epochs", type=int, help="override the preset's epochs")
+    b.add_argument("--image-size", type=int, help="override the preset's image size")
+    b.add_argument("--batch-size", type=int, help="override the preset's batch size")
+    b.add_argument("--train-lq-ratio", type=float, metavar="R", help="train on a subsample with this LQ share")
+    b.add_argument("--device", default="auto")
+    b.add_argument("--dry-run", action="store_true", help="list the runs and their state; train nothing")
+    b.add_argument("--no-png", action="store_true", help="HTML figures only")
+    b.set_defaults(func=run_bench)
+
+    o = subparsers.add_parser(
+        "ood", formatter_class=fmt, help="diagnosis metrics vs. the share of LQ images in the test set",
+        description="Resample each results pack's test set to a fixed size with a share r of LQ images, for r from "
+                    "0 to 1, many times; plot the mean and 95 % band per run. Reads saved predictions only.")
+    o.add_argument("packs", nargs="+", metavar="[NAME=]PACK",
+                   help="results packs or run directories (with one eval-* pack); packs sharing a NAME are pooled")
+    o.add_argument("--out", required=True, help="output folder")
+    o.add_argument("--by", choices=["path", "method"], default="path",
+                   help="default names: distinct path parts, or the run's method (pools its seeds)")
+    o.add_argument("--metric", choices=["auc", "acc", "f1", "all"], default="all")
+    o.add_argument("--ratios", type=int, default=11, help="how many ratios from 0 to 1")
+    o.add_argument("--size", type=int, help="images per draw (default: min(#LQ, #HQ) of each pack)")
+    o.add_argument("--repeats", type=int, default=200, help="draws per ratio")
+    o.add_argument("--seed", type=int, default=0)
+    o.add_argument("--bootstrap", action="store_true", help="draw with replacement (band = sampling uncertainty)")
+    o.add_argument("--no-png", action="store_true", help="HTML figures only")
+    o.set_defaults(func=run_ood)
+
+    e = subparsers.add_parser(
+        "embed", formatter_class=fmt, help="t-SNE / UMAP of each branch's features, with separation scores",
+        description="2-D embeddings of a results pack's per-branch features (CSV + interactive HTML), and the "
+                    "silhouette of each branch's features by diagnosis and by quality.")
+    e.add_argument("pack", help="a results pack, or a run directory with one eval-* pack")
+    e.add_argument("--out", required=True, help="output folder")
+    e.add_argument("--branches", nargs="+", choices=["diagnosis", "quality", "auxiliary", "fused"],
+                   help="default: every branch in the pack")
+    e.add_argument("--method", choices=["tsne", "umap", "pca"], default="tsne")
+    e.add_argument("--color", choices=["diagnosis", "quality", "joint", "correct", "pred_diagnosis"],
+                   default="joint")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--no-png", action="store_true", help="HTML figures only")
+    e.set_defaults(func=run_embed)
+
+    g = subparsers.add_parser(
+        "grads", formatter_class=fmt, help="plot the task-gradient cosines logged during training",
+        description="Plot grad_cos.diagnosis_quality and grad_cos.diagnosis_auxiliary from runs' history.jsonl.")
+    g.add_argument("runs", nargs="+", metavar="[NAME=]RUN", help="run directories; runs sharing a NAME are averaged")
+    g.add_argument("--out", required=True, help="output file stem (writes .csv, .html, .png)")
+    g.add_argument("--by", choices=["path", "method"], default="path",
+                   help="default names: distinct path parts, or the run's method (averages its seeds)")
+    g.add_argument("--no-png", action="store_true", help="HTML figure only")
+    g.set_defaults(func=run_grads)

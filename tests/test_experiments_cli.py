@@ -1,0 +1,77 @@
+"""`mkcnet bench`, `ood`, `embed` and `grads` end to end on the tiny data set (32 px, one epoch)."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from mkcnet.cli import main
+from mkcnet.training.trainer import Trainer
+from tests.conftest import single_thread
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def bench_args(root, out, epochs, methods=("vanilla", "mkcnet-fo")):
+    return ["bench", "--data", f"ct-iqad={root}", "--methods", *methods, "--seeds", "0", "--split", "val",
+            "--epochs", str(epochs), "--image-size", "32", "--batch-size", "8", "--device", "cpu", "--out", str(out),
+            "--no-png"]
+
+
+@pytest.fixture(scope="module")
+def bench_dir(tiny_dataset, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    with single_thread():
+        assert main(bench_args(tiny_dataset, out, 1)) == 0
+    return out
+
+
+def test_bench_writes_the_tables(bench_dir):
+    runs = pd.read_csv(bench_dir / "runs.csv")
+    assert runs[["method", "seed"]].values.tolist() == [["vanilla", 0], ["mkcnet-fo", 0]]
+    assert {"all.AUC", "HQ.ACC", "LQ.F1", "best_epoch", "train_minutes"} <= set(runs.columns)
+    table = pd.read_csv(bench_dir / "table.csv", index_col=0)
+    assert list(table.index) == ["vanilla", "mkcnet-fo"] and list(table.columns) == ["ct-iqad AUC", "ct-iqad ACC",
+                                                                                   "ct-iqad F1"]
+    assert (bench_dir / "table_hq.csv").is_file() and (bench_dir / "table_lq.csv").is_file()
+    markdown = (bench_dir / "table.md").read_text()
+    assert "## HQ images only" in markdown and "| mkcnet-fo" in markdown
+    assert (bench_dir / "grads-ct-iqad.html").is_file()  # mkcnet-fo logs gradient cosines
+    for run in ("vanilla", "mkcnet-fo"):
+        assert (bench_dir / "runs" / "ct-iqad" / run / "seed0" / "eval-val" / "predictions.csv").is_file()
+
+
+def test_bench_skips_finished_runs_and_resumes_the_rest(bench_dir, tiny_dataset, monkeypatch, capsys):
+    def refuse(*args, **kwargs):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr(Trainer, "fit", refuse)
+    assert main(bench_args(tiny_dataset, bench_dir, 1)) == 0
+    assert capsys.readouterr().out.count("finished before, skipped") == 2
+    monkeypatch.undo()
+    # One more epoch for vanilla: it resumes from epoch 1 instead of starting over.
+    assert main(bench_args(tiny_dataset, bench_dir, 2, methods=["vanilla"])) == 0
+    log = bench_dir / "runs" / "ct-iqad" / "vanilla" / "seed0" / "history.jsonl"
+    assert [json.loads(line)["epoch"] for line in log.read_text().splitlines()] == [1, 2]
+
+
+def test_ood_embed_and_grads_commands(bench_dir, tmp_path, capsys):
+    runs = bench_dir / "runs" / "ct-iqad"
+    assert main(["ood", str(runs / "vanilla" / "seed0"), f"fo={runs / 'mkcnet-fo' / 'seed0' / 'eval-val'}",
+                 "--out", str(tmp_path / "ood"), "--repeats", "5", "--ratios", "3", "--no-png"]) == 0
+    curves = pd.read_csv(tmp_path / "ood" / "ood_curves.csv")
+    assert set(curves["run"]) == {"vanilla/seed0", "fo"} and len(curves) == 2 * 3 * 3
+    assert (tmp_path / "ood" / "ood_auc.html").is_file()
+    assert main(["embed", str(runs / "mkcnet-fo" / "seed0"), "--out", str(tmp_path / "emb"), "--no-png"]) == 0
+    for branch in ("diagnosis", "quality", "auxiliary", "fused"):
+        table = pd.read_csv(tmp_path / "emb" / f"embedding_{branch}_tsne.csv")
+        assert len(table) == 4  # one row per validation image
+    assert len(pd.read_csv(tmp_path / "emb" / "separation.csv")) == 4
+    assert main(["grads", str(runs / "mkcnet-fo" / "seed0"), "--by", "method", "--out", str(tmp_path / "grads"),
+                 "--no-png"]) == 0
+    grads = pd.read_csv(tmp_path / "grads.csv")
+    assert set(grads["run"]) == {"mkcnet-fo"} and set(grads["pair"]) == {"diagnosis vs quality",
+                                                                        "diagnosis vs auxiliary"}
+    capsys.readouterr()
+    assert main(["grads", str(runs / "vanilla" / "seed0"), "--out", str(tmp_path / "g2")]) == 2
+    assert "no grad_cos" in capsys.readouterr().err
