@@ -1,6 +1,7 @@
 """Every method of the table (baselines, MKCNet, ablations) trains through the one Trainer."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -104,3 +105,9 @@ def test_train_lq_ratio_subsamples_the_training_split(tiny_dataset, tmp_path):
     Trainer(config, tmp_path, progress=False).fit(load(tiny_dataset))
     # The tiny split has 6 LQ and 6 HQ images: a 25 % LQ share keeps all 6 HQ and 2 LQ.
     assert history(tmp_path)[0]["train.n"] == 8
+
+
+def test_docs_describe_every_method():
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "experiments.md").read_text(encoding="utf-8")
+    missing = [name for name in METHODS if f"| `{name}` |" not in doc]
+    assert not missing, f"docs/experiments.md lacks a row for {missing}"

@@ -153,6 +153,15 @@ def run_grads(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_output(p: argparse.ArgumentParser, out_help: str, pools: str | None = None) -> None:
+    """--out and --no-png; with `pools`, also --by (how inputs without a NAME= are named)."""
+    p.add_argument("--out", required=True, help=out_help)
+    p.add_argument("--no-png", action="store_true", help="HTML figures only")
+    if pools:
+        p.add_argument("--by", choices=["path", "method"], default="path",
+                       help=f"default names: distinct path parts, or the run's method ({pools} its seeds)")
+
+
 def register(subparsers) -> None:
     from mkcnet.models.methods import METHODS, TABLE2
     from mkcnet.presets import DATASETS, TRAINING
@@ -169,7 +178,7 @@ def register(subparsers) -> None:
                    help=f"methods, from: {', '.join(METHODS)}")
     b.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     b.add_argument("--split", default="test", help="evaluation split: a name (ROOT/NAME.csv) or a file in ROOT")
-    b.add_argument("--out", required=True, help="output folder (runs, tables, figures)")
+    add_output(b, "output folder (runs, tables, figures)")
     b.add_argument("--preset", default="cpu", choices=list(TRAINING), help="training preset (the budget)")
     b.add_argument("--epochs", type=int, help="override the preset's epochs")
     b.add_argument("--image-size", type=int, help="override the preset's image size")
@@ -177,7 +186,6 @@ def register(subparsers) -> None:
     b.add_argument("--train-lq-ratio", type=float, metavar="R", help="train on a subsample with this LQ share")
     b.add_argument("--device", default="auto")
     b.add_argument("--dry-run", action="store_true", help="list the runs and their state; train nothing")
-    b.add_argument("--no-png", action="store_true", help="HTML figures only")
     b.set_defaults(func=run_bench)
 
     o = subparsers.add_parser(
@@ -186,16 +194,13 @@ def register(subparsers) -> None:
                     "0 to 1, many times; plot the mean and 95 % band per run. Reads saved predictions only.")
     o.add_argument("packs", nargs="+", metavar="[NAME=]PACK",
                    help="results packs or run directories (with one eval-* pack); packs sharing a NAME are pooled")
-    o.add_argument("--out", required=True, help="output folder")
-    o.add_argument("--by", choices=["path", "method"], default="path",
-                   help="default names: distinct path parts, or the run's method (pools its seeds)")
+    add_output(o, "output folder", pools="pools")
     o.add_argument("--metric", choices=["auc", "acc", "f1", "all"], default="all")
     o.add_argument("--ratios", type=int, default=11, help="how many ratios from 0 to 1")
     o.add_argument("--size", type=int, help="images per draw (default: min(#LQ, #HQ) of each pack)")
     o.add_argument("--repeats", type=int, default=200, help="draws per ratio")
     o.add_argument("--seed", type=int, default=0)
     o.add_argument("--bootstrap", action="store_true", help="draw with replacement (band = sampling uncertainty)")
-    o.add_argument("--no-png", action="store_true", help="HTML figures only")
     o.set_defaults(func=run_ood)
 
     e = subparsers.add_parser(
@@ -203,22 +208,18 @@ def register(subparsers) -> None:
         description="2-D embeddings of a results pack's per-branch features (CSV + interactive HTML), and the "
                     "silhouette of each branch's features by diagnosis and by quality.")
     e.add_argument("pack", help="a results pack, or a run directory with one eval-* pack")
-    e.add_argument("--out", required=True, help="output folder")
+    add_output(e, "output folder")
     e.add_argument("--branches", nargs="+", choices=["diagnosis", "quality", "auxiliary", "fused"],
                    help="default: every branch in the pack")
     e.add_argument("--method", choices=["tsne", "umap", "pca"], default="tsne")
     e.add_argument("--color", choices=["diagnosis", "quality", "joint", "correct", "pred_diagnosis"],
                    default="joint")
     e.add_argument("--seed", type=int, default=0)
-    e.add_argument("--no-png", action="store_true", help="HTML figures only")
     e.set_defaults(func=run_embed)
 
     g = subparsers.add_parser(
         "grads", formatter_class=fmt, help="plot the task-gradient cosines logged during training",
         description="Plot grad_cos.diagnosis_quality and grad_cos.diagnosis_auxiliary from runs' history.jsonl.")
     g.add_argument("runs", nargs="+", metavar="[NAME=]RUN", help="run directories; runs sharing a NAME are averaged")
-    g.add_argument("--out", required=True, help="output file stem (writes .csv, .html, .png)")
-    g.add_argument("--by", choices=["path", "method"], default="path",
-                   help="default names: distinct path parts, or the run's method (averages its seeds)")
-    g.add_argument("--no-png", action="store_true", help="HTML figure only")
+    add_output(g, "output file stem (writes .csv, .html, .png)", pools="averages")
     g.set_defaults(func=run_grads)
