@@ -1,0 +1,121 @@
+"""The one image-input path of the workbench: read any upload, optionally degrade it, and make
+the model's input tensor and a display copy.
+
+Without a degradation the model sees exactly what `mkcnet predict` feeds it (the original
+image resized once by `load_resized`), so the app and the CLI agree. With one, the image is
+first brought to a 256 px working copy (the simulator's reference size, which keeps every
+family fast on large scans), degraded there, then resized for the model.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from threading import Lock
+
+import numpy as np
+import torch
+from PIL import Image
+
+from mkcnet.config import ModelConfig
+from mkcnet.data.images import load_resized, read_image, to_channels
+from mkcnet.degradation import degrade, list_families
+from mkcnet.errors import UserError
+from mkcnet.workbench.zoo import ZooModel
+
+WORKING_SIZE = 256  # the degradation simulator's reference side
+DISPLAY_SIZE = 256
+NO_DEGRADATION = "none"
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """One image ready for a model: `tensor` 1×C×S×S normalised, `display` RGB uint8 for overlays."""
+
+    tensor: torch.Tensor
+    display: np.ndarray
+    record: dict | None  # the degradation record, None for the original image
+
+
+def square(image: np.ndarray, size: int) -> np.ndarray:
+    """Resize H×W×C uint8 to size×size (the models see square inputs; so does the user)."""
+    pil = Image.fromarray(image[:, :, 0] if image.shape[2] == 1 else image)
+    array = np.asarray(pil.resize((size, size), Image.BILINEAR, reducing_gap=2.0))
+    return array[:, :, None] if array.ndim == 2 else array
+
+
+def as_rgb(image: np.ndarray) -> np.ndarray:
+    return np.repeat(image, 3, axis=2) if image.shape[2] == 1 else image
+
+
+def normalise(chw: np.ndarray, config: ModelConfig) -> torch.Tensor:
+    """uint8 C×H×W → 1×C×H×W float, as ImageSet.normalise does for training."""
+    mean = torch.tensor(config.mean, dtype=torch.float32).view(-1, 1, 1)
+    std = torch.tensor(config.std, dtype=torch.float32).view(-1, 1, 1)
+    return ((torch.from_numpy(np.array(chw, copy=True)).float() / 255 - mean) / std)[None]
+
+
+def check_family(family: str | None, modality: str) -> str | None:
+    """None for "no degradation"; a clear error for a family of another modality."""
+    if not family or family == NO_DEGRADATION:
+        return None
+    if family not in list_families(modality):
+        raise UserError(f"{family} is not a {modality} degradation; choose from {', '.join(list_families(modality))}")
+    return family
+
+
+def prepare(image: np.ndarray, config: ModelConfig, modality: str, family: str | None = None,
+            severity: int = 0, seed: int = 0) -> Prepared:
+    """H×W×C uint8 (from `read_image`) → model input + display copy, degraded if asked."""
+    image = to_channels(image, config.in_chans)
+    family = check_family(family, modality)
+    record = None
+    if family is not None and int(severity) > 0:
+        image, record = degrade(square(image, WORKING_SIZE), family, int(severity), int(seed))
+    chw = load_resized(image, config.in_chans, config.image_size)
+    return Prepared(normalise(chw, config), as_rgb(square(image, DISPLAY_SIZE)), record)
+
+
+class ImageCache:
+    """Decoded uploads by path and modification time: the what-if panel re-runs on every slider
+    move, and decoding a large DICOM or TIFF each time would dominate the latency."""
+
+    def __init__(self, size: int = 16):
+        self.size = size
+        self._items: OrderedDict[tuple, np.ndarray] = OrderedDict()
+        self._lock = Lock()
+
+    def read(self, source: str | Path | bytes | np.ndarray) -> np.ndarray:
+        if not isinstance(source, (str, Path)):
+            return read_image(source)
+        path = Path(source)
+        if not path.is_file():
+            raise UserError(f"image not found: {path.name}")
+        stat = path.stat()
+        key = (str(path), stat.st_mtime_ns, stat.st_size)
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+        image = read_image(path)
+        with self._lock:
+            self._items[key] = image
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+        return image
+
+
+def load_for(model: ZooModel, source: str | Path | None, images: ImageCache, family: str | None = None,
+             severity: int = 0, seed: int = 0) -> Prepared:
+    """An uploaded or picked file, read (cached) and prepared for `model` (its size, channels,
+    normalisation, and its modality's degradation families)."""
+    if not source:
+        raise UserError("upload an image or pick an example first")
+    return prepare(images.read(source), model.config, model.entry.modality, family, int(severity or 0),
+                   int(seed or 0))
+
+
+def thumbnail(image: np.ndarray, size: int = 160) -> np.ndarray:
+    """A small RGB copy for galleries."""
+    return as_rgb(square(image, size))

@@ -1,0 +1,216 @@
+"""The model zoo: every page's one way to find, load and cache models and their results packs.
+
+A zoo entry is a folder holding a checkpoint and, optionally, a results pack:
+
+    checkpoints/<name>/model.safetensors, model.json   fp16 Task Net (scripts/bundle_models.py)
+    checkpoints/<name>/MODEL.md                         the model card
+    checkpoints/<name>/results/                         predictions.csv, features.npz, pack.json,
+                                                        embeddings.npz (precomputed 2-D coordinates)
+
+A training run directory works too (best.safetensors, and its `mkcnet evaluate` pack in
+eval-val/), so `MKCNET_CHECKPOINTS=runs/ct-iqad` shows a user's own runs.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mkcnet.checkpoint import LoadedModel, load_checkpoint, read_header, resolve_checkpoint
+from mkcnet.config import ModelConfig, RunConfig
+from mkcnet.errors import UserError
+from mkcnet.inference.results import ResultsPack
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CHECKPOINT_NAMES = ("model.safetensors", "best.safetensors", "last.safetensors")
+PACK_DIRS = ("results", "eval-val", "eval-test")
+EMBEDDINGS_FILE = "embeddings.npz"
+
+# Which degradation families fit a data set (the simulator's modalities).
+MODALITY_OF_PRESET = {"eyeq": "fundus", "deepdrid": "fundus", "synth-fundus": "fundus", "drac": "oct",
+                      "ct-iqad": "ct", "cxr-iqad": "xray"}
+
+
+def default_roots() -> list[Path]:
+    """MKCNET_CHECKPOINTS (os.pathsep-separated) or the repository's checkpoints/ folder."""
+    env = os.environ.get("MKCNET_CHECKPOINTS")
+    if env:
+        return [Path(p) for p in env.split(os.pathsep) if p]
+    return [REPO_ROOT / "checkpoints"]
+
+
+def find_pack_dir(directory: Path) -> Path | None:
+    """The folder holding a results pack: the directory itself, or results/ or eval-*/ inside."""
+    if (directory / "predictions.csv").is_file():
+        return directory
+    for name in PACK_DIRS:
+        if (directory / name / "predictions.csv").is_file():
+            return directory / name
+    found = sorted(directory.glob("eval-*/predictions.csv"))
+    return found[0].parent if found else None
+
+
+@dataclass
+class ZooEntry:
+    """One model on disk; nothing is loaded until asked for."""
+
+    name: str
+    directory: Path
+    weights: Path
+
+    @cached_property
+    def header(self) -> dict[str, Any]:
+        return read_header(self.weights)
+
+    @property
+    def card(self) -> dict[str, Any]:
+        """The model card fields (bundled models) or what a training run recorded."""
+        return self.header.get("info", {})
+
+    @cached_property
+    def config(self) -> RunConfig:
+        return RunConfig.from_dict(self.header["config"])
+
+    @property
+    def model_config(self) -> ModelConfig:
+        return self.config.model
+
+    @property
+    def method(self) -> str:
+        return self.model_config.method
+
+    @property
+    def dataset(self) -> str:
+        return self.card.get("dataset") or self.config.data.preset
+
+    @property
+    def modality(self) -> str:
+        return self.card.get("modality") or MODALITY_OF_PRESET.get(
+            self.config.data.preset, "fundus" if self.model_config.in_chans == 3 else "ct")
+
+    @property
+    def rank(self) -> int:
+        return int(self.card.get("rank", 100))
+
+    @property
+    def title(self) -> str:
+        return self.card.get("title") or f"{self.method} ({self.dataset})"
+
+    @property
+    def pack_dir(self) -> Path | None:
+        return find_pack_dir(self.directory)
+
+    def card_markdown(self) -> str:
+        card = self.directory / "MODEL.md"
+        return card.read_text() if card.is_file() else f"**{self.title}** — `{self.weights}`"
+
+
+@dataclass
+class ZooModel:
+    """A loaded Task Net with what the pages need to feed it and to name its outputs.
+
+    `lock` serialises CAM computations: they hook the shared network's layers, and two
+    concurrent requests would otherwise read each other's activations."""
+
+    entry: ZooEntry
+    loaded: LoadedModel
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def task_net(self):
+        return self.loaded.task_net
+
+    @property
+    def config(self) -> ModelConfig:
+        return self.loaded.config.model
+
+    def class_names(self, head: str) -> tuple[str, ...]:
+        c = self.config
+        names, count = {"diagnosis": (c.diagnosis_names, c.num_diagnosis),
+                        "quality": (c.quality_names, c.num_quality)}[head]
+        return tuple(names) if len(names) == count else tuple(str(k) for k in range(count))
+
+
+class ModelZoo:
+    """Discovers models under the roots once; loads models, packs and embeddings on demand and
+    keeps them (a handful of ~8 MB models)."""
+
+    def __init__(self, roots: list[Path] | None = None):
+        self.roots = [Path(r) for r in (roots if roots is not None else default_roots())]
+        self.entries: dict[str, ZooEntry] = {}
+        for root in self.roots:
+            for directory in sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []:
+                weights = next((directory / n for n in CHECKPOINT_NAMES if (directory / n).is_file()), None)
+                if weights is not None:
+                    self.entries.setdefault(directory.name, ZooEntry(directory.name, directory, weights))
+        # Bundled models carry a rank (their order in scripts/bundle_models.py); the first is the default.
+        self.entries = dict(sorted(self.entries.items(), key=lambda item: (item[1].rank, item[0])))
+        self._models: dict[str, ZooModel] = {}
+        self._packs: dict[str, ResultsPack] = {}
+        self._lock = threading.Lock()
+
+    def names(self, dataset: str | None = None, method: str | None = None) -> list[str]:
+        return [n for n, e in self.entries.items()
+                if (dataset is None or e.dataset == dataset) and (method is None or e.method == method)]
+
+    def datasets(self) -> list[str]:
+        return sorted({e.dataset for e in self.entries.values()})
+
+    def choices(self, names: list[str] | None = None) -> list[tuple[str, str]]:
+        """(label, name) pairs for a dropdown."""
+        return [(self.entries[n].title, n) for n in (names if names is not None else self.names())]
+
+    def entry(self, name: str) -> ZooEntry:
+        try:
+            return self.entries[name]
+        except KeyError:
+            known = ", ".join(self.entries) or "none (see docs/workbench.md)"
+            raise UserError(f"unknown model {name!r}; available: {known}") from None
+
+    def model(self, name: str) -> ZooModel:
+        with self._lock:
+            if name not in self._models:
+                entry = self.entry(name)
+                self._models[name] = ZooModel(entry, load_checkpoint(entry.weights))
+            return self._models[name]
+
+    def pack(self, name: str) -> ResultsPack:
+        with self._lock:
+            if name not in self._packs:
+                self._packs[name] = load_pack(self.entry(name).directory)
+            return self._packs[name]
+
+
+def load_pack(directory: str | Path) -> ResultsPack:
+    """A results pack from a pack folder, a zoo entry or a run directory."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise UserError(f"folder not found: {directory}")
+    found = find_pack_dir(directory)
+    if found is None:
+        raise UserError(f"no results pack in {directory}: run `mkcnet evaluate RUN SPLIT` first")
+    return ResultsPack.load(found)
+
+
+def load_embeddings(pack_dir: Path) -> dict[str, np.ndarray]:
+    """Precomputed 2-D coordinates, keyed "<method>/<branch>" (empty when none were bundled)."""
+    path = pack_dir / EMBEDDINGS_FILE
+    if not path.is_file():
+        return {}
+    with np.load(path) as data:
+        return {k: data[k].astype(np.float32) for k in data.files}
+
+
+def run_checkpoint(directory: str | Path) -> Path:
+    """The weights a run directory or zoo folder holds (model, best or last)."""
+    directory = Path(directory)
+    for name in CHECKPOINT_NAMES:
+        if (directory / name).is_file():
+            return directory / name
+    return resolve_checkpoint(directory)

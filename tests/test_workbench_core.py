@@ -1,0 +1,144 @@
+"""The workbench's core without gradio: branch CAMs, the image input, readings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import mkcnet.workbench  # noqa: F401  (offline environment, as the app sets it)
+from mkcnet.checkpoint import save_checkpoint
+from mkcnet.errors import UserError
+from mkcnet.models import build_networks
+from mkcnet.workbench.cam import CAM_METHODS, HeadLogits, backbone_output_layer, cam_targets, compute_cams
+from mkcnet.workbench.imaging import ImageCache, load_for, prepare
+from mkcnet.workbench.inference import analyse, read_out
+from mkcnet.workbench.zoo import ModelZoo
+from tests.bad_images import BAD_FILES
+from tests.conftest import tiny_config
+
+
+@pytest.fixture(scope="module")
+def zoo(tmp_path_factory) -> ModelZoo:
+    """Two untrained tiny CT-IQAD-style models (1 channel, 32 px)."""
+    root = tmp_path_factory.mktemp("zoo")
+    for method in ("mkcnet", "vanilla"):
+        torch.manual_seed(0)
+        config = tiny_config(method)
+        task_net, _ = build_networks(config.model)
+        save_checkpoint(root / f"tiny-{method}" / "model", task_net, None, config, {"title": method})
+    return ModelZoo([root])
+
+
+@pytest.fixture(scope="module")
+def images() -> ImageCache:
+    return ImageCache()
+
+
+@pytest.fixture(scope="module")
+def image_file(tiny_dataset) -> Path:
+    return next((tiny_dataset / "Images").glob("*.png"))
+
+
+# ---- CAMs ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("method", list(CAM_METHODS))
+def test_one_pass_cams_equal_pytorch_grad_cam(zoo, images, image_file, method):
+    """compute_cams' single forward gives exactly the library's per-branch maps."""
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    model = zoo.model("tiny-mkcnet")
+    x = load_for(model, str(image_file), images).tensor
+    out, cams = compute_cams(model.task_net, x, method)
+    for target in cam_targets(model.task_net):
+        category = int(out.logits(target.head)[0].argmax())
+        with CAM_METHODS[method](model=HeadLogits(model.task_net, target.head), target_layers=[target.layer]) as cam:
+            expected = cam(input_tensor=x, targets=[ClassifierOutputTarget(category)])[0]
+        np.testing.assert_allclose(cams[target.key], expected, atol=1e-5, err_msg=f"{method} {target.key}")
+
+
+def test_cam_targets_follow_the_method(zoo):
+    full, vanilla = zoo.model("tiny-mkcnet").task_net, zoo.model("tiny-vanilla").task_net
+    assert [t.key for t in cam_targets(full)] == ["diagnosis", "quality", "auxiliary", "fused"]
+    assert [t.key for t in cam_targets(vanilla)] == ["diagnosis", "fused"]
+    assert [t.head for t in cam_targets(full)] == ["diagnosis", "quality", "auxiliary", "diagnosis"]
+    # The fused target's layer outputs exactly the shared backbone map.
+    seen = {}
+    handle = backbone_output_layer(full).register_forward_hook(lambda m, i, o: seen.setdefault("map", o))
+    with torch.no_grad():
+        out = full(torch.zeros(1, 1, 32, 32))
+    handle.remove()
+    assert torch.equal(seen["map"], out.maps["backbone"])
+
+
+def test_analyse_gives_probabilities_reading_and_one_overlay_per_branch(zoo, images, image_file):
+    model = zoo.model("tiny-mkcnet")
+    prepared = load_for(model, str(image_file), images)
+    reading, overlays = analyse(model, prepared, "Grad-CAM++", 0.4)
+    assert abs(sum(reading.diagnosis.values()) - 1) < 1e-5 and abs(sum(reading.quality.values()) - 1) < 1e-5
+    assert list(reading.diagnosis) == ["non-COVID", "COVID-19"] and list(reading.quality) == ["LQ", "HQ"]
+    assert [c.split(" → ")[0] for _, c in overlays] == ["diagnosis branch", "quality branch", "auxiliary ω branch",
+                                                          "fused diagnosis"]
+    assert all(o.shape == (256, 256, 3) and o.dtype == np.uint8 for o, _ in overlays)
+    assert read_out(model, prepared).diagnosis == pytest.approx(reading.diagnosis, abs=1e-5)
+
+
+def test_readings_say_how_far_to_trust_the_diagnosis(zoo, images, image_file):
+    from mkcnet.workbench.inference import explain
+
+    model = zoo.model("tiny-mkcnet")
+    assert "less reliable" in explain(model, np.array([0.9, 0.1]), np.array([0.8, 0.2]))
+    assert "as reliable" in explain(model, np.array([0.9, 0.1]), np.array([0.2, 0.8]))
+    assert explain(model, np.array([0.55, 0.45]), np.array([0.2, 0.8])).startswith("**Uncertain:**")
+    assert "no quality head" in explain(zoo.model("tiny-vanilla"), np.array([0.9, 0.1]), None)
+
+
+# ---- the image input ------------------------------------------------------------------------------
+
+def test_app_predictions_equal_mkcnet_predict(zoo, images, image_file):
+    """Without a degradation the app feeds the model exactly what the CLI does."""
+    from mkcnet.inference.evaluate import predict_images
+
+    model = zoo.model("tiny-mkcnet")
+    table = predict_images(model.loaded, [image_file], device="cpu")
+    reading = read_out(model, load_for(model, str(image_file), images))
+    assert reading.diagnosis["COVID-19"] == pytest.approx(table["p_diagnosis_COVID-19"].iloc[0], abs=1e-4)
+
+
+def test_what_if_degrades_with_the_models_modality(zoo, images, image_file):
+    model = zoo.model("tiny-mkcnet")
+    image = images.read(image_file)
+    degraded = prepare(image, model.config, "ct", "ct.streak", 4, seed=3)
+    assert degraded.record["family"] == "ct.streak" and degraded.record["seed"] == 3
+    assert not torch.equal(degraded.tensor, prepare(image, model.config, "ct").tensor)
+    assert prepare(image, model.config, "ct", "ct.streak", 0).record is None
+    with pytest.raises(UserError, match="not a ct degradation"):
+        prepare(image, model.config, "ct", "fundus.blur", 2)
+
+
+@pytest.mark.parametrize("name", list(BAD_FILES))
+def test_bad_files_give_a_clear_error(zoo, images, tmp_path, name):
+    data, message = BAD_FILES[name]
+    (tmp_path / name).write_bytes(data)
+    with pytest.raises(UserError, match=message):
+        load_for(zoo.model("tiny-mkcnet"), str(tmp_path / name), images)
+
+
+@pytest.mark.parametrize("kind", ["grey16", "rgba", "rgb_for_grey_model"])
+def test_awkward_but_valid_images_are_read(zoo, images, tmp_path, kind):
+    rng = np.random.default_rng(0)
+    if kind == "grey16":
+        Image.fromarray(rng.integers(0, 65535, (50, 70), dtype=np.uint16)).save(tmp_path / "x.png")
+    else:
+        channels = 4 if kind == "rgba" else 3
+        Image.fromarray(rng.integers(0, 255, (50, 70, channels), dtype=np.uint8)).save(tmp_path / "x.png")
+    prepared = load_for(zoo.model("tiny-mkcnet"), str(tmp_path / "x.png"), images)
+    assert prepared.tensor.shape == (1, 1, 32, 32) and prepared.display.shape == (256, 256, 3)
+
+
+def test_no_file_is_a_user_error(zoo):
+    with pytest.raises(UserError, match="upload an image"):
+        load_for(zoo.model("tiny-mkcnet"), None, images)
