@@ -18,6 +18,7 @@ COMMAND_GROUPS = (
     "mkcnet.inference.cli",
     "mkcnet.degradation.cli",
     "mkcnet.analysis.cli",
+    "mkcnet.workbench.cli",
 )
 
 

@@ -1,0 +1,23 @@
+"""The workbench's pages, one module each. Every module has `TITLE` and
+`build(context) -> gr.Blocks`: called inside the app it renders into the current route; called
+on its own it gives a standalone Blocks (that is how the tests build each page)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import ModuleType
+
+from mkcnet.workbench.pages import compare, diagnose, embeddings, ood
+
+
+@dataclass(frozen=True)
+class Page:
+    module: ModuleType
+    path: str  # URL path; the first page is the app's home
+
+    @property
+    def title(self) -> str:
+        return self.module.TITLE
+
+
+PAGES = (Page(diagnose, ""), Page(embeddings, "embeddings"), Page(ood, "ood"), Page(compare, "compare"))

@@ -1,0 +1,98 @@
+"""Compare: the same image through the vanilla baseline and MKCNet of one data set, side by
+side (probabilities, readings, branch CAMs), and the benchmark table. API: /compare.
+"""
+
+from __future__ import annotations
+
+import gradio as gr
+import pandas as pd
+
+from mkcnet.errors import UserError
+from mkcnet.workbench.context import Workbench
+from mkcnet.workbench.imaging import load_for
+from mkcnet.workbench.ui import (
+    cam_controls, first_example, guarded, image_input, panel_values, prediction_panel,
+    refresh_examples, status, status_box,
+)
+from mkcnet.workbench.zoo import REPO_ROOT
+
+TITLE = "Compare"
+SIDES = ("vanilla", "mkcnet")
+RESULTS = REPO_ROOT / "docs" / "RESULTS.md"
+
+
+def comparable(context: Workbench) -> list[str]:
+    """Data sets with both a vanilla and an MKCNet model."""
+    return [d for d in context.zoo.datasets() if all(context.zoo.names(d, m) for m in SIDES)]
+
+
+def bench_table(context: Workbench) -> pd.DataFrame:
+    """Validation metrics of the zoo's models, from their cards (the bench table when the
+    project has no docs/RESULTS.md)."""
+    rows = []
+    for name in context.zoo.names():
+        entry = context.zoo.entry(name)
+        m = entry.card.get("metrics", {})
+        if not m:
+            continue
+        rows.append({"model": entry.title, "data set": entry.dataset, "method": entry.method,
+                     **{label: round(m[key], 3) for label, key in (
+                         ("AUC", "diagnosis.auc"), ("ACC", "diagnosis.acc"), ("F1", "diagnosis.f1"),
+                         ("AUC on HQ", "diagnosis.HQ.auc"), ("AUC on LQ", "diagnosis.LQ.auc"),
+                         ("quality ACC", "quality.acc")) if key in m and m[key] == m[key]}})
+    return pd.DataFrame(rows)
+
+
+def build(context: Workbench) -> gr.Blocks:
+    datasets = comparable(context)
+    with gr.Blocks(title=f"MKCNet workbench — {TITLE}") as page:
+        gr.Markdown("## Compare: vanilla vs. MKCNet\nThe same image through both models of a data set. The vanilla "
+                    "model has one branch and cannot judge quality; MKCNet adds the quality and ω branches.")
+        status_md = status_box()
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=1, min_width=300):
+                dataset = gr.Dropdown(datasets, value=datasets[0] if datasets else None, label="Data set")
+                modality = context.zoo.entry(context.zoo.names(datasets[0], "mkcnet")[0]).modality if datasets else None
+                source = image_input(context, status_md, modality)
+                method, opacity = cam_controls()
+            with gr.Column(scale=3, min_width=600):
+                preview = gr.Image(label="What the models see", height=200, interactive=False, buttons=[])
+                with gr.Row(equal_height=False):
+                    with gr.Column():
+                        panels = [prediction_panel("Vanilla")]
+                    with gr.Column():
+                        panels.append(prediction_panel("MKCNet"))
+        gr.Markdown("### Benchmark")
+        if RESULTS.is_file():
+            gr.Markdown(RESULTS.read_text())
+        else:
+            gr.Markdown("Validation metrics of the bundled models (from their model cards; `mkcnet bench` "
+                        "writes the full table to docs/RESULTS.md).")
+            gr.Dataframe(bench_table(context), interactive=False, wrap=True)
+
+        @guarded(10)
+        def compare(file: str | None, name: str, cam_method: str, weight: float):
+            if not file:
+                return *[None] * 9, status()
+            if name not in comparable(context):
+                raise UserError(f"no vanilla/MKCNet pair for data set {name!r}")
+            values, display = [], None
+            for side in SIDES:
+                model = context.zoo.model(context.zoo.names(name, side)[0])
+                prepared = load_for(model, file, context.images)
+                display = prepared.display
+                values += panel_values(model, prepared, cam_method, weight)[1]
+            return display, *values, status()
+
+        @guarded(3)
+        def change_dataset(name: str):
+            entry = context.zoo.entry(context.zoo.names(name, "mkcnet")[0])
+            gallery, shown = refresh_examples(context, entry.modality, None)
+            return gallery, shown, status()
+
+        outputs = [preview, *panels[0].outputs, *panels[1].outputs, status_md]
+        gr.on([source.file.change, dataset.change, method.change, opacity.release], compare,
+              [source.file, dataset, method, opacity], outputs, api_name="compare", trigger_mode="always_last")
+        dataset.change(change_dataset, dataset, [source.gallery, source.shown, status_md], api_visibility="private")
+        page.load(first_example, source.shown, source.file, api_visibility="private")
+    return page

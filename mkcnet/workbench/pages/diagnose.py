@@ -1,0 +1,136 @@
+"""Diagnose: one image, one model — probabilities, a plain-language reading, a CAM per branch,
+and a what-if panel that degrades the image with the simulator and shows what moves.
+
+API endpoints: /predict (probabilities and reading) and /cam (the branch CAMs).
+"""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from mkcnet.degradation import list_families, severity_table
+from mkcnet.workbench.context import Workbench
+from mkcnet.workbench.imaging import NO_DEGRADATION, load_for
+from mkcnet.workbench.inference import Reading
+from mkcnet.workbench.ui import (
+    cam_controls, data_folder_field, first_example, guarded, image_input, model_dropdown,
+    panel_values, prediction_panel, refresh_examples, status, status_box,
+)
+
+TITLE = "Diagnose"
+
+
+def family_choices(modality: str) -> list[tuple[str, str]]:
+    return [("none (the original image)", NO_DEGRADATION)] + [(f, f) for f in list_families(modality)]
+
+
+def severity_text(modality: str, family: str | None, severity: int) -> str:
+    """What the chosen family and severity mean, from the simulator's own table."""
+    if not family or family == NO_DEGRADATION:
+        return "Pick a degradation family to see how the predictions and the maps move."
+    row = next((r for r in severity_table(modality) if r["family"] == family), None)
+    if row is None:
+        return ""
+    level = int(severity or 0)
+    detail = f" Severity {level}: {row[str(level)]}." if level > 0 else " Severity 0: the original image."
+    return f"**{family}** — {row['summary']}.{detail}"
+
+
+def shift(before: dict[str, float] | None, after: dict[str, float] | None, head: str) -> str:
+    if not before or not after:
+        return ""
+    b, a = max(before, key=before.get), max(after, key=after.get)
+    if a == b:
+        return f"{head}: {a} {before[a]:.0%} → {after[a]:.0%}"
+    return f"{head}: {b} {before[b]:.0%} → **{a} {after[a]:.0%}**"
+
+
+def what_if_text(before: Reading, after: Reading, record: dict) -> str:
+    moves = [m for m in (shift(before.diagnosis, after.diagnosis, "diagnosis"),
+                         shift(before.quality, after.quality, "quality")) if m]
+    return f"**What-if {record['family']} · severity {record['severity']}** vs. the original — " + "; ".join(moves)
+
+
+def build(context: Workbench) -> gr.Blocks:
+    with gr.Blocks(title=f"MKCNet workbench — {TITLE}") as page:
+        gr.Markdown("## Diagnose\nUpload an image or pick an example. Each feature branch gets its own class "
+                    "activation map; the what-if panel degrades the image with the project's simulator.")
+        status_md = status_box()
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=2, min_width=340):
+                model = model_dropdown(context)
+                first = context.zoo.entry(model.value).modality if model.value else "fundus"
+                source = image_input(context, status_md, first)
+                with gr.Accordion("What-if: degrade the image", open=True):
+                    # Custom values allowed: the API may name any model's family; prepare() checks it.
+                    family = gr.Dropdown(family_choices(first), value=NO_DEGRADATION, label="Degradation family",
+                                         allow_custom_value=True)
+                    severity = gr.Slider(0, 5, value=0, step=1, label="Severity (0 = none)")
+                    seed = gr.Number(0, precision=0, label="Seed", minimum=0)
+                    meaning = gr.Markdown(severity_text(first, None, 0), elem_classes=["meaning"])
+                method, opacity = cam_controls()
+                with gr.Accordion("Data folder", open=False):
+                    data, restored = data_folder_field(context, page)
+            with gr.Column(scale=3, min_width=480):
+                panel = prediction_panel(preview="What the model sees")
+                what_if = gr.Markdown(elem_classes=["what-if"])
+                with gr.Accordion("Model card", open=False):
+                    card = gr.Markdown(context.zoo.entry(model.value).card_markdown() if model.value else "",
+                                       elem_classes=["card"])
+        preview = panel.preview
+
+        @guarded(6)
+        def predict(file: str | None, model_name: str, family_name: str, level: int, seed_value: int):
+            if not file:
+                return None, None, None, "", "", status()
+            zoo_model = context.zoo.model(model_name)
+            prepared = load_for(zoo_model, file, context.images, family_name, level, seed_value)
+            reading, values = panel_values(zoo_model, prepared, "", 0, with_cams=False)
+            change = ""
+            if prepared.record is not None:
+                original = load_for(zoo_model, file, context.images)
+                change = what_if_text(panel_values(zoo_model, original, "", 0, with_cams=False)[0], reading,
+                                      prepared.record)
+            return prepared.display, values[0], values[1], values[2], change, status()
+
+        @guarded(2)
+        def cams(file: str | None, model_name: str, family_name: str, level: int, seed_value: int,
+                 cam_method: str, weight: float):
+            if not file:
+                return [], status()
+            zoo_model = context.zoo.model(model_name)
+            prepared = load_for(zoo_model, file, context.images, family_name, level, seed_value)
+            return panel_values(zoo_model, prepared, cam_method, weight)[1][3], status()
+
+        @guarded(7)
+        def change_model(model_name: str, data_root: str):
+            entry = context.zoo.entry(model_name)
+            gallery, shown = refresh_examples(context, entry.modality, data_root)
+            return (gr.update(choices=family_choices(entry.modality), value=NO_DEGRADATION),
+                    severity_text(entry.modality, None, 0), entry.card_markdown(), gallery, shown,
+                    gr.update(), status())
+
+        @guarded(3)
+        def change_data(model_name: str, data_root: str):
+            gallery, shown = refresh_examples(context, context.zoo.entry(model_name).modality, data_root)
+            return gallery, shown, status()
+
+        def describe(model_name: str, family_name: str, level: int) -> str:
+            return severity_text(context.zoo.entry(model_name).modality, family_name, level)
+
+        what = [source.file, model, family, severity, seed]
+        predicted = gr.on([source.file.change, family.change, severity.change, seed.change, model.input],
+                          predict, what, [preview, *panel.outputs[:3], what_if, status_md], api_name="predict",
+                          concurrency_limit=2)
+        predicted.then(cams, [*what, method, opacity], [panel.cams, status_md], api_name="cam")
+        gr.on([method.change, opacity.release], cams, [*what, method, opacity], [panel.cams, status_md],
+              api_visibility="private")
+        gr.on([family.change, severity.change], describe, [model, family, severity], meaning,
+              api_visibility="private")
+        model.input(change_model, [model, data],
+                    [family, meaning, card, source.gallery, source.shown, preview, status_md],
+                    api_visibility="private")
+        for event in (data.submit, restored.then):
+            event(change_data, [model, data], [source.gallery, source.shown, status_md], api_visibility="private")
+        page.load(first_example, source.shown, source.file, api_visibility="private")
+    return page

@@ -1,0 +1,90 @@
+"""Out-of-distribution: how the diagnosis holds up as the share of low-quality images grows.
+
+Curves (mean and 95 % band over resampled test sets) come from `mkcnet.analysis.ood` on the
+runs' per-image predictions: bundled ones are precomputed, others are computed on first use.
+The slider picks a ratio; the table reads every run off the curves there. API: /ood.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import gradio as gr
+
+from mkcnet.errors import UserError
+from mkcnet.workbench.context import Workbench
+from mkcnet.workbench.ui import guarded, status, status_box
+
+TITLE = "Out-of-distribution"
+METRICS = [("AUC", "auc"), ("ACC", "acc"), ("F1", "f1")]
+
+
+def runs_of(context: Workbench, dataset: str | None) -> list[tuple[str, str]]:
+    return context.pack_choices(dataset)
+
+
+def at_ratio(curves: dict[str, pd.DataFrame], metric: str, ratio: float) -> pd.DataFrame:
+    """Each run's metric at the grid ratio nearest `ratio`, and its change from r = 0."""
+    rows = []
+    for name, table in curves.items():
+        t = table[table["metric"] == metric].sort_values("ratio")
+        here = t.iloc[int((t["ratio"] - ratio).abs().argmin())]
+        clean = t.iloc[0]
+        rows.append({"run": name, "r": round(float(here["ratio"]), 2), metric.upper(): round(float(here["mean"]), 3),
+                     "95% band": f"{here['low']:.3f}–{here['high']:.3f}",
+                     f"change from r={clean['ratio']:.0f}": round(float(here["mean"] - clean["mean"]), 3)})
+    return pd.DataFrame(rows)
+
+
+def build(context: Workbench) -> gr.Blocks:
+    datasets = context.zoo.datasets()
+    first = datasets[0] if datasets else None
+    with gr.Blocks(title=f"MKCNet workbench — {TITLE}") as page:
+        gr.Markdown("## Out-of-distribution: more low-quality images\nEach run's validation predictions are "
+                    "resampled into test sets with a share *r* of low-quality (LQ) images. A quality-aware model "
+                    "should lose less as *r* grows.")
+        status_md = status_box()
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=1, min_width=300):
+                dataset = gr.Dropdown(datasets, value=first, label="Data set", allow_custom_value=True)
+                start = [k for _, k in runs_of(context, first)]
+                # A dropdown with custom values: API callers may name runs added in another session.
+                runs = gr.Dropdown(runs_of(context, first), value=start, multiselect=True, label="Runs",
+                                   allow_custom_value=True)
+                metric = gr.Radio(METRICS, value="auc", label="Metric")
+                ratio = gr.Slider(0, 1, value=0.5, step=0.1, label="LQ ratio r")
+                with gr.Accordion("Add a run directory", open=False):
+                    run_dir = gr.Textbox(label="Run directory or results-pack folder",
+                                         placeholder="runs/ct-iqad/multitask")
+                    add = gr.Button("Add run")
+            with gr.Column(scale=2, min_width=420):
+                plot = gr.Plot(label="Diagnosis metric vs. LQ ratio")
+                table = gr.Dataframe(label="At the chosen ratio", interactive=False)
+
+        @guarded(3)
+        def show(keys: list[str], which: str, r: float):
+            from mkcnet.analysis.ood import ood_figure
+
+            if not keys:
+                raise UserError("pick at least one run")
+            curves = {context.pack_entry(k).label: context.ood_curves(k) for k in keys}
+            figure = ood_figure(curves, which)
+            figure.add_vline(x=float(r), line_dash="dot", line_color="grey")
+            figure.update_layout(height=460, margin={"l": 10, "r": 10, "t": 50, "b": 10},
+                                 legend={"orientation": "h", "y": -0.2})
+            return figure, at_ratio(curves, which, float(r)), status()
+
+        @guarded(2)
+        def pick_dataset(name: str):
+            choices = runs_of(context, name)
+            return gr.update(choices=choices, value=[k for _, k in choices]), status()
+
+        @guarded(3)
+        def add_run(directory: str, selected: list[str]):
+            key = context.add_run(directory)
+            return gr.update(choices=context.pack_choices(), value=[*selected, key]), "", status()
+
+        gr.on([page.load, runs.change, metric.change, ratio.release], show, [runs, metric, ratio],
+              [plot, table, status_md], api_name="ood", trigger_mode="always_last")
+        dataset.change(pick_dataset, dataset, [runs, status_md], api_visibility="private")
+        add.click(add_run, [run_dir, runs], [runs, run_dir, status_md], api_visibility="private")
+    return page

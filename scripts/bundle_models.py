@@ -1,0 +1,210 @@
+"""Turn training run directories into the workbench's bundled models: checkpoints/<name>/.
+
+For each run: the best checkpoint's Task Net as fp16 safetensors (no meta learner), a model
+card (MODEL.md, and the same facts in model.json's `info`), and a results pack evaluated with
+the bundled fp16 weights on the validation split (predictions.csv, features.npz, pack.json)
+plus what makes the workbench pages instant: t-SNE and UMAP coordinates of every branch
+(embeddings.npz), the LQ-ratio curves (ood.csv), and for synthetic data the generator
+arguments of each image (synth.csv), from which the app regenerates it. Images themselves
+are never copied: a pack lists image paths only.
+
+    python scripts/bundle_models.py --standard          # the four bundled models, from runs/
+    python scripts/bundle_models.py RUN NAME [--root DATA] [--split val.csv] [--title T]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from mkcnet.analysis.embedding import embed
+from mkcnet.analysis.ood import lq_ratio_curves
+from mkcnet.checkpoint import load_checkpoint, save_checkpoint
+from mkcnet.inference.evaluate import evaluate_split
+from mkcnet.presets import DATASETS, TRAINING
+from mkcnet.workbench.context import OOD_FILE, OOD_REPEATS, SYNTH_SOURCES
+from mkcnet.workbench.zoo import EMBEDDINGS_FILE, MODALITY_OF_PRESET
+
+REPO = Path(__file__).resolve().parents[1]
+EMBEDDING_METHODS = ("tsne", "umap")
+METHOD_TITLES = {"mkcnet": "MKCNet", "mkcnet-fo": "MKCNet (first-order)", "vanilla": "Vanilla",
+                 "multitask": "Multi-task"}
+DATASET_TITLES = {"synth-fundus": "synthetic fundus", "ct-iqad": "CT-IQAD chest CT"}
+
+
+@dataclass(frozen=True)
+class Bundle:
+    run: str
+    name: str
+
+
+STANDARD = (Bundle("runs/synth-fundus/mkcnet", "synth-fundus-mkcnet"),
+            Bundle("runs/synth-fundus/vanilla", "synth-fundus-vanilla"),
+            Bundle("runs/ct-iqad/mkcnet", "ct-iqad-mkcnet"),
+            Bundle("runs/ct-iqad/vanilla", "ct-iqad-vanilla"))
+
+
+def training_preset(config) -> str:
+    m = config.model
+    for preset in TRAINING.values():
+        if preset.backbone == m.backbone and preset.image_size == m.image_size:
+            return preset.name
+    return "custom"
+
+
+def train_command(config, run: str) -> str:
+    """The `mkcnet train` call that reproduces the run (preset flags, plus what differs)."""
+    c = config
+    parts = ["mkcnet", "train", "--dataset", c.data.preset, "--root", c.data.root, "--method", c.model.method,
+             "--preset", training_preset(c), "--out", run]
+    preset = TRAINING.get(training_preset(c))
+    if preset is not None and (preset.epochs or DATASETS[c.data.preset].epochs) != c.train.epochs:
+        parts += ["--epochs", str(c.train.epochs)]
+    if preset is not None and preset.meta_every != c.train.meta_every:
+        parts += ["--meta-every", str(c.train.meta_every)]
+    return shlex.join(parts)
+
+
+def synth_sources(root: Path, images: list[str]) -> pd.DataFrame | None:
+    """Generator arguments of a synthetic data set's images (from its generation.jsonl)."""
+    log = root / "generation.jsonl"
+    if not log.is_file():
+        return None
+    wanted, rows = set(images), []
+    with open(log) as f:
+        for line in f:
+            r = json.loads(line)
+            if r["image"] in wanted:
+                rows.append({k: r[k] for k in ("image", "seed", "size", "diagnosis", "quality")})
+    return pd.DataFrame(rows) if len(rows) == len(wanted) else None
+
+
+def metric_rows(m: dict) -> str:
+    def get(key: str) -> str:
+        v = m.get(key)
+        return "–" if v is None or v != v else f"{v:.3f}"
+
+    lines = ["| images | n | AUC | ACC | F1 |", "|---|---:|---:|---:|---:|"]
+    for label, prefix in (("all", ""), ("good quality (HQ)", "HQ."), ("low quality (LQ)", "LQ.")):
+        if f"diagnosis.{prefix}n" in m:
+            lines.append(f"| {label} | {int(m[f'diagnosis.{prefix}n'])} | {get(f'diagnosis.{prefix}auc')} | "
+                         f"{get(f'diagnosis.{prefix}acc')} | {get(f'diagnosis.{prefix}f1')} |")
+    if "quality.acc" in m:
+        lines.append(f"\nQuality head on the same images: AUC {get('quality.auc')}, ACC {get('quality.acc')}, "
+                     f"F1 {get('quality.f1')}.")
+    return "\n".join(lines)
+
+
+def model_card(info: dict, config) -> str:
+    m, t = config.model, config.train
+    classes = ", ".join(m.diagnosis_names)
+    quality = ", ".join(m.quality_names)
+    return f"""# {info['title']}
+
+| | |
+|---|---|
+| data set | `{info['dataset']}` ({DATASETS[info['dataset']].description}); trained on `{config.data.train_split}`, validated on `{info['split']}` |
+| method | `{m.method}` |
+| preset | `{info['preset']}`: {m.backbone} at {m.image_size} px, {m.in_chans} channel(s), stride {m.output_stride or 'native'} |
+| training | {t.epochs} epochs, batch {t.batch_size}, lr {t.lr}; best epoch {info['best_epoch']} (validation AUC) |
+| classes | diagnosis: {classes}; quality (worst → best): {quality} |
+| weights | Task Net only, fp16 safetensors ({info['size_mb']:.1f} MB); no meta learner (not needed to predict) |
+
+## Validation metrics (these fp16 weights)
+
+{metric_rows(info['metrics'])}
+
+## How it was made
+
+```bash
+{info['train_command']}
+{info['bundle_command']}
+```
+
+## Use and limits
+
+A research model for the MKCNet workbench and the paper reproduction, trained on CPU with a small
+backbone. It is not a medical device and must not be used for clinical decisions. It has only seen
+`{info['dataset']}` images: anything else (other scanners, other modalities) is out of distribution,
+and its probabilities are then not to be trusted.
+"""
+
+
+def bundle(run: Path, name: str, out: Path, root: str | None = None, split: str | None = None,
+           title: str | None = None, command: str | None = None,
+           embeddings: tuple[str, ...] = EMBEDDING_METHODS, repeats: int = OOD_REPEATS, rank: int = 100) -> dict:
+    start = time.perf_counter()
+    source = load_checkpoint(run)
+    config = source.config
+    root = root or config.data.root
+    split = split or config.data.val_split or "val.csv"
+    target = out / name
+    weights = target / "model"
+    dataset = config.data.preset
+    info = {
+        "title": title or f"{METHOD_TITLES.get(config.model.method, config.model.method)} · "
+                          f"{DATASET_TITLES.get(dataset, dataset)}",
+        "dataset": dataset, "modality": MODALITY_OF_PRESET.get(dataset, "fundus"),
+        "method": config.model.method, "preset": training_preset(config), "split": split,
+        "best_epoch": source.info.get("epoch", source.info.get("best_epoch")),
+        "train_command": command or train_command(config, str(run)),
+        "bundle_command": shlex.join(["python", "scripts/bundle_models.py", str(run), name]),
+        "source_run": str(run), "rank": rank,  # the workbench lists models by rank (0 = default)
+    }
+    # Weights first (the pack is evaluated with exactly these fp16 weights), then the card.
+    save_checkpoint(weights, source.task_net, None, config, info, half=True, include_meta=False)
+    bundled = load_checkpoint(weights)
+    pack = evaluate_split(bundled, Path(root) / split, root, device="cpu", progress=False)
+    pack.header["checkpoint"] = f"checkpoints/{name}/model.safetensors"
+    pack.header["root"] = str(root)
+    pack.save(target / "results")
+    info["metrics"] = pack.header["metrics"]
+    info["size_mb"] = weights.with_suffix(".safetensors").stat().st_size / 1e6
+    save_checkpoint(weights, source.task_net, None, config, info, half=True, include_meta=False)
+    (target / "MODEL.md").write_text(model_card(info, config))
+
+    coords = {f"{method}/{branch}": embed(features, method, seed=0).astype(np.float32)
+              for branch, features in pack.features.items() for method in embeddings}
+    np.savez_compressed(target / "results" / EMBEDDINGS_FILE, **coords)
+    lq_ratio_curves(pack, repeats=repeats).to_csv(target / "results" / OOD_FILE, index=False)
+    sources = synth_sources(Path(root), list(pack.predictions["image"]))
+    if sources is not None:
+        sources.to_csv(target / "results" / SYNTH_SOURCES, index=False)
+    size = sum(p.stat().st_size for p in target.rglob("*") if p.is_file())
+    print(f"{name}: {info['title']}, AUC {info['metrics'].get('diagnosis.auc', float('nan')):.3f}, "
+          f"{size / 1e6:.1f} MB, {time.perf_counter() - start:.0f} s")
+    return info
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("run", nargs="?", help="training run directory (its best checkpoint is bundled)")
+    p.add_argument("name", nargs="?", help="bundle name: checkpoints/NAME/")
+    p.add_argument("--standard", action="store_true", help="bundle " + ", ".join(b.name for b in STANDARD))
+    p.add_argument("--out", type=Path, default=REPO / "checkpoints")
+    p.add_argument("--root", help="data-set root for the validation pack (default: the run's)")
+    p.add_argument("--split", help="validation split file, relative to the root (default: the run's)")
+    p.add_argument("--title")
+    p.add_argument("--command", help="the training command to print on the card (default: reconstructed)")
+    args = p.parse_args(argv)
+    if not args.standard and not (args.run and args.name):
+        p.error("give RUN and NAME, or --standard")
+    jobs = [(Path(b.run), b.name, rank) for rank, b in enumerate(STANDARD)] if args.standard else \
+        [(Path(args.run), args.name, next((r for r, b in enumerate(STANDARD) if b.name == args.name), 100))]
+    for run, name, rank in jobs:
+        bundle(run, name, args.out, args.root, args.split, args.title, args.command, rank=rank)
+    total = sum(f.stat().st_size for f in args.out.rglob("*") if f.is_file())
+    print(f"{args.out}: {total / 1e6:.1f} MB in all")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,184 @@
+"""The workbench's bundles, packs, context, pages and packaging (no server; tiny models)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import sys
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import mkcnet.workbench  # noqa: F401  (offline environment, as the app sets it)
+from mkcnet.checkpoint import save_checkpoint
+from mkcnet.errors import UserError
+from mkcnet.models import build_networks
+from tests.conftest import tiny_config
+
+gr = pytest.importorskip("gradio")
+
+from mkcnet.workbench.context import ASSETS, Workbench, regenerate_synthetic  # noqa: E402
+from mkcnet.workbench.zoo import ModelZoo  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def load_script(name: str):
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def zoo_dir(tiny_dataset, tmp_path_factory) -> Path:
+    """Two untrained tiny CT models, bundled by scripts/bundle_models.py as the real ones are."""
+    bundle_models = load_script("bundle_models")
+    runs, out = tmp_path_factory.mktemp("runs"), tmp_path_factory.mktemp("checkpoints")
+    for method in ("mkcnet", "vanilla"):
+        config = tiny_config(method)
+        config.data.root = str(tiny_dataset)
+        torch.manual_seed(0)
+        task_net, _ = build_networks(config.model)
+        save_checkpoint(runs / method / "best", task_net, None, config, {"epoch": 1})
+        bundle_models.bundle(runs / method, f"tiny-{method}", out, embeddings=("tsne",), repeats=5)
+    return out
+
+
+@pytest.fixture(scope="module")
+def context(zoo_dir) -> Workbench:
+    return Workbench(ModelZoo([zoo_dir]), assets=ASSETS, data_root="")
+
+
+# ---- bundling, packs and the context --------------------------------------------------------------
+
+def test_bundle_holds_fp16_task_net_card_and_pack(zoo_dir):
+    from safetensors import safe_open
+
+    bundle = zoo_dir / "tiny-mkcnet"
+    with safe_open(str(bundle / "model.safetensors"), "pt") as f:
+        keys = list(f.keys())
+        assert all(k.startswith("task.") for k in keys)
+        assert {f.get_tensor(k).dtype for k in keys if f.get_tensor(k).is_floating_point()} == {torch.float16}
+    card = (bundle / "MODEL.md").read_text()
+    assert "Validation metrics" in card and "mkcnet train" in card and "not a medical device" in card
+    info = json.loads((bundle / "model.json").read_text())["info"]
+    assert info["modality"] == "ct" and "diagnosis.auc" in info["metrics"]
+    for name in ("predictions.csv", "features.npz", "pack.json", "embeddings.npz", "ood.csv"):
+        assert (bundle / "results" / name).is_file(), name
+    assert not list(bundle.rglob("*.png"))  # paths only, never images
+
+
+def test_bundled_embeddings_are_used_as_stored(context, zoo_dir):
+    stored = np.load(zoo_dir / "tiny-mkcnet" / "results" / "embeddings.npz")["tsne/diagnosis"]
+    table = context.embedding("tiny-mkcnet", "diagnosis", "tsne")
+    np.testing.assert_array_equal(table[["x", "y"]].to_numpy(), stored)
+    assert {"image", "diagnosis", "quality", "joint", "correct", "pred_diagnosis"} <= set(table.columns)
+    assert len(context.embedding("tiny-mkcnet", "quality", "pca")) == 4  # not bundled: computed
+
+
+def test_ood_curves_come_from_the_bundle(context, zoo_dir):
+    curves = context.ood_curves("tiny-vanilla")
+    stored = pd.read_csv(zoo_dir / "tiny-vanilla" / "results" / "ood.csv")
+    pd.testing.assert_frame_equal(curves, stored)
+    assert set(curves["metric"]) == {"auc", "acc", "f1"}
+
+
+def test_pack_images_come_from_the_data_folder_or_the_pack_root(context, tiny_dataset, tmp_path):
+    assert context.pack_image("tiny-mkcnet", 0).shape[2] == 1  # the pack's own root (the tiny set)
+    moved = Workbench(context.zoo, data_root="")
+    moved.packs["tiny-mkcnet"].pack = None
+    with pytest.raises(UserError, match="data folder not found"):
+        moved.pack_image("tiny-mkcnet", 0, str(tmp_path / "nowhere"))
+    assert moved.pack_image("tiny-mkcnet", 0, str(tiny_dataset)) is not None
+
+
+def test_synthetic_images_are_regenerated_bit_for_bit(tmp_path):
+    from mkcnet.synth import synth_sample
+
+    pd.DataFrame([{"image": "images/a.png", "seed": 42, "size": 64, "diagnosis": 2, "quality": 1}]).to_csv(
+        tmp_path / "synth.csv", index=False)
+    expected, _ = synth_sample(42, 64, 2, 1)
+    np.testing.assert_array_equal(regenerate_synthetic(tmp_path / "synth.csv", "images/a.png"), expected)
+    assert regenerate_synthetic(tmp_path / "synth.csv", "images/other.png") is None
+
+
+def test_live_evaluation_adds_a_pack(context, tiny_dataset):
+    key = context.evaluate("tiny-vanilla", str(tiny_dataset))
+    assert key in dict((k, v) for v, k in context.pack_choices())
+    assert len(context.pack_entry(key).pack.predictions) == 4
+    with pytest.raises(UserError, match="no split file"):
+        context.evaluate("tiny-vanilla", str(tiny_dataset / "Images"))
+
+
+def test_user_data_examples_cover_every_label_cell(context, tiny_dataset):
+    examples = context.examples(data_root=str(tiny_dataset), limit=4)
+    cells = {tuple(int(v) for v in re.findall(r"(?:diagnosis|quality) (\d)", e.caption)) for e in examples}
+    assert cells == {(0, 0), (0, 1), (1, 0), (1, 1)}
+
+
+# ---- bundled assets and packaging -------------------------------------------------------------------
+
+def test_examples_are_listed_readable_and_small():
+    from mkcnet.data.images import read_image
+    from mkcnet.degradation import MODALITIES
+
+    index = json.loads((ASSETS / "examples" / "examples.json").read_text())
+    assert {e["modality"] for e in index} == {"fundus", "ct"}
+    for e in index:
+        assert e["modality"] in MODALITIES and read_image(ASSETS / "examples" / e["file"]).ndim == 3
+    assert sum(p.stat().st_size for p in (ASSETS / "examples").iterdir()) < 1_000_000
+    suffixes = {Path(e["file"]).suffix for e in index}
+    assert {".png", ".jpg", ".dcm", ".tif"} <= suffixes  # the readers' formats, shown
+
+
+def test_requirements_cover_the_package_and_its_app_extra():
+    """Spaces installs requirements.txt only (the repo is not installed), so it must list
+    everything pyproject's dependencies and the app extra need."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    needed = project["dependencies"] + project["optional-dependencies"]["app"]
+    name = lambda spec: re.split(r"[<>=!~\[; ]", spec.strip(), maxsplit=1)[0].lower()  # noqa: E731
+    listed = {name(line) for line in (REPO / "requirements.txt").read_text().splitlines()
+              if line.strip() and not line.startswith(("#", "-"))}
+    assert {name(spec) for spec in needed} <= listed
+
+
+def test_cli_registers_the_app_command(capsys):
+    from mkcnet.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["app", "--help"])
+    assert exit_info.value.code == 0 and "--port" in capsys.readouterr().out
+
+
+# ---- pages ------------------------------------------------------------------------------------------
+
+def api_names(blocks) -> set[str]:
+    return {d.get("api_name") for d in blocks.config["dependencies"] if d.get("api_name")}
+
+
+@pytest.mark.parametrize("page", ["diagnose", "embeddings", "ood", "compare"])
+def test_each_page_builds_on_its_own(context, page):
+    from mkcnet.workbench import pages
+
+    module = getattr(pages, page)
+    blocks = module.build(context)
+    assert isinstance(blocks, gr.Blocks)
+    expected = {"diagnose": {"predict", "cam"}, "embeddings": {"embedding", "embedding_point"},
+                "ood": {"ood"}, "compare": {"compare"}}[page]
+    assert expected <= api_names(blocks)
+
+
+def test_app_routes_one_page_per_module(context):
+    from mkcnet.workbench.app import build_app
+
+    demo = build_app(context)
+    assert [p[:2] for p in demo.pages] == [("", "Home"), ("embeddings", "Embeddings"),
+                                           ("ood", "Out-of-distribution"), ("compare", "Compare")]
+    assert {"predict", "cam", "embedding", "embedding_point", "ood", "compare"} <= api_names(demo)
