@@ -7,12 +7,13 @@ Pages compose these; none of them builds its own copy.
 from __future__ import annotations
 
 import functools
+from contextlib import contextmanager
 import logging
 import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import gradio as gr
 
@@ -67,6 +68,14 @@ def guarded(n_outputs: int) -> Callable:
 
 def status_box() -> gr.Markdown:
     return gr.Markdown("", elem_classes=["status"])
+
+
+@contextmanager
+def page_frame(title: str, heading: str, intro: str) -> Iterator[tuple[gr.Blocks, gr.Markdown]]:
+    """A page's Blocks with its heading, introduction and status line (every page has them)."""
+    with gr.Blocks(title=f"MKCNet workbench — {title}") as page:
+        gr.Markdown(f"## {heading}\n{intro}")
+        yield page, status_box()
 
 
 # ---- the data folder --------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from mkcnet.workbench.context import Workbench
 from mkcnet.workbench.imaging import load_for
 from mkcnet.workbench.ui import (
     cam_controls, first_example, guarded, image_input, panel_values, prediction_panel,
-    refresh_examples, status, status_box,
+    page_frame, refresh_examples, status,
 )
 from mkcnet.workbench.zoo import REPO_ROOT
 
@@ -45,10 +45,9 @@ def bench_table(context: Workbench) -> pd.DataFrame:
 
 def build(context: Workbench) -> gr.Blocks:
     datasets = comparable(context)
-    with gr.Blocks(title=f"MKCNet workbench — {TITLE}") as page:
-        gr.Markdown("## Compare: vanilla vs. MKCNet\nThe same image through both models of a data set. The vanilla "
-                    "model has one branch and cannot judge quality; MKCNet adds the quality and ω branches.")
-        status_md = status_box()
+    with page_frame(TITLE, "Compare: vanilla vs. MKCNet",
+                    "The same image through both models of a data set. The vanilla model has one branch and cannot "
+                    "judge quality; MKCNet adds the quality and ω branches.") as (page, status_md):
         with gr.Row(equal_height=False):
             with gr.Column(scale=1, min_width=300):
                 dataset = gr.Dropdown(datasets, value=datasets[0] if datasets else None, label="Data set")

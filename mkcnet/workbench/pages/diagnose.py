@@ -14,7 +14,7 @@ from mkcnet.workbench.imaging import NO_DEGRADATION, load_for
 from mkcnet.workbench.inference import Reading
 from mkcnet.workbench.ui import (
     cam_controls, data_folder_field, first_example, guarded, image_input, model_dropdown,
-    panel_values, prediction_panel, refresh_examples, status, status_box,
+    page_frame, panel_values, prediction_panel, refresh_examples, status,
 )
 
 TITLE = "Diagnose"
@@ -52,10 +52,9 @@ def what_if_text(before: Reading, after: Reading, record: dict) -> str:
 
 
 def build(context: Workbench) -> gr.Blocks:
-    with gr.Blocks(title=f"MKCNet workbench — {TITLE}") as page:
-        gr.Markdown("## Diagnose\nUpload an image or pick an example. Each feature branch gets its own class "
-                    "activation map; the what-if panel degrades the image with the project's simulator.")
-        status_md = status_box()
+    with page_frame(TITLE, TITLE, "Upload an image or pick an example. Each feature branch gets its own class "
+                    "activation map; the what-if panel degrades the image with the project's simulator."
+                    ) as (page, status_md):
         with gr.Row(equal_height=False):
             with gr.Column(scale=2, min_width=340):
                 model = model_dropdown(context)

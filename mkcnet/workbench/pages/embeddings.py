@@ -16,7 +16,7 @@ from mkcnet.errors import UserError
 from mkcnet.inference.predict import FEATURE_NAMES
 from mkcnet.workbench.context import Workbench
 from mkcnet.workbench.imaging import as_rgb
-from mkcnet.workbench.ui import data_folder_field, guarded, model_dropdown, status, status_box
+from mkcnet.workbench.ui import data_folder_field, guarded, model_dropdown, page_frame, status
 
 TITLE = "Embeddings"
 METHODS = [("t-SNE", "tsne"), ("UMAP", "umap"), ("PCA", "pca")]
@@ -63,11 +63,9 @@ def describe_row(context: Workbench, key: str, row: int) -> str:
 def build(context: Workbench) -> gr.Blocks:
     choices = context.pack_choices()
     first = choices[0][1] if choices else None
-    with gr.Blocks(title=f"MKCNet workbench — {TITLE}") as page:
-        gr.Markdown("## Embeddings\nEach branch's features in 2-D. MKCNet's branches should specialise: "
-                    "diagnosis features group by diagnosis, quality features by quality. Click a point to see "
-                    "its image.")
-        status_md = status_box()
+    with page_frame(TITLE, TITLE, "Each branch's features in 2-D. MKCNet's branches should specialise: diagnosis "
+                    "features group by diagnosis, quality features by quality. Click a point to see its image."
+                    ) as (page, status_md):
         with gr.Row(equal_height=False):
             with gr.Column(scale=1, min_width=300):
                 pack = gr.Dropdown(choices, value=first, label="Run (results pack)", allow_custom_value=True)

@@ -12,7 +12,7 @@ import gradio as gr
 
 from mkcnet.errors import UserError
 from mkcnet.workbench.context import Workbench
-from mkcnet.workbench.ui import guarded, status, status_box
+from mkcnet.workbench.ui import guarded, page_frame, status
 
 TITLE = "Out-of-distribution"
 METRICS = [("AUC", "auc"), ("ACC", "acc"), ("F1", "f1")]
@@ -38,11 +38,9 @@ def at_ratio(curves: dict[str, pd.DataFrame], metric: str, ratio: float) -> pd.D
 def build(context: Workbench) -> gr.Blocks:
     datasets = context.zoo.datasets()
     first = datasets[0] if datasets else None
-    with gr.Blocks(title=f"MKCNet workbench — {TITLE}") as page:
-        gr.Markdown("## Out-of-distribution: more low-quality images\nEach run's validation predictions are "
-                    "resampled into test sets with a share *r* of low-quality (LQ) images. A quality-aware model "
-                    "should lose less as *r* grows.")
-        status_md = status_box()
+    with page_frame(TITLE, "Out-of-distribution: more low-quality images",
+                    "Each run's validation predictions are resampled into test sets with a share *r* of low-quality "
+                    "(LQ) images. A quality-aware model should lose less as *r* grows.") as (page, status_md):
         with gr.Row(equal_height=False):
             with gr.Column(scale=1, min_width=300):
                 dataset = gr.Dropdown(datasets, value=first, label="Data set", allow_custom_value=True)
