@@ -123,6 +123,12 @@ def test_user_data_examples_cover_every_label_cell(context, tiny_dataset):
     assert cells == {(0, 0), (0, 1), (1, 0), (1, 1)}
 
 
+def test_warm_up_loads_the_default_model(zoo_dir):
+    context = Workbench(ModelZoo([zoo_dir]), data_root="")
+    context.warm_up()
+    assert context.zoo.loaded() == [context.zoo.names()[0]]
+
+
 # ---- bundled assets and packaging -------------------------------------------------------------------
 
 def test_examples_are_listed_readable_and_small():

@@ -8,6 +8,7 @@ One `Workbench` object is built per app and handed to each page's `build(context
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 from dataclasses import dataclass
@@ -22,6 +23,8 @@ from mkcnet.errors import UserError
 from mkcnet.inference.results import ResultsPack
 from mkcnet.workbench.imaging import ImageCache
 from mkcnet.workbench.zoo import REPO_ROOT, ModelZoo, find_pack_dir, load_embeddings, load_pack
+
+log = logging.getLogger("mkcnet.workbench")
 
 ASSETS = REPO_ROOT / "assets"
 SPLIT_FILES = ("val.csv", "test.csv", "train.csv", "val.txt", "test.txt", "train.txt")
@@ -87,6 +90,22 @@ class Workbench:
             entry = self.zoo.entry(name)
             if entry.pack_dir is not None:
                 self.packs[name] = PackEntry(name, entry.title, None, entry.pack_dir, name)
+
+    def warm_up(self) -> None:
+        """Load the default model and run it once on an example (the first forward pass pays for
+        lazy initialisation), so that the first visitor does not wait. Failures are only logged."""
+        from mkcnet.workbench.imaging import load_for
+        from mkcnet.workbench.inference import analyse
+
+        try:
+            names = self.zoo.names()
+            if names:
+                model = self.zoo.model(names[0])
+                examples = self.examples(model.entry.modality)
+                if examples:
+                    analyse(model, load_for(model, examples[0].path, self.images))
+        except Exception:  # noqa: BLE001 - a warm-up must never stop the app
+            log.exception("warm-up failed")
 
     # ---- examples -------------------------------------------------------------------------
 

@@ -180,6 +180,10 @@ class ModelZoo:
                 self._models[name] = ZooModel(entry, load_checkpoint(entry.weights))
             return self._models[name]
 
+    def loaded(self) -> list[str]:
+        """The models loaded so far."""
+        return list(self._models)
+
     def pack(self, name: str) -> ResultsPack:
         with self._lock:
             if name not in self._packs:
