@@ -44,12 +44,13 @@ DATASET_TITLES = {"synth-fundus": "synthetic fundus", "ct-iqad": "CT-IQAD chest 
 class Bundle:
     run: str
     name: str
+    script: str  # the project script that trains and evaluates the run
 
 
-STANDARD = (Bundle("runs/synth-fundus/mkcnet", "synth-fundus-mkcnet"),
-            Bundle("runs/synth-fundus/vanilla", "synth-fundus-vanilla"),
-            Bundle("runs/ct-iqad/mkcnet", "ct-iqad-mkcnet"),
-            Bundle("runs/ct-iqad/vanilla", "ct-iqad-vanilla"))
+STANDARD = (Bundle("runs/synth-fundus/mkcnet", "synth-fundus-mkcnet", "scripts/train_synth_fundus.sh"),
+            Bundle("runs/synth-fundus/vanilla", "synth-fundus-vanilla", "scripts/train_synth_fundus.sh"),
+            Bundle("runs/ct-iqad/mkcnet", "ct-iqad-mkcnet", "scripts/train_ct_iqad.sh"),
+            Bundle("runs/ct-iqad/vanilla", "ct-iqad-vanilla", "scripts/train_ct_iqad.sh"))
 
 
 def training_preset(config) -> str:
@@ -125,7 +126,7 @@ def model_card(info: dict, config) -> str:
 ## How it was made
 
 ```bash
-{info['train_command']}
+{info['train_command']}{f"    # as {info['script']} runs it" if info.get('script') else ""}
 {info['bundle_command']}
 ```
 
@@ -140,7 +141,8 @@ and its probabilities are then not to be trusted.
 
 def bundle(run: Path, name: str, out: Path, root: str | None = None, split: str | None = None,
            title: str | None = None, command: str | None = None,
-           embeddings: tuple[str, ...] = EMBEDDING_METHODS, repeats: int = OOD_REPEATS, rank: int = 100) -> dict:
+           embeddings: tuple[str, ...] = EMBEDDING_METHODS, repeats: int = OOD_REPEATS, rank: int = 100,
+           script: str | None = None) -> dict:
     start = time.perf_counter()
     source = load_checkpoint(run)
     config = source.config
@@ -157,7 +159,7 @@ def bundle(run: Path, name: str, out: Path, root: str | None = None, split: str 
         "best_epoch": source.info.get("epoch", source.info.get("best_epoch")),
         "train_command": command or train_command(config, str(run)),
         "bundle_command": shlex.join(["python", "scripts/bundle_models.py", str(run), name]),
-        "source_run": str(run), "rank": rank,  # the workbench lists models by rank (0 = default)
+        "source_run": str(run), "rank": rank, "script": script,  # the workbench lists models by rank (0 = default)
     }
     # Weights first (the pack is evaluated with exactly these fp16 weights), then the card.
     save_checkpoint(weights, source.task_net, None, config, info, half=True, include_meta=False)
@@ -197,10 +199,13 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if not args.standard and not (args.run and args.name):
         p.error("give RUN and NAME, or --standard")
-    jobs = [(Path(b.run), b.name, rank) for rank, b in enumerate(STANDARD)] if args.standard else \
-        [(Path(args.run), args.name, next((r for r, b in enumerate(STANDARD) if b.name == args.name), 100))]
-    for run, name, rank in jobs:
-        bundle(run, name, args.out, args.root, args.split, args.title, args.command, rank=rank)
+    if args.standard:
+        jobs = [(Path(b.run), b.name, rank, b.script) for rank, b in enumerate(STANDARD)]
+    else:  # a standard bundle's name keeps its rank and script
+        known = {b.name: (rank, b.script) for rank, b in enumerate(STANDARD)}
+        jobs = [(Path(args.run), args.name, *known.get(args.name, (100, None)))]
+    for run, name, rank, script in jobs:
+        bundle(run, name, args.out, args.root, args.split, args.title, args.command, rank=rank, script=script)
     total = sum(f.stat().st_size for f in args.out.rglob("*") if f.is_file())
     print(f"{args.out}: {total / 1e6:.1f} MB in all")
     return 0

@@ -4,6 +4,9 @@ side (probabilities, readings, branch CAMs), and the benchmark table. API: /comp
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import gradio as gr
 import pandas as pd
 
@@ -19,6 +22,16 @@ from mkcnet.workbench.zoo import REPO_ROOT
 TITLE = "Compare"
 SIDES = ("vanilla", "mkcnet")
 RESULTS = REPO_ROOT / "docs" / "RESULTS.md"
+
+
+def bench_markdown() -> str | None:
+    """The project's results (docs/RESULTS.md), or the Table 2 of a `mkcnet bench` output
+    folder named by MKCNET_BENCH."""
+    bench = os.environ.get("MKCNET_BENCH")
+    for path in (RESULTS, Path(bench) / "table.md" if bench else None):
+        if path is not None and path.is_file():
+            return path.read_text()
+    return None
 
 
 def comparable(context: Workbench) -> list[str]:
@@ -62,11 +75,12 @@ def build(context: Workbench) -> gr.Blocks:
                     with gr.Column():
                         panels.append(prediction_panel("MKCNet"))
         gr.Markdown("### Benchmark")
-        if RESULTS.is_file():
-            gr.Markdown(RESULTS.read_text())
+        bench = bench_markdown()
+        if bench is not None:
+            gr.Markdown(bench)
         else:
-            gr.Markdown("Validation metrics of the bundled models (from their model cards; `mkcnet bench` "
-                        "writes the full table to docs/RESULTS.md).")
+            gr.Markdown("Validation metrics of the bundled models, from their model cards. (The full table: "
+                        "docs/RESULTS.md, or set MKCNET_BENCH to a `mkcnet bench` output folder.)")
             gr.Dataframe(bench_table(context), interactive=False, wrap=True)
 
         @guarded(10)
