@@ -181,15 +181,16 @@ class PredictionPanel:
     reading: gr.Markdown
     cams: gr.Gallery
     preview: gr.Image | None = None
+    note: gr.Markdown | None = None
 
     @property
     def outputs(self) -> list:
         return [self.diagnosis, self.quality, self.reading, self.cams]
 
 
-def prediction_panel(title: str | None = None, preview: str | None = None) -> PredictionPanel:
+def prediction_panel(title: str | None = None, preview: str | None = None, note: bool = False) -> PredictionPanel:
     """Probabilities, the reading and the CAM grid; with `preview` (a label), the image the
-    model sees sits left of the probabilities."""
+    model sees sits left of the probabilities; with `note`, a line for the page under the reading."""
     if title:
         gr.Markdown(f"### {title}")
     with gr.Row(equal_height=True):
@@ -198,9 +199,10 @@ def prediction_panel(title: str | None = None, preview: str | None = None) -> Pr
         diagnosis = gr.Label(label="Diagnosis", num_top_classes=5, scale=1)
         quality = gr.Label(label="Image quality", num_top_classes=5, scale=1)
     reading = gr.Markdown(elem_classes=["reading"])
+    remark = gr.Markdown(elem_classes=["note"]) if note else None
     cams = gr.Gallery(label="Class activation maps per branch", columns=2, height="auto", allow_preview=True,
                       object_fit="contain", elem_classes=["cams"])
-    return PredictionPanel(diagnosis, quality, reading, cams, shown)
+    return PredictionPanel(diagnosis, quality, reading, cams, shown, remark)
 
 
 def panel_values(model: ZooModel, prepared: Prepared, method: str, opacity: float,

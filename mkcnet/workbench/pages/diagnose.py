@@ -71,12 +71,11 @@ def build(context: Workbench) -> gr.Blocks:
                 with gr.Accordion("Data folder", open=False):
                     data, restored = data_folder_field(context, page)
             with gr.Column(scale=3, min_width=480):
-                panel = prediction_panel(preview="What the model sees")
-                what_if = gr.Markdown(elem_classes=["what-if"])
+                panel = prediction_panel(preview="What the model sees", note=True)
                 with gr.Accordion("Model card", open=False):
                     card = gr.Markdown(context.zoo.entry(model.value).card_markdown() if model.value else "",
                                        elem_classes=["card"])
-        preview = panel.preview
+        preview, what_if = panel.preview, panel.note
 
         @guarded(6)
         def predict(file: str | None, model_name: str, family_name: str, level: int, seed_value: int):
