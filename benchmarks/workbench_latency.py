@@ -29,7 +29,7 @@ import mkcnet.workbench  # noqa: F401  (offline environment)
 
 import torch
 
-from mkcnet.workbench.cam import CAM_METHODS, HeadLogits, cam_targets
+from mkcnet.workbench.cam import HeadLogits, cam_class, cam_targets
 from mkcnet.workbench.context import ASSETS, Workbench
 from mkcnet.workbench.imaging import ImageCache, load_for
 from mkcnet.workbench.inference import analyse, read_out
@@ -58,7 +58,7 @@ def per_branch_library_calls(model, prepared) -> None:
     reading = read_out(model, prepared)
     top = {"diagnosis": reading.top_diagnosis, "quality": reading.top_quality, "auxiliary": reading.top_auxiliary}
     for target in cam_targets(model.task_net):
-        with CAM_METHODS["Grad-CAM"](model=HeadLogits(model.task_net, target.head), target_layers=[target.layer]) as c:
+        with cam_class("Grad-CAM")(model=HeadLogits(model.task_net, target.head), target_layers=[target.layer]) as c:
             c(input_tensor=prepared.tensor, targets=[ClassifierOutputTarget(top[target.head])])
 
 
@@ -136,7 +136,7 @@ def through_the_app(repeats: int, startup: bool) -> None:
         if startup:
             print("## Startup (`python app.py` in a fresh process)\n")
             print(f"- server answering: {served:.1f} s")
-            print(f"- Diagnose page showing predictions and CAMs in chromium: "
+            print("- Diagnose page showing predictions and CAMs in chromium: "
                   + (f"{usable:.1f} s" if usable is not None else "not measured (no /usr/bin/chromium)"))
     finally:
         app.terminate()

@@ -13,7 +13,9 @@ import mkcnet.workbench  # noqa: F401  (offline environment, as the app sets it)
 from mkcnet.checkpoint import save_checkpoint
 from mkcnet.errors import UserError
 from mkcnet.models import build_networks
-from mkcnet.workbench.cam import CAM_METHODS, HeadLogits, backbone_output_layer, cam_targets, compute_cams
+from mkcnet.workbench.cam import (
+    CAM_METHODS, HeadLogits, backbone_output_layer, cam_class, cam_targets, compute_cams,
+)
 from mkcnet.workbench.imaging import ImageCache, load_for, prepare
 from mkcnet.workbench.inference import analyse, read_out
 from mkcnet.workbench.zoo import ModelZoo
@@ -55,7 +57,7 @@ def test_one_pass_cams_equal_pytorch_grad_cam(zoo, images, image_file, method):
     out, cams = compute_cams(model.task_net, x, method)
     for target in cam_targets(model.task_net):
         category = int(out.logits(target.head)[0].argmax())
-        with CAM_METHODS[method](model=HeadLogits(model.task_net, target.head), target_layers=[target.layer]) as cam:
+        with cam_class(method)(model=HeadLogits(model.task_net, target.head), target_layers=[target.layer]) as cam:
             expected = cam(input_tensor=x, targets=[ClassifierOutputTarget(category)])[0]
         np.testing.assert_allclose(cams[target.key], expected, atol=1e-5, err_msg=f"{method} {target.key}")
 

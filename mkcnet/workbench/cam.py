@@ -14,34 +14,42 @@ The class scored is the head's top class unless one is given (for ω: the top au
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from PIL import Image
-from pytorch_grad_cam import (
-    EigenCAM, EigenGradCAM, GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, XGradCAM,
-)
-from pytorch_grad_cam.base_cam import BaseCAM
-from pytorch_grad_cam.utils.image import scale_cam_image, show_cam_on_image
-from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
 from mkcnet.errors import UserError
 from mkcnet.models import TaskNet, TaskOutput
 
-# Score-CAM and Ablation-CAM are left out: one forward pass per channel (384 here) is far
-# beyond the one-second budget on a CPU.
+if TYPE_CHECKING:
+    from pytorch_grad_cam.base_cam import BaseCAM
+
+# Shown name → pytorch-grad-cam class. The library is imported on first use: it pulls in
+# OpenCV, scikit-learn and more, a second or more of the app's start. Score-CAM and
+# Ablation-CAM are left out: one forward pass per channel (384 here) is far beyond the
+# one-second budget on a CPU.
 CAM_METHODS = {
-    "Grad-CAM": GradCAM,
-    "Grad-CAM++": GradCAMPlusPlus,
-    "XGrad-CAM": XGradCAM,
-    "HiResCAM": HiResCAM,
-    "LayerCAM": LayerCAM,
-    "EigenCAM": EigenCAM,
-    "EigenGrad-CAM": EigenGradCAM,
+    "Grad-CAM": "GradCAM",
+    "Grad-CAM++": "GradCAMPlusPlus",
+    "XGrad-CAM": "XGradCAM",
+    "HiResCAM": "HiResCAM",
+    "LayerCAM": "LayerCAM",
+    "EigenCAM": "EigenCAM",
+    "EigenGrad-CAM": "EigenGradCAM",
 }
 DEFAULT_METHOD = "Grad-CAM"
+
+
+def cam_class(method: str) -> type[BaseCAM]:
+    """pytorch-grad-cam's class for a shown method name."""
+    if method not in CAM_METHODS:
+        raise UserError(f"unknown CAM method {method!r}; choose from {', '.join(CAM_METHODS)}")
+    return getattr(importlib.import_module("pytorch_grad_cam"), CAM_METHODS[method])
 
 BRANCH_LABELS = {
     "diagnosis": "diagnosis branch",
@@ -97,9 +105,7 @@ def cam_engine(method: str, task_net: TaskNet, target: CamTarget) -> BaseCAM:
     """pytorch-grad-cam's object for `method`, used for its weighting math (`get_cam_image`)
     on activations and gradients that `compute_cams` captures itself; the hooks its
     constructor puts on the network are removed at once."""
-    if method not in CAM_METHODS:
-        raise UserError(f"unknown CAM method {method!r}; choose from {', '.join(CAM_METHODS)}")
-    engine = CAM_METHODS[method](model=HeadLogits(task_net, target.head), target_layers=[target.layer])
+    engine = cam_class(method)(model=HeadLogits(task_net, target.head), target_layers=[target.layer])
     engine.activations_and_grads.release()
     return engine
 
@@ -111,12 +117,15 @@ def compute_cams(task_net: TaskNet, x: torch.Tensor, method: str = DEFAULT_METHO
     Calling pytorch-grad-cam once per branch costs a forward and a full backward each (four
     of both, ~0.8 s on 2 cores); here one forward records every target layer's output and
     each CAM needs only the gradient from its logit back to its own layer, which stops at
-    the heads. The maps are what `CAM_METHODS[method](...)(x, targets)` gives (tested).
+    the heads. The maps are what `cam_class(method)(...)(x, targets)` gives (tested).
     `categories` picks the class per head (default: the head's top class); the forward's
     output is returned too, so the caller's probabilities come from the same pass.
 
     Not thread-safe on a shared network (it hooks its layers): callers hold the model's lock.
     """
+    from pytorch_grad_cam.utils.image import scale_cam_image
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
     targets = cam_targets(task_net)
     captured: dict[str, torch.Tensor] = {}
     handles = [t.layer.register_forward_hook(lambda _m, _i, output, key=t.key: captured.__setitem__(key, output))
@@ -149,6 +158,8 @@ def compute_cams(task_net: TaskNet, x: torch.Tensor, method: str = DEFAULT_METHO
 
 def overlay(display: np.ndarray, cam: np.ndarray, opacity: float = 0.5) -> np.ndarray:
     """The CAM as a heat map over the RGB uint8 display image; `opacity` is the heat map's weight."""
+    from pytorch_grad_cam.utils.image import show_cam_on_image
+
     opacity = float(np.clip(opacity, 0.0, 1.0))
     if opacity == 0:  # show_cam_on_image rescales by the maximum, which would brighten the image
         return display
