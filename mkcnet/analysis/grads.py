@@ -31,5 +31,6 @@ def grads_figure(table: pd.DataFrame, title: str = "Task-gradient cosine on the 
     fig = px.line(table, x="epoch", y="cosine", color="run", facet_col="pair", markers=True, template="plotly_white",
                   category_orders={"pair": [p for p in PAIRS.values() if p in set(table["pair"])]}, title=title)
     fig.add_hline(y=0, line={"color": "grey", "dash": "dot"})
+    fig.update_xaxes(tick0=1, dtick=max(1, round(table["epoch"].max() / 10)))  # whole epochs only
     fig.for_each_annotation(lambda a: a.update(text=a.text.split("=")[-1]))  # "pair=x" → "x"
     return fig

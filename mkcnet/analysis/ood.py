@@ -87,14 +87,15 @@ def _rgba(colour: str, alpha: float) -> str:
 def ood_figure(curves: dict[str, pd.DataFrame], metric: str = "auc") -> go.Figure:
     """One line (mean) and one shaded band per run name."""
     fig = go.Figure()
-    for i, (name, table) in enumerate(curves.items()):
-        t = table[table["metric"] == metric].sort_values("ratio")
-        colour = DEFAULT_PLOTLY_COLORS[i % len(DEFAULT_PLOTLY_COLORS)]
+    tables = {name: table[table["metric"] == metric].sort_values("ratio") for name, table in curves.items()}
+    colours = {name: DEFAULT_PLOTLY_COLORS[i % len(DEFAULT_PLOTLY_COLORS)] for i, name in enumerate(tables)}
+    for name, t in tables.items():  # every band first, so no band covers another run's line
         fig.add_trace(go.Scatter(x=[*t["ratio"], *t["ratio"][::-1]], y=[*t["high"], *t["low"][::-1]],
-                                 fill="toself", fillcolor=_rgba(colour, 0.15), line={"width": 0},
+                                 fill="toself", fillcolor=_rgba(colours[name], 0.15), line={"width": 0},
                                  hoverinfo="skip", showlegend=False, legendgroup=name))
+    for name, t in tables.items():
         fig.add_trace(go.Scatter(x=t["ratio"], y=t["mean"], mode="lines+markers", name=name,
-                                 line={"color": colour}, legendgroup=name,
+                                 line={"color": colours[name]}, legendgroup=name,
                                  customdata=t[["low", "high"]], hovertemplate=(
                                      f"{name}<br>r=%{{x:.2f}}  {metric.upper()} %{{y:.3f}}"
                                      "<br>95% band %{customdata[0]:.3f}–%{customdata[1]:.3f}<extra></extra>")))
