@@ -36,6 +36,13 @@ def one_thread():
         yield
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _tests_use_one_thread():
+    """Every test uses tiny tensors: one intra-op thread is faster and steadier on 2 cores."""
+    with single_thread():
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("MKCNET_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
