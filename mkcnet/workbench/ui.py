@@ -7,10 +7,10 @@ Pages compose these; none of them builds its own copy.
 from __future__ import annotations
 
 import functools
-from contextlib import contextmanager
 import logging
 import shutil
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -26,9 +26,9 @@ from mkcnet.workbench.zoo import ZooModel
 
 log = logging.getLogger("mkcnet.workbench")
 
+NO_QUALITY_HEAD = "no quality head"
 # The data folder is remembered in the browser across pages. The value is a folder path, not
 # a secret: a fixed key lets every page (and a restarted server) read it back.
-NO_QUALITY_HEAD = "no quality head"
 DATA_FOLDER_KEY = "mkcnet-data-folder"
 DATA_FOLDER_SECRET = "mkcnet-workbench"
 
