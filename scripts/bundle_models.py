@@ -74,6 +74,12 @@ def train_command(config, run: str) -> str:
     return shlex.join(parts)
 
 
+def epochs_done(run: Path, planned: int) -> int:
+    """Epochs the run has finished (its history), so a card can say when a run was cut short."""
+    history = run / "history.csv"
+    return int(pd.read_csv(history)["epoch"].max()) if history.is_file() else planned
+
+
 def synth_sources(root: Path, images: list[str]) -> pd.DataFrame | None:
     """Generator arguments of a synthetic data set's images (from its generation.jsonl)."""
     log = root / "generation.jsonl"
@@ -106,6 +112,9 @@ def metric_rows(m: dict) -> str:
 
 def model_card(info: dict, config) -> str:
     m, t = config.model, config.train
+    done = info.get("epochs_done", t.epochs)
+    trained = f"{t.epochs} epochs" if done >= t.epochs else \
+        f"**{done} of {t.epochs} epochs** (bundled from an unfinished run)"
     classes = ", ".join(m.diagnosis_names)
     quality = ", ".join(m.quality_names)
     return f"""# {info['title']}
@@ -115,7 +124,7 @@ def model_card(info: dict, config) -> str:
 | data set | `{info['dataset']}` ({DATASETS[info['dataset']].description}); trained on `{config.data.train_split}`, validated on `{info['split']}` |
 | method | `{m.method}` |
 | preset | `{info['preset']}`: {m.backbone} at {m.image_size} px, {m.in_chans} channel(s), stride {m.output_stride or 'native'} |
-| training | {t.epochs} epochs, batch {t.batch_size}, lr {t.lr}; best epoch {info['best_epoch']} (validation AUC) |
+| training | {trained}, batch {t.batch_size}, lr {t.lr}; best epoch {info['best_epoch']} (validation AUC) |
 | classes | diagnosis: {classes}; quality (worst → best): {quality} |
 | weights | Task Net only, fp16 safetensors ({info['size_mb']:.1f} MB); no meta learner (not needed to predict) |
 
@@ -157,6 +166,7 @@ def bundle(run: Path, name: str, out: Path, root: str | None = None, split: str 
         "dataset": dataset, "modality": MODALITY_OF_PRESET.get(dataset, "fundus"),
         "method": config.model.method, "preset": training_preset(config), "split": split,
         "best_epoch": source.info.get("epoch", source.info.get("best_epoch")),
+        "epochs_done": epochs_done(run, config.train.epochs),
         "train_command": command or train_command(config, str(run)),
         "bundle_command": shlex.join(["python", "scripts/bundle_models.py", str(run), name]),
         "source_run": str(run), "rank": rank, "script": script,  # the workbench lists models by rank (0 = default)
