@@ -160,7 +160,8 @@ class ModelZoo:
                 if (dataset is None or e.dataset == dataset) and (method is None or e.method == method)]
 
     def datasets(self) -> list[str]:
-        return sorted({e.dataset for e in self.entries.values()})
+        """Data sets in the order of their first model (so the default model's comes first)."""
+        return list(dict.fromkeys(e.dataset for e in self.entries.values()))
 
     def choices(self, names: list[str] | None = None) -> list[tuple[str, str]]:
         """(label, name) pairs for a dropdown."""
