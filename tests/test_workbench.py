@@ -6,7 +6,6 @@ import importlib.util
 import json
 import re
 import sys
-import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -147,6 +146,7 @@ def test_examples_are_listed_readable_and_small():
 def test_requirements_cover_the_package_and_its_app_extra():
     """Spaces installs requirements.txt only (the repo is not installed), so it must list
     everything pyproject's dependencies and the app extra need."""
+    tomllib = pytest.importorskip("tomllib", reason="Python 3.11+ reads pyproject.toml itself")
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     needed = project["dependencies"] + project["optional-dependencies"]["app"]
     name = lambda spec: re.split(r"[<>=!~\[; ]", spec.strip(), maxsplit=1)[0].lower()  # noqa: E731
