@@ -144,3 +144,12 @@ def test_awkward_but_valid_images_are_read(zoo, images, tmp_path, kind):
 def test_no_file_is_a_user_error(zoo):
     with pytest.raises(UserError, match="upload an image"):
         load_for(zoo.model("tiny-mkcnet"), None, images)
+
+
+def test_image_cache_is_bounded_in_count_and_bytes(tmp_path):
+    for i in range(4):
+        Image.fromarray(np.full((100, 100, 3), i, np.uint8)).save(tmp_path / f"{i}.png")
+    cache = ImageCache(size=3, max_bytes=2 * 100 * 100 * 3)
+    for i in range(4):
+        assert cache.read(tmp_path / f"{i}.png")[0, 0, 0] == i
+    assert [Path(k[0]).name for k in cache._items] == ["2.png", "3.png"]  # the byte bound holds two

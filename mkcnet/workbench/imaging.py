@@ -79,10 +79,12 @@ def prepare(image: np.ndarray, config: ModelConfig, modality: str, family: str |
 
 class ImageCache:
     """Decoded uploads by path and modification time: the what-if panel re-runs on every slider
-    move, and decoding a large DICOM or TIFF each time would dominate the latency."""
+    move, and decoding a large DICOM or TIFF each time would dominate the latency. Bounded in
+    count and in bytes (a 40-megapixel upload alone is 120 MB decoded)."""
 
-    def __init__(self, size: int = 16):
+    def __init__(self, size: int = 16, max_bytes: int = 256 * 2**20):
         self.size = size
+        self.max_bytes = max_bytes
         self._items: OrderedDict[tuple, np.ndarray] = OrderedDict()
         self._lock = Lock()
 
@@ -101,7 +103,8 @@ class ImageCache:
         image = read_image(path)
         with self._lock:
             self._items[key] = image
-            while len(self._items) > self.size:
+            while len(self._items) > 1 and (len(self._items) > self.size or
+                                            sum(a.nbytes for a in self._items.values()) > self.max_bytes):
                 self._items.popitem(last=False)
         return image
 
