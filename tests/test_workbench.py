@@ -116,6 +116,12 @@ def test_live_evaluation_adds_a_pack(context, tiny_dataset):
         context.evaluate("tiny-vanilla", str(tiny_dataset / "Images"))
 
 
+def test_a_wrong_data_folder_does_not_stop_the_app(zoo_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("MKCNET_DATA", str(tmp_path / "missing"))
+    context = Workbench(ModelZoo([zoo_dir]))
+    assert context.default_data == "" and context.examples("ct")[0].modality == "ct"
+
+
 def test_user_data_examples_cover_every_label_cell(context, tiny_dataset):
     examples = context.examples(data_root=str(tiny_dataset), limit=4)
     cells = {tuple(int(v) for v in re.findall(r"(?:diagnosis|quality) (\d)", e.caption)) for e in examples}

@@ -81,6 +81,12 @@ class Workbench:
         self.zoo = zoo if zoo is not None else ModelZoo()
         self.assets = Path(assets) if assets is not None else ASSETS
         self.default_data = str(data_root if data_root is not None else os.environ.get("MKCNET_DATA", ""))
+        try:
+            data_root_from(self.default_data)
+        except UserError as err:  # a wrong MKCNET_DATA must not stop the app: say so, use the bundled examples
+            log.warning("ignoring the data folder: %s", err)
+            print(f"warning: ignoring the data folder ({err})")
+            self.default_data = ""
         self.images = ImageCache()
         self.packs: dict[str, PackEntry] = {}
         self._lock = threading.Lock()
