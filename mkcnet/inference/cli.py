@@ -26,8 +26,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     for label, prefix in groups:
         if f"diagnosis.{prefix}acc" in m:
             get = lambda k: m.get(f"diagnosis.{prefix}{k}", float("nan"))  # noqa: E731
-            print(f"{label:4} {int(get('n')):5d} {get('auc'):7.4f} {get('acc'):7.4f} {get('f1'):7.4f} "
-                  f"{get('auc_hard'):9.4f}")
+            hard = f"{get('auc_hard'):9.4f}" if f"diagnosis.{prefix}auc_hard" in m else f"{'-':>9}"  # binary only
+            print(f"{label:4} {int(get('n')):5d} {get('auc'):7.4f} {get('acc'):7.4f} {get('f1'):7.4f} {hard}")
     if "quality.acc" in m:
         print(f"quality head: AUC {m['quality.auc']:.4f}  ACC {m['quality.acc']:.4f}  F1 {m['quality.f1']:.4f}")
     print(f"results pack: {out}")
