@@ -138,7 +138,7 @@ def image_input(context: Workbench, status_out: gr.Markdown, modality: str | Non
                    elem_classes=["upload"])
     examples = context.examples(modality)
     gallery = gr.Gallery(value=example_gallery_value(context, examples), label="…or pick an example",
-                         columns=5, height=220, allow_preview=False, object_fit="cover",
+                         columns=4, height=230, allow_preview=False, object_fit="cover",
                          elem_classes=["examples"])
     shown = gr.State([str(e.path) for e in examples])
 
@@ -200,7 +200,8 @@ def prediction_panel(title: str | None = None, preview: str | None = None, note:
         quality = gr.Label(label="Image quality", num_top_classes=5, scale=1)
     reading = gr.Markdown(elem_classes=["reading"])
     remark = gr.Markdown(elem_classes=["note"]) if note else None
-    cams = gr.Gallery(label="Class activation maps per branch", columns=2, height="auto", allow_preview=True,
+    # "max-content": the default and "auto" cap the grid at 550 px, which hides the second row.
+    cams = gr.Gallery(label="Class activation maps per branch", columns=2, height="max-content", allow_preview=True,
                       object_fit="contain", elem_classes=["cams"])
     return PredictionPanel(diagnosis, quality, reading, cams, shown, remark)
 

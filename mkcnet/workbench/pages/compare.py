@@ -5,6 +5,7 @@ side (probabilities, readings, branch CAMs), and the benchmark table. API: /comp
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import gradio as gr
@@ -24,13 +25,14 @@ SIDES = ("vanilla", "mkcnet")
 RESULTS = REPO_ROOT / "docs" / "RESULTS.md"
 
 
-def bench_markdown() -> str | None:
-    """The project's results (docs/RESULTS.md), or the Table 2 of a `mkcnet bench` output
-    folder named by MKCNET_BENCH."""
+def bench_markdown() -> tuple[Path, str] | None:
+    """The Table 2 of a `mkcnet bench` output folder named by MKCNET_BENCH, else the project's
+    docs/RESULTS.md: (file, Markdown). Figures are left out: their relative paths do not resolve
+    inside the app."""
     bench = os.environ.get("MKCNET_BENCH")
-    for path in (RESULTS, Path(bench) / "table.md" if bench else None):
+    for path in (Path(bench) / "table.md" if bench else None, RESULTS):
         if path is not None and path.is_file():
-            return path.read_text()
+            return path, re.sub(r"!\[([^\]]*)\]\([^)]*\)", rf"*(figure “\1”: see {path.name})*", path.read_text())
     return None
 
 
@@ -74,14 +76,12 @@ def build(context: Workbench) -> gr.Blocks:
                         panels = [prediction_panel("Vanilla")]
                     with gr.Column():
                         panels.append(prediction_panel("MKCNet"))
-        gr.Markdown("### Benchmark")
+        gr.Markdown("### Benchmark\nValidation metrics of these models, from their model cards:")
+        gr.Dataframe(bench_table(context), interactive=False, wrap=True)
         bench = bench_markdown()
         if bench is not None:
-            gr.Markdown(bench)
-        else:
-            gr.Markdown("Validation metrics of the bundled models, from their model cards. (The full table: "
-                        "docs/RESULTS.md, or set MKCNET_BENCH to a `mkcnet bench` output folder.)")
-            gr.Dataframe(bench_table(context), interactive=False, wrap=True)
+            with gr.Accordion(f"The project's benchmark ({bench[0].name})", open=False):
+                gr.Markdown(bench[1])
 
         @guarded(10)
         def compare(file: str | None, name: str, cam_method: str, weight: float):
