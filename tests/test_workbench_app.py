@@ -1,0 +1,204 @@
+"""The launched workbench with the bundled models: its API through gradio_client, bad uploads,
+and every page in a real browser (Debian's chromium driven by Playwright).
+
+One app serves the whole module. Screenshots go to $MKCNET_SCREENSHOTS when set
+(MKCNET_SCREENSHOTS=docs/screenshots refreshes the docs), else to a temporary folder.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+import mkcnet.workbench  # noqa: F401  (offline environment, as the app sets it)
+
+gr = pytest.importorskip("gradio")
+gradio_client = pytest.importorskip("gradio_client")
+
+from mkcnet.workbench.app import build_app, launch_options  # noqa: E402
+from mkcnet.workbench.cam import cam_targets  # noqa: E402
+from mkcnet.workbench.context import ASSETS, Workbench  # noqa: E402
+from mkcnet.workbench.zoo import ModelZoo  # noqa: E402
+from tests.bad_images import BAD_FILES  # noqa: E402
+
+CHROMIUM = Path("/usr/bin/chromium")
+EXAMPLE = ASSETS / "examples" / "synth_PDR_reject.png"
+CT_EXAMPLE = ASSETS / "examples" / "phantom_ct.dcm"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app():
+    context = Workbench(ModelZoo(), data_root="")
+    if not context.zoo.names("synth-fundus", "mkcnet"):
+        pytest.fail("the bundled models are missing from checkpoints/ (scripts/bundle_models.py --standard)")
+    demo = build_app(context)
+    demo.queue(default_concurrency_limit=2)
+    port = free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
+                **launch_options(context))
+    yield context, f"http://127.0.0.1:{port}/"
+    demo.close()
+
+
+@pytest.fixture(scope="module")
+def client(app):
+    return gradio_client.Client(app[1], verbose=False)
+
+
+def model(context: Workbench, dataset: str = "synth-fundus", method: str = "mkcnet") -> str:
+    return context.zoo.names(dataset, method)[0]
+
+
+# ---- API ------------------------------------------------------------------------------------------
+
+def test_api_predict(app, client):
+    context, _ = app
+    preview, diagnosis, quality, reading, what_if, status = client.predict(
+        gradio_client.handle_file(str(EXAMPLE)), model(context), "none", 0, 0, api_name="/predict")
+    assert status == "" and what_if == ""
+    assert {c["label"] for c in diagnosis["confidences"]} == {"NoDR", "NPDR", "PDR"}
+    assert {c["label"] for c in quality["confidences"]} == {"reject", "usable", "good"}
+    assert "Image quality" in reading and Path(preview).is_file()
+
+
+def test_api_predict_what_if(app, client):
+    context, _ = app
+    *_, what_if, status = client.predict(gradio_client.handle_file(str(EXAMPLE)), model(context), "fundus.blur",
+                                         4, 1, api_name="/predict")
+    assert status == "" and what_if.startswith("**What-if fundus.blur · severity 4**")
+
+
+def test_api_cam_gives_every_branch(app, client):
+    context, _ = app
+    gallery, status = client.predict(gradio_client.handle_file(str(EXAMPLE)), model(context), "none", 0, 0,
+                                     "EigenCAM", 0.5, api_name="/cam")
+    assert status == ""
+    assert [item["caption"].split(" → ")[0] for item in gallery] == [
+        "diagnosis branch", "quality branch", "auxiliary ω branch", "fused diagnosis"]
+    assert Image.open(gallery[0]["image"]).size == (256, 256)
+
+
+def test_api_ct_model_reads_dicom(app, client):
+    context, _ = app
+    if not context.zoo.names("ct-iqad", "vanilla"):
+        pytest.fail("the bundled CT-IQAD models are missing")
+    _, diagnosis, quality, reading, _, status = client.predict(
+        gradio_client.handle_file(str(CT_EXAMPLE)), model(context, "ct-iqad", "vanilla"), "ct.streak", 3, 0,
+        api_name="/predict")
+    assert status == "" and {c["label"] for c in diagnosis["confidences"]} == {"non-COVID", "COVID-19"}
+    assert quality["label"] == "no quality head" and "no quality head" in reading
+
+
+def test_api_ood(app, client):
+    context, _ = app
+    keys = [k for _, k in context.pack_choices("synth-fundus")]
+    _, table, status = client.predict(keys, "f1", 0.8, api_name="/ood")
+    assert status == "" and len(table["data"]) == len(keys) and table["headers"][2] == "F1"
+
+
+def test_api_embedding_and_point(app, client):
+    context, _ = app
+    key = model(context)
+    _, _, scores, status = client.predict(key, "quality", "umap", "joint", api_name="/embedding")
+    assert status == "" and "quality" in [row[0] for row in scores["data"]]
+    image, details, status = client.predict(key, "quality", "umap", "3", "", api_name="/embedding_point")
+    assert status == "" and details.startswith("**#3**")
+    assert image is not None  # the synthetic image, regenerated from its seed
+
+
+def test_api_compare(app, client):
+    context, _ = app
+    out = client.predict(gradio_client.handle_file(str(EXAMPLE)), "synth-fundus", "Grad-CAM", 0.5,
+                         api_name="/compare")
+    vanilla, full, status = out[1:5], out[5:9], out[9]
+    assert status == "" and len(vanilla[3]) == 2 and len(full[3]) == 4
+    assert "no quality head" in vanilla[2] and "Image quality" in full[2]
+
+
+def test_bad_uploads_get_a_message_and_the_server_stays_up(app, client, tmp_path):
+    context, _ = app
+    for name, (data, message) in BAD_FILES.items():
+        (tmp_path / name).write_bytes(data)
+        *_, status = client.predict(gradio_client.handle_file(str(tmp_path / name)), model(context), "none", 0, 0,
+                                    api_name="/predict")
+        assert status.startswith("⚠️") and message in status, (name, status)
+    _, diagnosis, *_, status = client.predict(gradio_client.handle_file(str(EXAMPLE)), model(context), "none", 0, 0,
+                                              api_name="/predict")
+    assert status == "" and diagnosis["label"] in {"NoDR", "NPDR", "PDR"}
+
+
+# ---- a real browser -------------------------------------------------------------------------------
+
+@pytest.mark.browser
+def test_every_page_in_a_browser(app, tmp_path):
+    if not CHROMIUM.is_file():
+        pytest.skip("Debian's chromium is not installed (/usr/bin/chromium; apt-get install chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    context, url = app
+    shots = Path(os.environ.get("MKCNET_SCREENSHOTS") or tmp_path)
+    shots.mkdir(parents=True, exist_ok=True)
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM),
+                                    args=["--headless", "--no-sandbox", "--disable-gpu",
+                                          "--disable-background-networking"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        outside = []
+        page.on("request", lambda r: outside.append(r.url)
+                if not r.url.startswith((url, "data:", "blob:")) else None)
+        page.set_default_timeout(60_000)
+
+        # Diagnose: upload an image, see probabilities and a CAM per branch (+ the fused one).
+        maps = len(cam_targets(context.zoo.model(context.zoo.names()[0]).task_net))
+        start = time.perf_counter()
+        page.goto(url)
+        page.locator(".cams img").nth(maps - 1).wait_for()  # the first example is analysed on load
+        usable = time.perf_counter() - start
+        page.locator(".upload button[aria-label=Clear]").click()  # the loaded example gives way
+        page.locator(".upload input[type=file]").set_input_files(str(EXAMPLE))
+        page.locator(f".upload [aria-label='{EXAMPLE.name}']").wait_for()
+        page.wait_for_function(f"document.querySelectorAll('.cams img').length >= {maps}")
+        time.sleep(1.0)  # let the CAM gallery settle before the screenshot
+        body = page.inner_text("body")
+        assert "Image quality" in body and "fused diagnosis" in body and "⚠️" not in body
+        page.screenshot(path=str(shots / "diagnose.png"), full_page=True)
+
+        # Embeddings: click a point, see its image.
+        page.goto(url + "embeddings")
+        point = page.locator("#embedding-plot .scatterlayer .point").first
+        point.wait_for()
+        point.click(force=True)
+        page.locator(".point strong").first.wait_for()
+        page.locator("img[src*='gradio_api/file']").last.wait_for()
+        page.screenshot(path=str(shots / "embeddings.png"), full_page=True)
+
+        # Out-of-distribution: curves and the table at the chosen ratio, for the real CT data.
+        page.goto(url + "ood")
+        page.locator(".js-plotly-plot .scatterlayer .trace").first.wait_for()
+        page.get_by_label("Data set").click()
+        page.get_by_role("option", name="ct-iqad").click()
+        page.get_by_text("MKCNet · CT-IQAD chest CT").last.wait_for()
+        page.wait_for_function("document.body.innerText.includes('Vanilla · CT-IQAD chest CT') && "
+                               "!document.body.innerText.includes('Vanilla · synthetic fundus')")
+        page.get_by_text("95% band").first.wait_for()
+        time.sleep(1.0)
+        page.screenshot(path=str(shots / "ood.png"), full_page=True)
+
+        # Compare: both models' maps (2 vanilla + 4 MKCNet).
+        page.goto(url + "compare")
+        page.wait_for_function("document.querySelectorAll('.cams img').length >= 6")
+        time.sleep(1.0)
+        page.screenshot(path=str(shots / "compare.png"), full_page=True)
+        browser.close()
+    assert not outside, f"the app reached outside the machine: {outside[:3]}"
+    assert usable < 10, f"the first page took {usable:.1f} s to show predictions and CAMs"
