@@ -128,12 +128,6 @@ def test_user_data_examples_cover_every_label_cell(context, tiny_dataset):
     assert cells == {(0, 0), (0, 1), (1, 0), (1, 1)}
 
 
-def test_warm_up_loads_the_default_model(zoo_dir):
-    context = Workbench(ModelZoo([zoo_dir]), data_root="")
-    context.warm_up()
-    assert context.zoo.loaded() == [context.zoo.names()[0]]
-
-
 # ---- bundled assets and packaging -------------------------------------------------------------------
 
 def test_examples_are_listed_readable_and_small():
@@ -185,6 +179,18 @@ def test_each_page_builds_on_its_own(context, page):
     expected = {"diagnose": {"predict", "cam"}, "embeddings": {"embedding", "embedding_point"},
                 "ood": {"ood"}, "compare": {"compare"}}[page]
     assert expected <= api_names(blocks)
+
+
+def test_the_home_page_opens_with_an_analysis(zoo_dir):
+    """Diagnose is built with its first example already through the default model."""
+    from mkcnet.workbench.pages import diagnose
+
+    context = Workbench(ModelZoo([zoo_dir]), data_root="")
+    blocks = diagnose.build(context)
+    values = {b.label: b.value for b in blocks.blocks.values() if isinstance(b, gr.components.Component)}
+    assert values["Diagnosis"]["label"] in {"non-COVID", "COVID-19"}
+    assert len(values["Class activation maps per branch"]) == 4
+    assert context.zoo.loaded() == [context.zoo.names()[0]]  # and the model is warm
 
 
 def test_app_routes_one_page_per_module(context):

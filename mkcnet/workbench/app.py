@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import threading
 import time
 from pathlib import Path
 
@@ -67,7 +66,6 @@ def serve(args: argparse.Namespace, block: bool = True) -> gr.Blocks:
     context = Workbench(ModelZoo(roots), data_root=args.data)
     if not context.zoo.names():
         print("warning: no models found; see docs/workbench.md (checkpoints/, MKCNET_CHECKPOINTS)")
-    threading.Thread(target=context.warm_up, daemon=True).start()  # while the server starts
     demo = build_app(context)
     demo.queue(default_concurrency_limit=2)
     demo.launch(server_name=args.host, server_port=args.port, prevent_thread_lock=True, **launch_options(context))

@@ -97,22 +97,6 @@ class Workbench:
             if entry.pack_dir is not None:
                 self.packs[name] = PackEntry(name, entry.title, None, entry.pack_dir, name)
 
-    def warm_up(self) -> None:
-        """Load the default model and run it once on an example (the first forward pass pays for
-        lazy initialisation), so that the first visitor does not wait. Failures are only logged."""
-        from mkcnet.workbench.imaging import load_for
-        from mkcnet.workbench.inference import analyse
-
-        try:
-            names = self.zoo.names()
-            if names:
-                model = self.zoo.model(names[0])
-                examples = self.examples(model.entry.modality)
-                if examples:
-                    analyse(model, load_for(model, examples[0].path, self.images))
-        except Exception:  # noqa: BLE001 - a warm-up must never stop the app
-            log.exception("warm-up failed")
-
     # ---- examples -------------------------------------------------------------------------
 
     def bundled_examples(self) -> list[Example]:

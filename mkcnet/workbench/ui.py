@@ -20,7 +20,7 @@ import gradio as gr
 from mkcnet.errors import UserError
 from mkcnet.workbench.cam import CAM_METHODS, DEFAULT_METHOD
 from mkcnet.workbench.context import Example, Workbench
-from mkcnet.workbench.imaging import Prepared, thumbnail
+from mkcnet.workbench.imaging import Prepared, load_for, thumbnail
 from mkcnet.workbench.inference import Reading, analyse, read_out
 from mkcnet.workbench.zoo import ZooModel
 
@@ -130,11 +130,11 @@ def example_gallery_value(context: Workbench, examples: list[Example]) -> list[t
 
 
 def image_input(context: Workbench, status_out: gr.Markdown, modality: str | None = None,
-                label: str = "Image") -> ImageInput:
+                label: str = "Image", value: str | None = None) -> ImageInput:
     """An upload field for any supported format (no file-type filter: a DICOM often has no
     extension, and the reader decides) and a gallery of examples; picking one puts it in the
     upload field, so every analysis reads one place."""
-    file = gr.File(label=f"{label} — PNG, JPEG, TIFF, BMP or DICOM", type="filepath", height=90,
+    file = gr.File(value=value, label=f"{label} — PNG, JPEG, TIFF, BMP or DICOM", type="filepath", height=90,
                    elem_classes=["upload"])
     examples = context.examples(modality)
     gallery = gr.Gallery(value=example_gallery_value(context, examples), label="…or pick an example",
@@ -153,6 +153,27 @@ def image_input(context: Workbench, status_out: gr.Markdown, modality: str | Non
 def first_example(shown_paths: list[str]) -> str | None:
     """The first example, staged: pages open with something to look at."""
     return stage(Path(shown_paths[0])) if shown_paths else None
+
+
+# (staged file, display image, [diagnosis, quality, reading, CAMs]) of a page's first look
+Opening = tuple[str, Any, list]
+
+
+def opening(context: Workbench, model_name: str | None, modality: str | None) -> Opening | None:
+    """The first example through a model, computed while the page is built, so the home page
+    opens with its predictions and maps in place (no round trip after loading) and the model
+    is warm for the first visitor. None, and a log line, when it cannot be had."""
+    try:
+        examples = context.examples(modality)
+        if not model_name or not examples:
+            return None
+        file = stage(examples[0].path)
+        model = context.zoo.model(model_name)
+        prepared = load_for(model, file, context.images)
+        return file, prepared.display, panel_values(model, prepared, DEFAULT_METHOD, 0.5)[1]
+    except Exception:  # noqa: BLE001 - the page still works without its first look
+        log.exception("no opening analysis")
+        return None
 
 
 def refresh_examples(context: Workbench, modality: str | None, data_root: str | None) -> tuple[list, list[str]]:
@@ -188,21 +209,24 @@ class PredictionPanel:
         return [self.diagnosis, self.quality, self.reading, self.cams]
 
 
-def prediction_panel(title: str | None = None, preview: str | None = None, note: bool = False) -> PredictionPanel:
+def prediction_panel(title: str | None = None, preview: str | None = None, note: bool = False,
+                     opening: Opening | None = None) -> PredictionPanel:
     """Probabilities, the reading and the CAM grid; with `preview` (a label), the image the
-    model sees sits left of the probabilities; with `note`, a line for the page under the reading."""
+    model sees sits left of the probabilities; with `note`, a line for the page under the
+    reading; `opening` fills it in from the start."""
+    display, (diagnosis_value, quality_value, text, overlays) = opening[1:] if opening else (None, [None] * 4)
     if title:
         gr.Markdown(f"### {title}")
     with gr.Row(equal_height=True):
-        shown = gr.Image(label=preview, height=240, interactive=False, buttons=[], scale=1,
+        shown = gr.Image(display, label=preview, height=240, interactive=False, buttons=[], scale=1,
                          elem_classes=["preview"]) if preview else None
-        diagnosis = gr.Label(label="Diagnosis", num_top_classes=5, scale=1)
-        quality = gr.Label(label="Image quality", num_top_classes=5, scale=1)
-    reading = gr.Markdown(elem_classes=["reading"])
+        diagnosis = gr.Label(diagnosis_value, label="Diagnosis", num_top_classes=5, scale=1)
+        quality = gr.Label(quality_value, label="Image quality", num_top_classes=5, scale=1)
+    reading = gr.Markdown(text, elem_classes=["reading"])
     remark = gr.Markdown(elem_classes=["note"]) if note else None
     # "max-content": the default and "auto" cap the grid at 550 px, which hides the second row.
-    cams = gr.Gallery(label="Class activation maps per branch", columns=2, height="max-content", allow_preview=True,
-                      object_fit="contain", elem_classes=["cams"])
+    cams = gr.Gallery(overlays, label="Class activation maps per branch", columns=2, height="max-content",
+                      allow_preview=True, object_fit="contain", elem_classes=["cams"])
     return PredictionPanel(diagnosis, quality, reading, cams, shown, remark)
 
 

@@ -13,7 +13,7 @@ from mkcnet.workbench.context import Workbench
 from mkcnet.workbench.imaging import NO_DEGRADATION, load_for
 from mkcnet.workbench.inference import Reading
 from mkcnet.workbench.ui import (
-    cam_controls, data_folder_field, first_example, guarded, image_input, model_dropdown,
+    cam_controls, data_folder_field, guarded, image_input, model_dropdown, opening,
     page_frame, panel_values, prediction_panel, refresh_examples, status,
 )
 
@@ -59,7 +59,8 @@ def build(context: Workbench) -> gr.Blocks:
             with gr.Column(scale=2, min_width=340):
                 model = model_dropdown(context)
                 first = context.zoo.entry(model.value).modality if model.value else "fundus"
-                source = image_input(context, status_md, first)
+                start = opening(context, model.value, first)
+                source = image_input(context, status_md, first, value=start[0] if start else None)
                 with gr.Accordion("What-if: degrade the image", open=True):
                     # Custom values allowed: the API may name any model's family; prepare() checks it.
                     family = gr.Dropdown(family_choices(first), value=NO_DEGRADATION, label="Degradation family",
@@ -71,7 +72,7 @@ def build(context: Workbench) -> gr.Blocks:
                 with gr.Accordion("Data folder", open=False):
                     data, restored = data_folder_field(context, page)
             with gr.Column(scale=3, min_width=480):
-                panel = prediction_panel(preview="What the model sees", note=True)
+                panel = prediction_panel(preview="What the model sees", note=True, opening=start)
                 with gr.Accordion("Model card", open=False):
                     card = gr.Markdown(context.zoo.entry(model.value).card_markdown() if model.value else "",
                                        elem_classes=["card"])
@@ -130,5 +131,4 @@ def build(context: Workbench) -> gr.Blocks:
                     api_visibility="private")
         for event in (data.submit, restored.then):
             event(change_data, [model, data], [source.gallery, source.shown, status_md], api_visibility="private")
-        page.load(first_example, source.shown, source.file, api_visibility="private")
     return page
