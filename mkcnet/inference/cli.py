@@ -40,10 +40,9 @@ def run_predict(args: argparse.Namespace) -> int:
 
     model = load_checkpoint(args.checkpoint)
     files = collect_inputs(args.inputs)
-    if len(files) == 1 and not Path(args.inputs[0]).is_dir():
-        from mkcnet.data.images import read_image
-        read_image(files[0])  # a single unreadable image is an error, not a row
     table = predict_images(model, files, device=args.device)
+    if len(files) == 1 and not Path(args.inputs[0]).is_dir() and table["error"].iloc[0]:
+        raise UserError(table["error"].iloc[0])  # a single unreadable image is an error, not a row
     failed = int((table["error"] != "").sum())
     if args.format == "csv":
         text = table.to_csv(index=False)
