@@ -75,3 +75,17 @@ def test_ood_embed_and_grads_commands(bench_dir, tmp_path, capsys):
     capsys.readouterr()
     assert main(["grads", str(runs / "vanilla" / "seed0"), "--out", str(tmp_path / "g2")]) == 2
     assert "no grad_cos" in capsys.readouterr().err
+
+
+def test_split_per_data_set(tiny_dataset, tmp_path):
+    from mkcnet.analysis.bench import Bench, DatasetSpec, parse_splits
+    from mkcnet.errors import UserError
+
+    specs = [DatasetSpec.parse(f"ct-iqad={tiny_dataset}"), DatasetSpec.parse(f"synth-fundus={tiny_dataset}")]
+    datasets, default = parse_splits(specs, ["val", "synth-fundus=test"])
+    bench = Bench(datasets, ["vanilla"], [0], tmp_path, split=default)
+    assert [r.pack_dir.name for r in bench.runs()] == ["eval-val", "eval-test"]
+    assert bench.describe_splits() == "splits `val` (ct-iqad), `test` (synth-fundus)"
+    assert parse_splits(specs, [])[1] == "test"
+    with pytest.raises(UserError, match="NAME one of ct-iqad, synth-fundus"):
+        parse_splits(specs, ["eyeq=val"])

@@ -15,6 +15,7 @@ after a crash, with more seeds, or with more methods.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass, field
@@ -38,10 +39,12 @@ METRICS = {"AUC": "auc", "ACC": "acc", "F1": "f1"}
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """A data set of the grid: its preset (a name or a JSON data-set config) and its root folder."""
+    """A data set of the grid: its preset (a name or a JSON data-set config), its root folder and,
+    where it differs from the grid's, the split it is evaluated on."""
 
     preset: DatasetPreset
     root: Path
+    split: str | None = None
 
     @property
     def name(self) -> str:
@@ -62,6 +65,22 @@ class DatasetSpec:
         if not Path(root).is_dir():
             raise UserError(f"data-set root not found: {root}")
         return cls(preset, Path(root))
+
+
+def parse_splits(datasets: Sequence[DatasetSpec], entries: Sequence[str], default: str = "test"
+                 ) -> tuple[list[DatasetSpec], str]:
+    """`--split` entries: `SPLIT` for every data set, `NAME=SPLIT` for one (the last of each wins)."""
+    names = {d.name for d in datasets}
+    per_dataset = {}
+    for entry in entries:
+        name, sep, split = entry.partition("=")
+        if not sep:
+            default = entry
+        elif name in names and split:
+            per_dataset[name] = split
+        else:
+            raise UserError(f"--split {entry!r}: want SPLIT or NAME=SPLIT with NAME one of {', '.join(sorted(names))}")
+    return [dataclasses.replace(d, split=per_dataset.get(d.name, d.split)) for d in datasets], default
 
 
 @dataclass(frozen=True)
@@ -121,9 +140,18 @@ class Bench:
     def runs(self) -> list[BenchRun]:
         def run(dataset: DatasetSpec, method: str, seed: int) -> BenchRun:
             run_dir = self.out / "runs" / dataset.name / method / f"seed{seed}"
-            return BenchRun(dataset, method, seed, run_dir, run_dir / f"eval-{Path(self.split).stem}")
+            return BenchRun(dataset, method, seed, run_dir, run_dir / f"eval-{Path(self.split_of(dataset)).stem}")
 
         return [run(d, m, s) for d in self.datasets for m in self.methods for s in self.seeds]
+
+    def split_of(self, dataset: DatasetSpec) -> str:
+        return dataset.split or self.split
+
+    def describe_splits(self) -> str:
+        splits = {d.name: self.split_of(d) for d in self.datasets}
+        if len(set(splits.values())) == 1:
+            return f"`{next(iter(splits.values()))}` split"
+        return "splits " + ", ".join(f"`{split}` ({name})" for name, split in splits.items())
 
     def _load(self, config: RunConfig, split: str) -> ImageSet:
         mc, root = config.model, Path(config.data.root)
@@ -145,14 +173,15 @@ class Bench:
             resume = done > 0 and (run.run_dir / "state.json").is_file()
             Trainer(config, run.run_dir, progress=False).fit(self._load(config, config.data.train_split), val,
                                                             resume=resume)
-        return evaluate_split(run.run_dir, split_file(run.dataset.root, self.split), run.dataset.root, run.pack_dir,
-                              device=self.budget.device, progress=False)
+        split = split_file(run.dataset.root, self.split_of(run.dataset))
+        return evaluate_split(run.run_dir, split, run.dataset.root, run.pack_dir, device=self.budget.device,
+                              progress=False)
 
     def run(self, dry_run: bool = False) -> pd.DataFrame:
         """Train and evaluate what is not finished; return runs.csv's table (finished runs only)."""
         runs, rows = self.runs(), []
         for d in self.datasets:
-            split_file(d.root, self.split)  # fail before hours of training, not after
+            split_file(d.root, self.split_of(d))  # fail before hours of training, not after
         for i, run in enumerate(runs, 1):
             label = f"[{i}/{len(runs)}] {run.dataset.name} / {run.method} / seed {run.seed}"
             epochs = self.budget.config(run.dataset, run.method, run.seed).train.epochs

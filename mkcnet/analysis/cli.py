@@ -54,18 +54,18 @@ def _config(path: Path) -> dict:
 
 # -- commands ------------------------------------------------------------------------------------
 def run_bench(args: argparse.Namespace) -> int:
-    from mkcnet.analysis.bench import Bench, Budget, DatasetSpec, write_tables
+    from mkcnet.analysis.bench import Bench, Budget, DatasetSpec, parse_splits, write_tables
     from mkcnet.analysis.figures import save_figure
     from mkcnet.analysis.grads import gradient_history, grads_figure
 
     budget = Budget(args.preset, args.epochs, args.image_size, args.batch_size, args.train_lq_ratio, args.device)
-    bench = Bench([DatasetSpec.parse(d) for d in args.data], args.methods, args.seeds, Path(args.out), budget,
-                  args.split)
+    datasets, split = parse_splits([DatasetSpec.parse(d) for d in args.data], args.split or [])
+    bench = Bench(datasets, args.methods, args.seeds, Path(args.out), budget, split)
     runs = bench.run(dry_run=args.dry_run)
     if args.dry_run:
         return 0
     title = (f"# Benchmark: {', '.join(args.methods)} on {', '.join(d.name for d in bench.datasets)}\n\n"
-             f"Diagnosis metrics on the `{args.split}` split, best-validation checkpoint, mean ± std over seeds "
+             f"Diagnosis metrics on the {bench.describe_splits()}, best-validation checkpoint, mean ± std over seeds "
              f"{', '.join(map(str, args.seeds))}. Budget: preset `{args.preset}`"
              + "".join(f", {k} {v}" for k, v in (("epochs", args.epochs), ("image size", args.image_size),
                                                   ("batch", args.batch_size), ("train LQ ratio", args.train_lq_ratio))
@@ -177,7 +177,9 @@ def register(subparsers) -> None:
     b.add_argument("--methods", nargs="+", default=list(TABLE2), choices=list(METHODS), metavar="METHOD",
                    help=f"methods, from: {', '.join(METHODS)}")
     b.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    b.add_argument("--split", default="test", help="evaluation split: a name (ROOT/NAME.csv) or a file in ROOT")
+    b.add_argument("--split", action="append", metavar="[NAME=]SPLIT",
+                   help="evaluation split: a name (ROOT/NAME.csv) or a file in ROOT; NAME=SPLIT for one data set; "
+                        "repeat (default: test)")
     add_output(b, "output folder (runs, tables, figures)")
     b.add_argument("--preset", default="cpu", choices=list(TRAINING), help="training preset (the budget)")
     b.add_argument("--epochs", type=int, help="override the preset's epochs")
