@@ -1,7 +1,8 @@
 """One image through one model: probabilities per head, a plain-language reading, branch CAMs.
 
 Every page that shows a prediction (Diagnose, the what-if panel, Compare, Embeddings) calls
-`read_out` and `branch_cams`, so they all say the same thing about the same image.
+`read_out` (probabilities only) or `analyse` (the same plus every branch CAM from one pass), so
+they all say the same thing about the same image.
 """
 
 from __future__ import annotations
