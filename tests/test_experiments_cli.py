@@ -89,3 +89,13 @@ def test_split_per_data_set(tiny_dataset, tmp_path):
     assert parse_splits(specs, [])[1] == "test"
     with pytest.raises(UserError, match="NAME one of ct-iqad, synth-fundus"):
         parse_splits(specs, ["eyeq=val"])
+
+
+def test_find_split_names_and_fallbacks(tiny_dataset):
+    from mkcnet.data.dataset import find_split
+    from mkcnet.errors import UserError
+
+    assert find_split(tiny_dataset, "val") == find_split(tiny_dataset, "val.csv") == tiny_dataset / "val.csv"
+    assert find_split(tiny_dataset, fallbacks=("missing.csv", "train.csv")) == tiny_dataset / "train.csv"
+    with pytest.raises(UserError, match="split file nope.csv not found"):
+        find_split(tiny_dataset, "nope")

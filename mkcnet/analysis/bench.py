@@ -25,7 +25,7 @@ from typing import Callable, Sequence
 import pandas as pd
 
 from mkcnet.config import RunConfig
-from mkcnet.data.dataset import ImageSet, read_split
+from mkcnet.data.dataset import ImageSet, find_split, read_split
 from mkcnet.errors import UserError
 from mkcnet.inference.evaluate import evaluate_split
 from mkcnet.inference.results import ResultsPack
@@ -118,14 +118,6 @@ class BenchRun:
         return self.epochs_done() >= epochs and (self.pack_dir / "predictions.csv").is_file()
 
 
-def split_file(root: Path, split: str) -> Path:
-    """`val` → ROOT/val.csv; a name with a suffix is taken as it is."""
-    path = root / (split if Path(split).suffix else f"{split}.csv")
-    if not path.is_file():
-        raise UserError(f"evaluation split not found: {path} (choose another with --split)")
-    return path
-
-
 @dataclass
 class Bench:
     datasets: Sequence[DatasetSpec]
@@ -173,7 +165,7 @@ class Bench:
             resume = done > 0 and (run.run_dir / "state.json").is_file()
             Trainer(config, run.run_dir, progress=False).fit(self._load(config, config.data.train_split), val,
                                                             resume=resume)
-        split = split_file(run.dataset.root, self.split_of(run.dataset))
+        split = find_split(run.dataset.root, self.split_of(run.dataset))
         return evaluate_split(run.run_dir, split, run.dataset.root, run.pack_dir, device=self.budget.device,
                               progress=False)
 
@@ -181,7 +173,7 @@ class Bench:
         """Train and evaluate what is not finished; return runs.csv's table (finished runs only)."""
         runs, rows = self.runs(), []
         for d in self.datasets:
-            split_file(d.root, self.split_of(d))  # fail before hours of training, not after
+            find_split(d.root, self.split_of(d))  # fail before hours of training, not after
         for i, run in enumerate(runs, 1):
             label = f"[{i}/{len(runs)}] {run.dataset.name} / {run.method} / seed {run.seed}"
             epochs = self.budget.config(run.dataset, run.method, run.seed).train.epochs

@@ -16,7 +16,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -46,6 +46,17 @@ class SplitTable:
 
     def subset(self, index: np.ndarray) -> "SplitTable":
         return SplitTable(self.root, [self.paths[i] for i in index], self.diagnosis[index], self.quality[index])
+
+
+def find_split(root: Path, name: str | None = None, fallbacks: Sequence[str] = ()) -> Path:
+    """A split file in `root`: `val` → ROOT/val.csv, a name with a suffix as it is; without a
+    name, the first of `fallbacks` that exists."""
+    root = Path(root)
+    candidates = [name if Path(name).suffix else f"{name}.csv"] if name else list(fallbacks)
+    for candidate in candidates:
+        if (root / candidate).is_file():
+            return root / candidate
+    raise UserError(f"split file {candidates[0] if candidates else '(none named)'} not found in {root}")
 
 
 def read_split(path: str | Path, root: str | Path | None = None, diagnosis_map: dict[int, int] | None = None,

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mkcnet.data.dataset import read_split
+from mkcnet.data.dataset import find_split, read_split
 from mkcnet.data.images import read_image
 from mkcnet.errors import UserError
 from mkcnet.inference.results import ResultsPack
@@ -69,13 +69,6 @@ def data_root_from(text: str | Path | None) -> Path | None:
     return root
 
 
-def split_file(root: Path, name: str | None = None) -> Path:
-    for candidate in ([name] if name else SPLIT_FILES):
-        if (root / candidate).is_file():
-            return root / candidate
-    raise UserError(f"split file {name or 'val.csv'} not found in {root}")
-
-
 class Workbench:
     def __init__(self, zoo: ModelZoo | None = None, assets: Path | None = None, data_root: str | Path | None = None):
         self.zoo = zoo if zoo is not None else ModelZoo()
@@ -119,7 +112,7 @@ class Workbench:
     def data_examples(self, root: Path, limit: int = 12) -> list[Example]:
         """Up to `limit` images of the first split, taken round-robin over (diagnosis, quality)
         cells so that every kind of image shows up."""
-        table = read_split(split_file(root), root)
+        table = read_split(find_split(root, fallbacks=SPLIT_FILES), root)
         cells: dict[tuple[int, int], list[int]] = {}
         for i, key in enumerate(zip(table.diagnosis.tolist(), table.quality.tolist())):
             cells.setdefault(key, []).append(i)
@@ -162,7 +155,7 @@ class Workbench:
         root = data_root_from(data_root)
         if root is None:
             raise UserError("set a data folder first")
-        path = split_file(root, split)
+        path = find_split(root, split, SPLIT_FILES)
         model = self.zoo.model(model_name)
         with model.lock:
             pack = evaluate_split(model.loaded, path, root, device="cpu", progress=False)
