@@ -1,12 +1,107 @@
 """The MKCNet workbench: `python app.py` (also `mkcnet app`), and the Hugging Face Spaces entry.
 
-Runs from a clone without installing the package (Spaces installs only requirements.txt).
-The environment is made offline-safe before gradio is imported, by mkcnet.workbench itself.
+Composes the pages in `pages/` (one module each) into one multipage Gradio app; the reusable
+parts (model zoo, image input, readings, UI pieces) live in `mkcnet.workbench`. Runs from a
+clone without installing the package (Spaces installs only requirements.txt). The arguments
+are parsed before gradio or torch is imported, so `--help` answers at once.
+
+    python app.py                     # http://127.0.0.1:7860
+    MKCNET_DATA=path/to/dataset python app.py
 """
 
-import sys
+from __future__ import annotations
 
-from mkcnet.workbench.app import main
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+HOME = Path(__file__).resolve().parent
+if str(HOME) not in sys.path:  # pages/ and mkcnet/ beside this file, wherever the process started
+    sys.path.insert(0, str(HOME))
+
+from mkcnet.errors import UserError  # noqa: E402  (after the path above)
+from mkcnet.workbench.cli import add_arguments  # noqa: E402  (argparse only: no gradio, no torch)
+
+if TYPE_CHECKING:
+    import gradio as gr
+
+    from mkcnet.workbench.context import Workbench
+
+TITLE = "MKCNet workbench"
+
+
+def build_app(context: Workbench | None = None) -> gr.Blocks:
+    """The first page is the app's home; every other one gets its own route."""
+    import gradio as gr
+
+    from mkcnet.workbench.context import Workbench
+    from pages import PAGES
+
+    context = context if context is not None else Workbench()
+    home, *others = PAGES
+    with gr.Blocks(title=TITLE) as demo:
+        gr.Navbar(main_page_name=home.title)
+        home.module.build(context)
+    for page in others:
+        with demo.route(page.title, page.path):
+            gr.Navbar(main_page_name=home.title)
+            page.module.build(context)
+    return demo
+
+
+def launch_options(context: Workbench) -> dict:
+    """launch() arguments for every way of starting the app (CLI, app.py, tests)."""
+    import gradio as gr
+
+    css, head = context.assets / "workbench.css", context.assets / "workbench_head.html"
+    return {
+        "theme": gr.themes.Soft(primary_hue="teal", secondary_hue="amber"),
+        "css_paths": [css] if css.is_file() else None,
+        "head_paths": [head] if head.is_file() else None,
+        "allowed_paths": [str(context.assets)],
+        "max_file_size": "200mb",  # a bigger upload is refused with a message; bombs are caught by the reader
+        "ssr_mode": False,  # server-side rendering needs node, and does not support multipage here
+        "footer_links": ["api", "settings"],
+    }
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python app.py", description="Start the MKCNet workbench (offline).")
+    add_arguments(p)
+    return p
+
+
+def serve(args: argparse.Namespace, block: bool = True) -> gr.Blocks:
+    import mkcnet.workbench  # noqa: F401  (the offline environment, before gradio loads)
+    from mkcnet.workbench.context import Workbench
+    from mkcnet.workbench.zoo import ModelZoo
+
+    start = time.perf_counter()
+    roots = [Path(r) for r in args.checkpoints.split(os.pathsep)] if args.checkpoints else None
+    context = Workbench(ModelZoo(roots), data_root=args.data)
+    if not context.zoo.names():
+        print("warning: no models found; see docs/workbench.md (checkpoints/, MKCNET_CHECKPOINTS)")
+    demo = build_app(context)
+    demo.queue(default_concurrency_limit=2)
+    demo.launch(server_name=args.host, server_port=args.port, prevent_thread_lock=True, **launch_options(context))
+    print(f"workbench ready in {time.perf_counter() - start:.1f} s at http://{args.host}:{args.port}/")
+    if block:
+        demo.block_thread()
+    return demo
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        serve(args)
+    except UserError as err:
+        print(f"workbench: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
 
 if __name__ == "__main__":
     sys.exit(main())

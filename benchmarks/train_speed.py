@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from mkcnet.data.dataset import ImageSet, SplitTable
-from mkcnet.models import apply_method
+from mkcnet.methods import apply_method
 from mkcnet.presets import build_run_config
 from mkcnet.training.trainer import Trainer
 

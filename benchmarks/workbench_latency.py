@@ -29,12 +29,14 @@ import mkcnet.workbench  # noqa: F401  (offline environment)
 
 import torch
 
-from mkcnet.workbench.cam import HeadLogits, cam_class, cam_targets
-from mkcnet.workbench.context import ASSETS, Workbench
+from mkcnet.analysis.cam import HeadLogits, cam_class, cam_targets
+from mkcnet.project import project_home
+from mkcnet.workbench.context import Workbench
 from mkcnet.workbench.imaging import ImageCache, load_for
-from mkcnet.workbench.inference import analyse, read_out
+from mkcnet.workbench.reading import analyse, read_out
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = project_home()
+ASSETS = REPO / "assets"
 EXAMPLES = {"fundus": ASSETS / "examples" / "synth_PDR_reject.png", "ct": ASSETS / "examples" / "phantom_ct.dcm"}
 
 

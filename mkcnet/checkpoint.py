@@ -70,17 +70,25 @@ class LoadedModel:
     path: Path | None = None
 
 
+CHECKPOINT_NAMES = ("best.safetensors", "last.safetensors", "model.safetensors")  # a run's, then a bundle's
+
+
+def find_checkpoint(directory: Path) -> Path | None:
+    """The weights a run directory (best, else last) or a bundled model folder holds; None if none."""
+    return next((directory / n for n in CHECKPOINT_NAMES if (directory / n).is_file()), None)
+
+
 def resolve_checkpoint(path: str | Path) -> Path:
-    """A run directory (→ its best checkpoint), a stem, or a .safetensors / .json file."""
+    """A run directory (→ its best checkpoint), a model folder, a stem, or a .safetensors / .json file."""
     path = Path(path)
     if path.is_dir():
-        for name in ("best.safetensors", "last.safetensors", "model.safetensors"):
-            if (path / name).is_file():
-                return path / name
-        found = sorted(path.glob("*.safetensors"))
-        if len(found) == 1:
-            return found[0]
-        raise UserError(f"no checkpoint (*.safetensors) in {path}")
+        found = find_checkpoint(path)
+        others = sorted(p for p in path.glob("*.safetensors") if not p.name.startswith("state"))
+        if found is None and len(others) == 1:
+            found = others[0]
+        if found is None:
+            raise UserError(f"no checkpoint (*.safetensors) in {path}")
+        return found
     weights = path.with_suffix(".safetensors")
     if not weights.is_file():
         raise UserError(f"checkpoint not found: {weights}")

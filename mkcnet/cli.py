@@ -17,6 +17,7 @@ COMMAND_GROUPS = (
     "mkcnet.training.cli",
     "mkcnet.inference.cli",
     "mkcnet.degradation.cli",
+    "mkcnet.synth.cli",
     "mkcnet.analysis.cli",
     "mkcnet.workbench.cli",
 )

@@ -30,8 +30,8 @@ from mkcnet.analysis.ood import lq_ratio_curves
 from mkcnet.checkpoint import load_checkpoint, save_checkpoint
 from mkcnet.inference.evaluate import evaluate_split
 from mkcnet.presets import DATASETS, TRAINING
-from mkcnet.workbench.context import OOD_FILE, OOD_REPEATS, SYNTH_SOURCES
-from mkcnet.workbench.zoo import EMBEDDINGS_FILE, MODALITY_OF_PRESET
+from mkcnet.workbench.packs import EMBEDDINGS_FILE, OOD_FILE, OOD_REPEATS, SYNTH_SOURCES
+from mkcnet.workbench.zoo import MODALITY_OF_PRESET
 
 REPO = Path(__file__).resolve().parents[1]
 EMBEDDING_METHODS = ("tsne", "umap")

@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from mkcnet.config import RunConfig
-from mkcnet.models import apply_method
+from mkcnet.methods import apply_method
 from mkcnet.presets import build_run_config
 
 
@@ -80,9 +80,10 @@ def tiny_dataset(tmp_path_factory) -> Path:
     return write_dataset(tmp_path_factory.mktemp("tiny") / "data")
 
 
-def tiny_config(method: str = "mkcnet", channels: int = 1, backbone: str = "resnet10t", **overrides) -> RunConfig:
+def tiny_config(method: str = "mkcnet", channels: int = 1, backbone: str = "resnet10t", image_size: int = 32,
+                output_stride: int | None = None, **overrides) -> RunConfig:
     config = build_run_config("ct-iqad", "cpu", method, backbone=backbone, meta_backbone="resnet10t",
-                              image_size=32, in_chans=channels, mean=(0.5,) * channels, std=(0.25,) * channels,
-                              feature_dim=32, batch_size=8, epochs=1, meta_every=1, output_stride=None,
-                              **overrides)
+                              image_size=image_size, in_chans=channels, mean=(0.5,) * channels,
+                              std=(0.25,) * channels, feature_dim=32, batch_size=8, epochs=1, meta_every=1,
+                              output_stride=output_stride, **overrides)
     return apply_method(config)

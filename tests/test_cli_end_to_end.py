@@ -9,7 +9,7 @@ import torch
 
 from mkcnet.checkpoint import load_checkpoint
 from mkcnet.cli import main
-from mkcnet.inference import ResultsPack
+from mkcnet.inference.results import ResultsPack
 
 TRAIN_FLAGS = ["--dataset", "ct-iqad", "--backbone", "resnet10t", "--meta-backbone", "resnet10t",
                "--image-size", "32", "--batch-size", "8", "--meta-every", "1", "--quiet", "--device", "cpu"]

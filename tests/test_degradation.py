@@ -140,7 +140,7 @@ def test_user_errors(grey: np.ndarray) -> None:
 
 
 def test_cli_degrade_replay_and_list(tmp_path, fundus: np.ndarray, capsys) -> None:
-    from mkcnet.degradation.cli import main
+    from mkcnet.cli import main
 
     src = tmp_path / "eye (1) 50%.png"
     Image.fromarray(fundus).save(src)

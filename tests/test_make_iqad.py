@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from mkcnet.degradation import replay
-from mkcnet.degradation.cli import main
+from mkcnet.cli import main
 from mkcnet.degradation.iqad import load_image, make_iqad
 from mkcnet.errors import UserError
 

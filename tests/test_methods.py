@@ -9,7 +9,8 @@ import torch
 
 from mkcnet.checkpoint import load_checkpoint
 from mkcnet.data.dataset import Batch, ImageSet, read_split
-from mkcnet.models import METHODS, build_networks, get_method
+from mkcnet.methods import METHODS, get_method
+from mkcnet.models import build_networks
 from mkcnet.models.meta_learner import RandomLabels
 from mkcnet.training.gradients import gradient_cosines
 from mkcnet.training.trainer import Trainer

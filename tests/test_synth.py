@@ -104,7 +104,7 @@ def test_dataset_is_reproducible_whatever_the_workers(tmp_path) -> None:
 
 
 def test_cli_synth_and_its_errors(tmp_path, capsys) -> None:
-    from mkcnet.degradation.cli import main
+    from mkcnet.cli import main
 
     out = tmp_path / "s"
     assert main(["synth", str(out), "--n", "6", "--size", "40", "--workers", "1"]) == 0

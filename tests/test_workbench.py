@@ -21,8 +21,12 @@ from tests.conftest import tiny_config
 
 gr = pytest.importorskip("gradio")
 
-from mkcnet.workbench.context import ASSETS, Workbench, regenerate_synthetic  # noqa: E402
+from mkcnet.project import project_path  # noqa: E402
+from mkcnet.workbench.context import Workbench  # noqa: E402
+from mkcnet.workbench.packs import regenerate_synthetic  # noqa: E402
 from mkcnet.workbench.zoo import ModelZoo  # noqa: E402
+
+ASSETS = project_path("assets")
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -76,26 +80,26 @@ def test_bundle_holds_fp16_task_net_card_and_pack(zoo_dir):
 
 def test_bundled_embeddings_are_used_as_stored(context, zoo_dir):
     stored = np.load(zoo_dir / "tiny-mkcnet" / "results" / "embeddings.npz")["tsne/diagnosis"]
-    table = context.embedding("tiny-mkcnet", "diagnosis", "tsne")
+    table = context.packs.embedding("tiny-mkcnet", "diagnosis", "tsne")
     np.testing.assert_array_equal(table[["x", "y"]].to_numpy(), stored)
     assert {"image", "diagnosis", "quality", "joint", "correct", "pred_diagnosis"} <= set(table.columns)
-    assert len(context.embedding("tiny-mkcnet", "quality", "pca")) == 4  # not bundled: computed
+    assert len(context.packs.embedding("tiny-mkcnet", "quality", "pca")) == 4  # not bundled: computed
 
 
 def test_ood_curves_come_from_the_bundle(context, zoo_dir):
-    curves = context.ood_curves("tiny-vanilla")
+    curves = context.packs.ood_curves("tiny-vanilla")
     stored = pd.read_csv(zoo_dir / "tiny-vanilla" / "results" / "ood.csv")
     pd.testing.assert_frame_equal(curves, stored)
     assert set(curves["metric"]) == {"auc", "acc", "f1"}
 
 
 def test_pack_images_come_from_the_data_folder_or_the_pack_root(context, tiny_dataset, tmp_path):
-    assert context.pack_image("tiny-mkcnet", 0).shape[2] == 1  # the pack's own root (the tiny set)
+    assert context.packs.image("tiny-mkcnet", 0).shape[2] == 1  # the pack's own root (the tiny set)
     moved = Workbench(context.zoo, data_root="")
-    moved.packs["tiny-mkcnet"].pack = None
+    moved.packs.entries["tiny-mkcnet"].pack = None
     with pytest.raises(UserError, match="data folder not found"):
-        moved.pack_image("tiny-mkcnet", 0, str(tmp_path / "nowhere"))
-    assert moved.pack_image("tiny-mkcnet", 0, str(tiny_dataset)) is not None
+        moved.packs.image("tiny-mkcnet", 0, moved.data_root(str(tmp_path / "nowhere")))
+    assert moved.packs.image("tiny-mkcnet", 0, moved.data_root(str(tiny_dataset))) is not None
 
 
 def test_synthetic_images_are_regenerated_bit_for_bit(tmp_path):
@@ -109,11 +113,11 @@ def test_synthetic_images_are_regenerated_bit_for_bit(tmp_path):
 
 
 def test_live_evaluation_adds_a_pack(context, tiny_dataset):
-    key = context.evaluate("tiny-vanilla", str(tiny_dataset))
-    assert key in dict((k, v) for v, k in context.pack_choices())
-    assert len(context.pack_entry(key).pack.predictions) == 4
+    key = context.packs.evaluate("tiny-vanilla", tiny_dataset)
+    assert key in dict((k, v) for v, k in context.packs.choices())
+    assert len(context.packs.entry(key).pack.predictions) == 4
     with pytest.raises(UserError, match="no split file"):
-        context.evaluate("tiny-vanilla", str(tiny_dataset / "Images"))
+        context.data_root(str(tiny_dataset / "Images"))
 
 
 def test_a_wrong_data_folder_does_not_stop_the_app(zoo_dir, tmp_path, monkeypatch):
@@ -171,7 +175,7 @@ def api_names(blocks) -> set[str]:
 
 @pytest.mark.parametrize("page", ["diagnose", "embeddings", "ood", "compare"])
 def test_each_page_builds_on_its_own(context, page):
-    from mkcnet.workbench import pages
+    import pages
 
     module = getattr(pages, page)
     blocks = module.build(context)
@@ -183,7 +187,7 @@ def test_each_page_builds_on_its_own(context, page):
 
 def test_the_home_page_opens_with_an_analysis(zoo_dir):
     """Diagnose is built with its first example already through the default model."""
-    from mkcnet.workbench.pages import diagnose
+    from pages import diagnose
 
     context = Workbench(ModelZoo([zoo_dir]), data_root="")
     blocks = diagnose.build(context)
@@ -194,7 +198,7 @@ def test_the_home_page_opens_with_an_analysis(zoo_dir):
 
 
 def test_app_routes_one_page_per_module(context):
-    from mkcnet.workbench.app import build_app
+    from app import build_app
 
     demo = build_app(context)
     assert [p[:2] for p in demo.pages] == [("", "Home"), ("embeddings", "Embeddings"),

@@ -20,13 +20,15 @@ import mkcnet.workbench  # noqa: F401  (offline environment, as the app sets it)
 gr = pytest.importorskip("gradio")
 gradio_client = pytest.importorskip("gradio_client")
 
-from mkcnet.workbench.app import build_app, launch_options  # noqa: E402
-from mkcnet.workbench.cam import cam_targets  # noqa: E402
-from mkcnet.workbench.context import ASSETS, Workbench  # noqa: E402
+from app import build_app, launch_options  # noqa: E402
+from mkcnet.analysis.cam import cam_targets  # noqa: E402
+from mkcnet.project import project_path  # noqa: E402
+from mkcnet.workbench.context import Workbench  # noqa: E402
 from mkcnet.workbench.zoo import ModelZoo  # noqa: E402
 from tests.bad_images import BAD_FILES  # noqa: E402
 
 CHROMIUM = Path("/usr/bin/chromium")
+ASSETS = project_path("assets")
 EXAMPLE = ASSETS / "examples" / "synth_PDR_reject.png"
 CT_EXAMPLE = ASSETS / "examples" / "phantom_ct.dcm"
 
@@ -102,7 +104,7 @@ def test_api_ct_model_reads_dicom(app, client):
 
 def test_api_ood(app, client):
     context, _ = app
-    keys = [k for _, k in context.pack_choices("synth-fundus")]
+    keys = [k for _, k in context.packs.choices("synth-fundus")]
     _, table, status = client.predict(keys, "f1", 0.8, api_name="/ood")
     assert status == "" and len(table["data"]) == len(keys) and table["headers"][2] == "F1"
 

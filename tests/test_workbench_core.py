@@ -13,11 +13,9 @@ import mkcnet.workbench  # noqa: F401  (offline environment, as the app sets it)
 from mkcnet.checkpoint import save_checkpoint
 from mkcnet.errors import UserError
 from mkcnet.models import build_networks
-from mkcnet.workbench.cam import (
-    CAM_METHODS, HeadLogits, backbone_output_layer, cam_class, cam_targets, compute_cams,
-)
+from mkcnet.analysis.cam import backbone_output_layer, cam_targets
 from mkcnet.workbench.imaging import ImageCache, load_for, prepare
-from mkcnet.workbench.inference import analyse, read_out
+from mkcnet.workbench.reading import analyse, read_out
 from mkcnet.workbench.zoo import ModelZoo
 from tests.bad_images import BAD_FILES
 from tests.conftest import tiny_config
@@ -47,21 +45,6 @@ def image_file(tiny_dataset) -> Path:
 
 # ---- CAMs ---------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("method", list(CAM_METHODS))
-def test_one_pass_cams_equal_pytorch_grad_cam(zoo, images, image_file, method):
-    """compute_cams' single forward gives exactly the library's per-branch maps."""
-    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
-
-    model = zoo.model("tiny-mkcnet")
-    x = load_for(model, str(image_file), images).tensor
-    out, cams = compute_cams(model.task_net, x, method)
-    for target in cam_targets(model.task_net):
-        category = int(out.logits(target.head)[0].argmax())
-        with cam_class(method)(model=HeadLogits(model.task_net, target.head), target_layers=[target.layer]) as cam:
-            expected = cam(input_tensor=x, targets=[ClassifierOutputTarget(category)])[0]
-        np.testing.assert_allclose(cams[target.key], expected, atol=1e-5, err_msg=f"{method} {target.key}")
-
-
 def test_cam_targets_follow_the_method(zoo):
     full, vanilla = zoo.model("tiny-mkcnet").task_net, zoo.model("tiny-vanilla").task_net
     assert [t.key for t in cam_targets(full)] == ["diagnosis", "quality", "auxiliary", "fused"]
@@ -89,7 +72,7 @@ def test_analyse_gives_probabilities_reading_and_one_overlay_per_branch(zoo, ima
 
 
 def test_readings_say_how_far_to_trust_the_diagnosis(zoo, images, image_file):
-    from mkcnet.workbench.inference import explain
+    from mkcnet.workbench.reading import explain
 
     model = zoo.model("tiny-mkcnet")
     assert "less reliable" in explain(model, np.array([0.9, 0.1]), np.array([0.8, 0.2]))

@@ -29,7 +29,7 @@ from mkcnet.data.dataset import ImageSet, find_split, read_split
 from mkcnet.errors import UserError
 from mkcnet.inference.evaluate import evaluate_split
 from mkcnet.inference.results import ResultsPack
-from mkcnet.models import apply_method
+from mkcnet.methods import apply_method
 from mkcnet.presets import DATASETS, DatasetPreset, build_run_config, dataset_from_file
 from mkcnet.training.trainer import Trainer
 

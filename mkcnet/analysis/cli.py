@@ -1,4 +1,4 @@
-"""`mkcnet bench`, `mkcnet ood`, `mkcnet embed` and `mkcnet grads`.
+"""`mkcnet bench`, `mkcnet ood`, `mkcnet embed`, `mkcnet grads` and `mkcnet cam`.
 
 Heavy imports (torch, plotly, scikit-learn) happen inside the commands: every `mkcnet`
 command builds this parser."""
@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from mkcnet.errors import UserError
@@ -153,6 +154,22 @@ def run_grads(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_cam(args: argparse.Namespace) -> int:
+    from mkcnet.analysis.cam import save_cams
+    from mkcnet.inference.evaluate import collect_inputs
+
+    files = collect_inputs(args.images)
+    result = save_cams(args.checkpoint, files, args.out, args.method, args.opacity, args.device, args.batch_size)
+    for name, why in result.errors:
+        print(f"warning: skipped {name}: {why}", file=sys.stderr)
+    if not result.written:
+        raise UserError("no image could be read")
+    images = len({row["image"] for row in result.written})
+    print(f"wrote {len(result.written)} maps ({images} images × {len(result.written) // images} targets, PNG + npy) "
+          f"to {args.out}; index: {Path(args.out) / 'cams.csv'}")
+    return 0
+
+
 def add_output(p: argparse.ArgumentParser, out_help: str, pools: str | None = None) -> None:
     """--out and --no-png; with `pools`, also --by (how inputs without a NAME= are named)."""
     p.add_argument("--out", required=True, help=out_help)
@@ -163,7 +180,7 @@ def add_output(p: argparse.ArgumentParser, out_help: str, pools: str | None = No
 
 
 def register(subparsers) -> None:
-    from mkcnet.models.methods import METHODS, TABLE2
+    from mkcnet.methods import METHODS, TABLE2
     from mkcnet.presets import DATASETS, TRAINING
 
     fmt = argparse.ArgumentDefaultsHelpFormatter
@@ -225,3 +242,18 @@ def register(subparsers) -> None:
     g.add_argument("runs", nargs="+", metavar="[NAME=]RUN", help="run directories; runs sharing a NAME are averaged")
     add_output(g, "output file stem (writes .csv, .html, .png)", pools="averages")
     g.set_defaults(func=run_grads)
+
+    c = subparsers.add_parser(
+        "cam", formatter_class=fmt, help="class activation maps of every feature branch, as PNG + npy files",
+        description="For each image: the diagnosis, quality and auxiliary ω branches' maps and the fused "
+                    "diagnosis map (pytorch-grad-cam, all from one forward pass), each explaining its head's "
+                    "top class; writes OUT/<image>.<branch>.png (overlay) and .npy (raw map), and OUT/cams.csv.")
+    c.add_argument("checkpoint", help="run directory (uses best), a zoo folder, or a .safetensors checkpoint")
+    c.add_argument("images", nargs="+", help="image files, folders or list files (.txt/.csv)")
+    c.add_argument("--out", required=True, help="output folder")
+    c.add_argument("--method", default="Grad-CAM", help="Grad-CAM, Grad-CAM++, XGrad-CAM, HiResCAM, LayerCAM, "
+                                                        "EigenCAM or EigenGrad-CAM")
+    c.add_argument("--opacity", type=float, default=0.5, help="the heat map's weight in the overlay")
+    c.add_argument("--batch-size", type=int, default=16)
+    c.add_argument("--device", default="auto")
+    c.set_defaults(func=run_cam)

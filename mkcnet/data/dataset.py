@@ -131,6 +131,14 @@ def decode_images(files: list[Path], channels: int, size: int, cache: bool = Tru
     return torch.from_numpy(out)
 
 
+def normalise(images: torch.Tensor, mean, std) -> torch.Tensor:
+    """uint8 N×C×H×W → float, (x / 255 − mean) / std per channel: the one normalisation that
+    training, evaluation, prediction, the CAMs and the workbench all use."""
+    mean = torch.as_tensor(mean, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
+    std = torch.as_tensor(std, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
+    return (images.float() / 255 - mean) / std
+
+
 @dataclass
 class Batch:
     images: torch.Tensor  # float, normalised, N×C×H×W
@@ -147,8 +155,8 @@ class ImageSet:
         self.images = images
         self.diagnosis = torch.tensor(table.diagnosis, dtype=torch.long)
         self.quality = torch.tensor(table.quality, dtype=torch.long)
-        self.mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
-        self.std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+        self.mean = tuple(float(v) for v in mean)
+        self.std = tuple(float(v) for v in std)
 
     @classmethod
     def load(cls, table: SplitTable, channels: int, size: int, mean, std, progress: bool = True) -> "ImageSet":
@@ -159,11 +167,7 @@ class ImageSet:
 
     def subset(self, index: np.ndarray) -> "ImageSet":
         """The images at these rows (e.g. a training split resampled to an LQ share)."""
-        return ImageSet(self.table.subset(index), self.images[torch.as_tensor(index)], self.mean.flatten().tolist(),
-                        self.std.flatten().tolist())
-
-    def normalise(self, images: torch.Tensor) -> torch.Tensor:
-        return (images.float() / 255 - self.mean) / self.std
+        return ImageSet(self.table.subset(index), self.images[torch.as_tensor(index)], self.mean, self.std)
 
     def batches(self, batch_size: int, shuffle: bool = False, augment: bool = False,
                 generator: torch.Generator | None = None, every: int = 1) -> Iterator[Batch]:
@@ -174,7 +178,7 @@ class ImageSet:
             images = self.images[idx]
             if augment:
                 images = augment_batch(images, generator)
-            yield Batch(self.normalise(images), self.diagnosis[idx], self.quality[idx], idx)
+            yield Batch(normalise(images, self.mean, self.std), self.diagnosis[idx], self.quality[idx], idx)
 
 
 def augment_batch(images: torch.Tensor, generator: torch.Generator | None = None, shift: float = 0.08) -> torch.Tensor:

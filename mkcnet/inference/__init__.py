@@ -1,6 +1,3 @@
-"""Using trained models: predictions, evaluation on a split, results packs."""
-
-from mkcnet.inference.predict import Predictions, predict_batches
-from mkcnet.inference.results import ResultsPack
-
-__all__ = ["Predictions", "ResultsPack", "predict_batches"]
+"""Using trained models: `predict` (batches → probabilities and features), `evaluate` (a split
+→ metrics and a results pack), `results` (the pack on disk), `cli` (`mkcnet evaluate`,
+`mkcnet predict`). Import from the modules: the package stays light so every command starts fast."""

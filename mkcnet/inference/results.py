@@ -86,3 +86,28 @@ class ResultsPack:
                 features = {k: data[k].astype(np.float32) for k in data.files}
         header = json.loads((directory / "pack.json").read_text()) if (directory / "pack.json").is_file() else {}
         return cls(table, features, header)
+
+
+PACK_DIRS = ("results", "eval-val", "eval-test")  # a bundled model's, then a run's `mkcnet evaluate` packs
+
+
+def find_pack_dir(directory: Path) -> Path | None:
+    """The folder holding a results pack: the directory itself, or results/ or eval-*/ inside."""
+    if (directory / "predictions.csv").is_file():
+        return directory
+    for name in PACK_DIRS:
+        if (directory / name / "predictions.csv").is_file():
+            return directory / name
+    found = sorted(directory.glob("eval-*/predictions.csv"))
+    return found[0].parent if found else None
+
+
+def load_pack(directory: str | Path) -> ResultsPack:
+    """A results pack from a pack folder, a bundled model folder or a run directory."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise UserError(f"folder not found: {directory.name}")
+    found = find_pack_dir(directory)
+    if found is None:
+        raise UserError(f"no results pack in {directory.name}: run `mkcnet evaluate RUN SPLIT` first")
+    return ResultsPack.load(found)

@@ -1,6 +1,3 @@
-"""Training: the objective, the Stage II meta step and the epoch loop."""
-
-from mkcnet.training.meta_step import meta_gradients, meta_step
-from mkcnet.training.trainer import FitResult, Trainer
-
-__all__ = ["FitResult", "Trainer", "meta_gradients", "meta_step"]
+"""Training: `objective` (L_d + L_q + L_ω), `meta_step` (Stage II), `trainer` (the epoch loop,
+run directory, resume), `cli` (`mkcnet train`). Import from the modules: the package stays light
+so every command starts fast."""

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from mkcnet.config import RunConfig
 from mkcnet.errors import UserError
-from mkcnet.models import METHODS, apply_method
+from mkcnet.methods import METHODS, apply_method
 from mkcnet.presets import DATASETS, TRAINING, DatasetPreset, build_run_config, dataset_from_file
 
 

@@ -1,10 +1,12 @@
-"""`mkcnet app`: start the workbench (a local web UI that works offline).
+"""`mkcnet app`: start the workbench (the project's `app.py`, found by `mkcnet.project`).
 
-Kept free of gradio imports: every `mkcnet` command builds this parser."""
+Kept free of gradio and torch: every `mkcnet` command builds this parser, and `app.py` parses
+its arguments with `add_arguments` before it imports anything heavy."""
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 
 
@@ -18,14 +20,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_app(args: argparse.Namespace) -> int:
-    from mkcnet.workbench.app import serve  # the package sets the offline environment first
+    from mkcnet.project import project_path
 
-    serve(args)
+    spec = importlib.util.spec_from_file_location("app", project_path("app.py"))
+    app = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(app)
+    app.serve(args)
     return 0
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("app", help="start the workbench web UI (Gradio, offline)",
-                              description="Start the MKCNet workbench at http://HOST:PORT/ (default 127.0.0.1:7860).")
+                              description="Start the MKCNet workbench at http://HOST:PORT/ (default 127.0.0.1:7860). "
+                                          "It runs the project's app.py: from a clone, or from MKCNET_HOME.")
     add_arguments(p)
     p.set_defaults(func=run_app)

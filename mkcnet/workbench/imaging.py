@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 
 from mkcnet.config import ModelConfig
+from mkcnet.data.dataset import normalise
 from mkcnet.data.images import load_resized, read_image, to_channels
 from mkcnet.degradation import degrade, list_families
 from mkcnet.errors import UserError
@@ -49,13 +50,6 @@ def as_rgb(image: np.ndarray) -> np.ndarray:
     return np.repeat(image, 3, axis=2) if image.shape[2] == 1 else image
 
 
-def normalise(chw: np.ndarray, config: ModelConfig) -> torch.Tensor:
-    """uint8 C×H×W → 1×C×H×W float, as ImageSet.normalise does for training."""
-    mean = torch.tensor(config.mean, dtype=torch.float32).view(-1, 1, 1)
-    std = torch.tensor(config.std, dtype=torch.float32).view(-1, 1, 1)
-    return ((torch.from_numpy(np.array(chw, copy=True)).float() / 255 - mean) / std)[None]
-
-
 def check_family(family: str | None, modality: str) -> str | None:
     """None for "no degradation"; a clear error for a family of another modality."""
     if not family or family == NO_DEGRADATION:
@@ -74,7 +68,7 @@ def prepare(image: np.ndarray, config: ModelConfig, modality: str, family: str |
     if family is not None and int(severity) > 0:
         image, record = degrade(square(image, WORKING_SIZE), family, int(severity), int(seed))
     chw = load_resized(image, config.in_chans, config.image_size)
-    return Prepared(normalise(chw, config), as_rgb(square(image, DISPLAY_SIZE)), record)
+    return Prepared(normalise(torch.from_numpy(np.array(chw, copy=True))[None], config.mean, config.std), as_rgb(square(image, DISPLAY_SIZE)), record)
 
 
 class ImageCache:

@@ -18,10 +18,10 @@ from typing import Any, Callable, Iterator
 import gradio as gr
 
 from mkcnet.errors import UserError
-from mkcnet.workbench.cam import CAM_METHODS, DEFAULT_METHOD
+from mkcnet.analysis.cam import CAM_METHODS, DEFAULT_METHOD
 from mkcnet.workbench.context import Example, Workbench
 from mkcnet.workbench.imaging import Prepared, load_for, thumbnail
-from mkcnet.workbench.inference import Reading, analyse, read_out
+from mkcnet.workbench.reading import Reading, analyse, read_out
 from mkcnet.workbench.zoo import ZooModel
 
 log = logging.getLogger("mkcnet.workbench")

@@ -20,17 +20,11 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from mkcnet.checkpoint import LoadedModel, load_checkpoint, read_header, resolve_checkpoint
+from mkcnet.checkpoint import LoadedModel, find_checkpoint, load_checkpoint, read_header
 from mkcnet.config import ModelConfig, RunConfig
 from mkcnet.errors import UserError
-from mkcnet.inference.results import ResultsPack
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-CHECKPOINT_NAMES = ("model.safetensors", "best.safetensors", "last.safetensors")
-PACK_DIRS = ("results", "eval-val", "eval-test")
-EMBEDDINGS_FILE = "embeddings.npz"
+from mkcnet.inference.results import ResultsPack, find_pack_dir, load_pack
+from mkcnet.project import find_project_home
 
 # Which degradation families fit a data set (the simulator's modalities).
 MODALITY_OF_PRESET = {"eyeq": "fundus", "deepdrid": "fundus", "synth-fundus": "fundus", "drac": "oct",
@@ -38,22 +32,12 @@ MODALITY_OF_PRESET = {"eyeq": "fundus", "deepdrid": "fundus", "synth-fundus": "f
 
 
 def default_roots() -> list[Path]:
-    """MKCNET_CHECKPOINTS (os.pathsep-separated) or the repository's checkpoints/ folder."""
+    """MKCNET_CHECKPOINTS (os.pathsep-separated) or the project's checkpoints/ folder."""
     env = os.environ.get("MKCNET_CHECKPOINTS")
     if env:
         return [Path(p) for p in env.split(os.pathsep) if p]
-    return [REPO_ROOT / "checkpoints"]
-
-
-def find_pack_dir(directory: Path) -> Path | None:
-    """The folder holding a results pack: the directory itself, or results/ or eval-*/ inside."""
-    if (directory / "predictions.csv").is_file():
-        return directory
-    for name in PACK_DIRS:
-        if (directory / name / "predictions.csv").is_file():
-            return directory / name
-    found = sorted(directory.glob("eval-*/predictions.csv"))
-    return found[0].parent if found else None
+    home = find_project_home()
+    return [home / "checkpoints"] if home is not None else []
 
 
 @dataclass
@@ -108,7 +92,7 @@ class ZooEntry:
 
     def card_markdown(self) -> str:
         card = self.directory / "MODEL.md"
-        return card.read_text() if card.is_file() else f"**{self.title}** — `{self.weights}`"
+        return card.read_text() if card.is_file() else f"**{self.title}** — `{self.weights.name}`"
 
 
 @dataclass
@@ -146,7 +130,7 @@ class ModelZoo:
         self.entries: dict[str, ZooEntry] = {}
         for root in self.roots:
             for directory in sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []:
-                weights = next((directory / n for n in CHECKPOINT_NAMES if (directory / n).is_file()), None)
+                weights = find_checkpoint(directory)
                 if weights is not None:
                     self.entries.setdefault(directory.name, ZooEntry(directory.name, directory, weights))
         # Bundled models carry a rank (their order in scripts/bundle_models.py); the first is the default.
@@ -191,31 +175,3 @@ class ModelZoo:
                 self._packs[name] = load_pack(self.entry(name).directory)
             return self._packs[name]
 
-
-def load_pack(directory: str | Path) -> ResultsPack:
-    """A results pack from a pack folder, a zoo entry or a run directory."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise UserError(f"folder not found: {directory}")
-    found = find_pack_dir(directory)
-    if found is None:
-        raise UserError(f"no results pack in {directory}: run `mkcnet evaluate RUN SPLIT` first")
-    return ResultsPack.load(found)
-
-
-def load_embeddings(pack_dir: Path) -> dict[str, np.ndarray]:
-    """Precomputed 2-D coordinates, keyed "<method>/<branch>" (empty when none were bundled)."""
-    path = pack_dir / EMBEDDINGS_FILE
-    if not path.is_file():
-        return {}
-    with np.load(path) as data:
-        return {k: data[k].astype(np.float32) for k in data.files}
-
-
-def run_checkpoint(directory: str | Path) -> Path:
-    """The weights a run directory or zoo folder holds (model, best or last)."""
-    directory = Path(directory)
-    for name in CHECKPOINT_NAMES:
-        if (directory / name).is_file():
-            return directory / name
-    return resolve_checkpoint(directory)

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from mkcnet.models import TaskOutput
-from mkcnet.workbench.cam import DEFAULT_METHOD, cam_targets, compute_cams, overlay
+from mkcnet.analysis.cam import DEFAULT_METHOD, cam_targets, compute_cams, overlay
 from mkcnet.workbench.imaging import Prepared
 from mkcnet.workbench.zoo import ZooModel
 
@@ -32,11 +32,6 @@ class Reading:
     @property
     def low_quality(self) -> bool | None:
         return None if self.quality is None else self.top_quality < len(self.quality) - 1
-
-    def as_dict(self) -> dict:
-        """The API's JSON answer."""
-        return {"diagnosis": self.diagnosis, "quality": self.quality, "low_quality": self.low_quality,
-                "reading": self.text}
 
 
 def _metric(card: dict, group: str) -> float | None:
@@ -99,13 +94,13 @@ def analyse(model: ZooModel, prepared: Prepared, method: str = DEFAULT_METHOD,
     """The reading plus (overlay, caption) for every branch the model has and the fused
     diagnosis, all from one forward pass; each map explains its head's top class."""
     with model.lock:
-        out, cams = compute_cams(model.task_net, prepared.tensor, method)
-    reading = reading_from(model, out)
+        cams = compute_cams(model.task_net, prepared.tensor, method)
+    reading = reading_from(model, cams.output)
     top = {"diagnosis": reading.top_diagnosis, "quality": reading.top_quality, "auxiliary": reading.top_auxiliary}
     overlays = []
     for target in cam_targets(model.task_net):
         category = top[target.head]
         explained = (model.class_names(target.head)[category] if target.head != "auxiliary"
                      else f"ω class {category}")
-        overlays.append((overlay(prepared.display, cams[target.key], opacity), f"{target.label} → {explained}"))
+        overlays.append((overlay(prepared.display, cams.maps[target.key][0], opacity), f"{target.label} → {explained}"))
     return reading, overlays

@@ -26,7 +26,7 @@ BRANCH_LABELS = {"diagnosis": "diagnosis", "quality": "quality", "auxiliary": "a
 
 
 def available_branches(context: Workbench, key: str) -> list[str]:
-    features = context.pack_entry(key).pack.features
+    features = context.packs.entry(key).pack.features
     return [b for b in FEATURE_NAMES if b in features]
 
 
@@ -45,7 +45,7 @@ def nearest_row(table: pd.DataFrame, pick: str) -> int:
 
 
 def describe_row(context: Workbench, key: str, row: int) -> str:
-    pack = context.pack_entry(key).pack
+    pack = context.packs.entry(key).pack
     t = pack.predictions.iloc[row]
     dnames, qnames = pack.class_names("diagnosis"), pack.class_names("quality")
     probs = pack.probabilities("diagnosis")[row]
@@ -61,7 +61,7 @@ def describe_row(context: Workbench, key: str, row: int) -> str:
 
 
 def build(context: Workbench) -> gr.Blocks:
-    choices = context.pack_choices()
+    choices = context.packs.choices()
     first = choices[0][1] if choices else None
     with page_frame(TITLE, TITLE, "Each branch's features in 2-D. MKCNet's branches should specialise: diagnosis "
                     "features group by diagnosis, quality features by quality. Click a point to see its image."
@@ -98,11 +98,11 @@ def build(context: Workbench) -> gr.Blocks:
                 raise UserError("no results pack: add a run directory or evaluate a model on your data")
             available = available_branches(context, key)
             branch_name = branch_name if branch_name in available else available[0]
-            table = context.embedding(key, branch_name, how)
-            pack = context.pack_entry(key).pack
+            table = context.packs.embedding(key, branch_name, how)
+            pack = context.packs.entry(key).pack
             figure = embedding_figure(table, by, class_names(pack))
             figure.update_layout(height=480, margin={"l": 10, "r": 10, "t": 30, "b": 10},
-                                 title=f"{context.pack_entry(key).label} · {BRANCH_LABELS[branch_name]} features")
+                                 title=f"{context.packs.entry(key).label} · {BRANCH_LABELS[branch_name]} features")
             return (figure, branch_name,
                     separation_scores(pack).round(3).rename(columns=SCORE_COLUMNS), status())
 
@@ -110,23 +110,26 @@ def build(context: Workbench) -> gr.Blocks:
         def select(key: str, branch_name: str, how: str, point: str, data_root: str):
             if not key or not str(point or "").strip():
                 return None, "", status()
-            table = context.embedding(key, branch_name, how)
+            table = context.packs.embedding(key, branch_name, how)
             row = nearest_row(table, point)
             text = describe_row(context, key, row)
-            array = context.pack_image(key, row, data_root)
+            array = context.packs.image(key, row, context.data_root(data_root))
             if array is None:
                 text += "\n\n*The image is not available here: set the data folder to the data set it came from.*"
             return (None if array is None else as_rgb(array)), text, status()
 
         @guarded(3)
         def add_run(directory: str):
-            key = context.add_run(directory)
-            return gr.update(choices=context.pack_choices(), value=key), "", status()
+            key = context.packs.add_run(directory)
+            return gr.update(choices=context.packs.choices(), value=key), "", status()
 
         @guarded(3)
         def evaluate_on_data(model_name: str, data_root: str):
-            key = context.evaluate(model_name, data_root)
-            return gr.update(choices=context.pack_choices(), value=key), "", status()
+            root = context.data_root(data_root)
+            if root is None:
+                raise UserError("set a data folder first")
+            key = context.packs.evaluate(model_name, root)
+            return gr.update(choices=context.packs.choices(), value=key), "", status()
 
         view = [pack, branch, method, colour]
         gr.on([page.load, pack.change, branch.change, method.change, colour.change], show, view,

@@ -1,19 +1,15 @@
 """Methods: MKCNet, its first-order variant and the baselines, as switches on one Task Net.
 
 A new baseline or ablation is one more `Method` entry (plus, for a genuinely different
-architecture, a small module), never a copy of the model or the trainer.
+architecture, a small module in `mkcnet.models`), never a copy of the model or the trainer.
+Free of torch, so every command can list the methods without loading it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mkcnet.config import ModelConfig, RunConfig
-from mkcnet.models.baselines import CANet, DetachNet
-from mkcnet.models.meta_learner import MetaLearner
-from mkcnet.models.task_net import TaskNet
-
-ARCHITECTURES: dict[str, type[TaskNet]] = {"task_net": TaskNet, "canet": CANet, "detach": DetachNet}
+from mkcnet.config import RunConfig
 
 
 @dataclass(frozen=True)
@@ -28,7 +24,7 @@ class Method:
     mask: str = "joint"
     attention: bool = True  # Global Attention Blocks
     assistance: bool = True  # Meta-knowledge Assistance Block (diagnosis head reads the ω feature)
-    architecture: str = "task_net"  # a key of ARCHITECTURES
+    architecture: str = "task_net"  # a key of mkcnet.models.ARCHITECTURES
     mixup: float = 0.0  # Stage I mixup of images and targets with λ ~ Beta(α, α); 0 = off
 
     @property
@@ -93,8 +89,3 @@ def apply_method(config: RunConfig) -> RunConfig:
     config.train.second_order = method.second_order
     return config
 
-
-def build_networks(config: ModelConfig) -> tuple[TaskNet, MetaLearner | None]:
-    method = get_method(config.method)
-    meta = MetaLearner(config) if method.meta_learner else None
-    return ARCHITECTURES[method.architecture](config), meta

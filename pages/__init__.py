@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from types import ModuleType
 
-from mkcnet.workbench.pages import compare, diagnose, embeddings, ood
+from pages import compare, diagnose, embeddings, ood
 
 
 @dataclass(frozen=True)

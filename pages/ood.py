@@ -19,7 +19,7 @@ METRICS = [("AUC", "auc"), ("ACC", "acc"), ("F1", "f1")]
 
 
 def runs_of(context: Workbench, dataset: str | None) -> list[tuple[str, str]]:
-    return context.pack_choices(dataset)
+    return context.packs.choices(dataset)
 
 
 def at_ratio(curves: dict[str, pd.DataFrame], metric: str, ratio: float) -> pd.DataFrame:
@@ -64,7 +64,7 @@ def build(context: Workbench) -> gr.Blocks:
 
             if not keys:
                 raise UserError("pick at least one run")
-            curves = {context.pack_entry(k).label: context.ood_curves(k) for k in keys}
+            curves = {context.packs.entry(k).label: context.packs.ood_curves(k) for k in keys}
             figure = ood_figure(curves, which)
             figure.add_vline(x=float(r), line_dash="dot", line_color="grey")
             figure.update_layout(height=460, margin={"l": 10, "r": 10, "t": 50, "b": 10},
@@ -78,8 +78,8 @@ def build(context: Workbench) -> gr.Blocks:
 
         @guarded(3)
         def add_run(directory: str, selected: list[str]):
-            key = context.add_run(directory)
-            return gr.update(choices=context.pack_choices(), value=[*selected, key]), "", status()
+            key = context.packs.add_run(directory)
+            return gr.update(choices=context.packs.choices(), value=[*selected, key]), "", status()
 
         gr.on([page.load, runs.change, metric.change, ratio.release], show, [runs, metric, ratio],
               [plot, table, status_md], api_name="ood", trigger_mode="always_last")

@@ -12,17 +12,17 @@ import gradio as gr
 import pandas as pd
 
 from mkcnet.errors import UserError
+from mkcnet.project import find_project_home
 from mkcnet.workbench.context import Workbench
 from mkcnet.workbench.imaging import load_for
 from mkcnet.workbench.ui import (
     cam_controls, first_example, guarded, image_input, panel_values, prediction_panel,
     page_frame, refresh_examples, status,
 )
-from mkcnet.workbench.zoo import REPO_ROOT
 
 TITLE = "Compare"
 SIDES = ("vanilla", "mkcnet")
-RESULTS = REPO_ROOT / "docs" / "RESULTS.md"
+RESULTS = ("docs", "RESULTS.md")  # in the project home
 
 
 def bench_markdown() -> tuple[Path, str] | None:
@@ -30,7 +30,8 @@ def bench_markdown() -> tuple[Path, str] | None:
     docs/RESULTS.md: (file, Markdown). Figures are left out: their relative paths do not resolve
     inside the app."""
     bench = os.environ.get("MKCNET_BENCH")
-    for path in (Path(bench) / "table.md" if bench else None, RESULTS):
+    home = find_project_home()
+    for path in (Path(bench) / "table.md" if bench else None, home.joinpath(*RESULTS) if home else None):
         if path is not None and path.is_file():
             return path, re.sub(r"!\[([^\]]*)\]\([^)]*\)", rf"*(figure “\1”: see {path.name})*", path.read_text())
     return None

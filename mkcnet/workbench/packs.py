@@ -1,0 +1,173 @@
+"""The results packs the Embeddings and Out-of-distribution pages show: bundled with a zoo
+model, added from a run directory, or evaluated live on the user's data; with their 2-D
+embeddings and LQ-ratio curves (precomputed in bundles, else computed once and kept), and the
+image behind each row where it can be had."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from mkcnet.data.dataset import find_split
+from mkcnet.data.images import read_image
+from mkcnet.errors import UserError
+from mkcnet.inference.results import ResultsPack, find_pack_dir, load_pack
+from mkcnet.project import find_project_home
+from mkcnet.workbench.examples import SPLIT_FILES
+from mkcnet.workbench.imaging import ImageCache
+from mkcnet.workbench.zoo import ModelZoo
+
+SYNTH_SOURCES = "synth.csv"  # per-image generator arguments of a synthetic pack (bundled)
+OOD_FILE = "ood.csv"  # precomputed LQ-ratio curves (bundled)
+EMBEDDINGS_FILE = "embeddings.npz"  # precomputed 2-D coordinates (bundled)
+OOD_REPEATS = 200
+
+
+@dataclass
+class PackEntry:
+    """A results pack a page can show."""
+
+    key: str
+    label: str
+    pack: ResultsPack | None  # None until first used (bundled packs)
+    directory: Path | None = None  # where embeddings.npz, ood.csv, synth.csv may lie
+    model: str | None = None  # the zoo model that produced it
+
+    @property
+    def method(self) -> str:
+        return self.pack.header.get("model", {}).get("method", "?")
+
+
+def load_embeddings(pack_dir: Path) -> dict[str, np.ndarray]:
+    """Precomputed 2-D coordinates, keyed "<method>/<branch>" (empty when none were bundled)."""
+    path = pack_dir / EMBEDDINGS_FILE
+    if not path.is_file():
+        return {}
+    with np.load(path) as data:
+        return {k: data[k].astype(np.float32) for k in data.files}
+
+
+def regenerate_synthetic(sources: Path, image: str) -> np.ndarray | None:
+    """A synthetic fundus image rebuilt bit for bit from its generator arguments (the bundle
+    ships these, never the images)."""
+    from mkcnet.synth import synth_sample
+
+    table = pd.read_csv(sources)
+    match = table[table["image"] == image]
+    if match.empty:
+        return None
+    r = match.iloc[0]
+    array, _ = synth_sample(int(r["seed"]), int(r["size"]), int(r["diagnosis"]), int(r["quality"]))
+    return read_image(array)
+
+
+class PackStore:
+    """Every results pack known to the app, keyed; bundled ones load on first use."""
+
+    def __init__(self, zoo: ModelZoo, images: ImageCache):
+        self.zoo = zoo
+        self.images = images
+        self.entries: dict[str, PackEntry] = {}
+        self._lock = threading.Lock()
+        self._embeddings: dict[tuple, pd.DataFrame] = {}
+        self._ood: dict[str, pd.DataFrame] = {}
+        for name in zoo.names():
+            entry = zoo.entry(name)
+            if entry.pack_dir is not None:
+                self.entries[name] = PackEntry(name, entry.title, None, entry.pack_dir, name)
+
+    def entry(self, key: str) -> PackEntry:
+        with self._lock:
+            if key not in self.entries:
+                raise UserError(f"unknown results pack {key!r}")
+            entry = self.entries[key]
+            if entry.pack is None:
+                entry.pack = self.zoo.pack(entry.model) if entry.model else load_pack(entry.directory)
+            return entry
+
+    def choices(self, dataset: str | None = None) -> list[tuple[str, str]]:
+        """(label, key) pairs for a dropdown, optionally of one data set's models."""
+        keys = [k for k, e in self.entries.items()
+                if dataset is None or e.model is None or self.zoo.entry(e.model).dataset == dataset]
+        return [(self.entries[k].label, k) for k in keys]
+
+    def add_run(self, directory: str | Path) -> str:
+        """Register a run directory's (or a pack folder's) results pack; returns its key."""
+        directory = Path(str(directory).strip()).expanduser()
+        pack = load_pack(directory)
+        key = str(directory.resolve())
+        method = pack.header.get("model", {}).get("method", "run")
+        with self._lock:
+            self.entries[key] = PackEntry(key, f"{method}: {directory}", pack, find_pack_dir(directory))
+        return key
+
+    def evaluate(self, model_name: str, root: Path, split: str | None = None) -> str:
+        """Live re-evaluation: a zoo model on the user's split; the pack joins the list."""
+        from mkcnet.inference.evaluate import evaluate_split
+
+        path = find_split(root, split, SPLIT_FILES)
+        model = self.zoo.model(model_name)
+        with model.lock:
+            pack = evaluate_split(model.loaded, path, root, device="cpu", progress=False)
+        key = f"{model_name} @ {path}"
+        with self._lock:
+            self.entries[key] = PackEntry(key, f"{self.zoo.entry(model_name).title} on {path}", pack, None, model_name)
+            self._embeddings = {k: v for k, v in self._embeddings.items() if k[0] != key}
+            self._ood.pop(key, None)
+        return key
+
+    def embedding(self, key: str, branch: str, method: str = "tsne") -> pd.DataFrame:
+        """`mkcnet.analysis.embedding.embedding_table` for a pack, from the bundled coordinates
+        when the pack carries them (instant), else computed once and kept."""
+        from mkcnet.analysis.embedding import embedding_table
+
+        cache_key = (key, branch, method)
+        if cache_key in self._embeddings:
+            return self._embeddings[cache_key]
+        entry = self.entry(key)
+        stored = load_embeddings(entry.directory).get(f"{method}/{branch}") if entry.directory else None
+        if stored is not None and len(stored) == len(entry.pack.predictions):
+            # The label columns come from the analysis module (PCA is ~ms), the coordinates from the bundle.
+            table = embedding_table(entry.pack, branch, "pca").assign(x=stored[:, 0], y=stored[:, 1])
+        else:
+            table = embedding_table(entry.pack, branch, method)
+        self._embeddings[cache_key] = table
+        return table
+
+    def ood_curves(self, key: str) -> pd.DataFrame:
+        """`mkcnet.analysis.ood.lq_ratio_curves` for a pack (bundled ones carry them precomputed)."""
+        from mkcnet.analysis.ood import lq_ratio_curves
+
+        if key not in self._ood:
+            entry = self.entry(key)
+            stored = entry.directory / OOD_FILE if entry.directory else None
+            if stored is not None and stored.is_file():
+                self._ood[key] = pd.read_csv(stored)
+            else:
+                self._ood[key] = lq_ratio_curves(entry.pack, repeats=OOD_REPEATS)
+        return self._ood[key]
+
+    def image(self, key: str, row: int, data_root: Path | None = None) -> np.ndarray | None:
+        """The image behind a pack row where it can be had: the data folder, the pack's own
+        root, or (synthetic packs) regenerated from its seed. None when it cannot."""
+        entry = self.entry(key)
+        table = entry.pack.predictions
+        if not 0 <= row < len(table):
+            raise UserError(f"no image #{row} in this pack (it has {len(table)})")
+        rel = str(table["image"].iloc[row])
+        roots = [data_root] if data_root is not None else []
+        pack_root = entry.pack.header.get("root")
+        home = find_project_home()
+        if pack_root:
+            roots += [Path(pack_root)] + ([home / pack_root] if home is not None else [])
+        for root in roots:
+            if (root / rel).is_file():
+                return self.images.read(root / rel)
+        sources = entry.directory / SYNTH_SOURCES if entry.directory else None
+        if sources is not None and sources.is_file():
+            return regenerate_synthetic(sources, rel)
+        return None
