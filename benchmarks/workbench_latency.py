@@ -25,10 +25,9 @@ import time
 import urllib.request
 from pathlib import Path
 
-import mkcnet.workbench  # noqa: F401  (offline environment)
-
 import torch
 
+import mkcnet.workbench  # noqa: F401  (offline environment)
 from mkcnet.analysis.cam import HeadLogits, cam_class, cam_targets
 from mkcnet.project import project_home
 from mkcnet.workbench.context import Workbench

@@ -16,8 +16,15 @@ from mkcnet.project import find_project_home
 from mkcnet.workbench.context import Workbench
 from mkcnet.workbench.imaging import load_for
 from mkcnet.workbench.ui import (
-    cam_controls, first_example, guarded, image_input, panel_values, prediction_panel,
-    page_frame, refresh_examples, status,
+    cam_controls,
+    first_example,
+    guarded,
+    image_input,
+    page_frame,
+    panel_values,
+    prediction_panel,
+    refresh_examples,
+    status,
 )
 
 TITLE = "Compare"

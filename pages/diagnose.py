@@ -13,8 +13,17 @@ from mkcnet.workbench.context import Workbench
 from mkcnet.workbench.imaging import NO_DEGRADATION, load_for
 from mkcnet.workbench.reading import Reading
 from mkcnet.workbench.ui import (
-    cam_controls, data_folder_field, guarded, image_input, model_dropdown, opening,
-    page_frame, panel_values, prediction_panel, refresh_examples, status,
+    cam_controls,
+    data_folder_field,
+    guarded,
+    image_input,
+    model_dropdown,
+    opening,
+    page_frame,
+    panel_values,
+    prediction_panel,
+    refresh_examples,
+    status,
 )
 
 TITLE = "Diagnose"

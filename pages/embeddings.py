@@ -8,9 +8,9 @@ demand (once). API endpoints: /embedding and /embedding_point.
 
 from __future__ import annotations
 
+import gradio as gr
 import numpy as np
 import pandas as pd
-import gradio as gr
 
 from mkcnet.errors import UserError
 from mkcnet.inference.predict import FEATURE_NAMES

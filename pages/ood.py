@@ -7,8 +7,8 @@ The slider picks a ratio; the table reads every run off the curves there. API: /
 
 from __future__ import annotations
 
-import pandas as pd
 import gradio as gr
+import pandas as pd
 
 from mkcnet.errors import UserError
 from mkcnet.workbench.context import Workbench

@@ -117,11 +117,13 @@ def model_card(info: dict, config) -> str:
         f"**{done} of {t.epochs} epochs** (bundled from an unfinished run)"
     classes = ", ".join(m.diagnosis_names)
     quality = ", ".join(m.quality_names)
+    data_set = (f"`{info['dataset']}` ({DATASETS[info['dataset']].description}); trained on "
+                f"`{config.data.train_split}`, validated on `{info['split']}`")
     return f"""# {info['title']}
 
 | | |
 |---|---|
-| data set | `{info['dataset']}` ({DATASETS[info['dataset']].description}); trained on `{config.data.train_split}`, validated on `{info['split']}` |
+| data set | {data_set} |
 | method | `{m.method}` |
 | preset | `{info['preset']}`: {m.backbone} at {m.image_size} px, {m.in_chans} channel(s), stride {m.output_stride or 'native'} |
 | training | {trained}, batch {t.batch_size}, lr {t.lr}; best epoch {info['best_epoch']} (validation AUC) |

@@ -4,8 +4,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mkcnet.analysis.embedding import (class_names, embed, embedding_figure, embedding_table, label_text,
-                                       separation_scores)
+from mkcnet.analysis.embedding import (
+    class_names,
+    embed,
+    embedding_figure,
+    embedding_table,
+    label_text,
+    separation_scores,
+)
 from mkcnet.analysis.figures import save_figure
 from mkcnet.analysis.ood import lq_ratio_curves, lq_ratio_draws, ood_figure
 from mkcnet.data.shift import draw_mix, largest_size, lq_subset

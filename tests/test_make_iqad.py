@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from mkcnet.degradation import replay
 from mkcnet.cli import main
+from mkcnet.degradation import replay
 from mkcnet.degradation.iqad import load_image, make_iqad
 from mkcnet.errors import UserError
 

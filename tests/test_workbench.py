@@ -149,14 +149,25 @@ def test_examples_are_listed_readable_and_small():
 
 def test_requirements_cover_the_package_and_its_app_extra():
     """Spaces installs requirements.txt only (the repo is not installed), so it must list
-    everything pyproject's dependencies and the app extra need."""
-    tomllib = pytest.importorskip("tomllib", reason="Python 3.11+ reads pyproject.toml itself")
+    everything pyproject's dependencies and the app extra need, with the same bounds (an
+    exact version pin instead must satisfy them)."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    needed = project["dependencies"] + project["optional-dependencies"]["app"]
-    name = lambda spec: re.split(r"[<>=!~\[; ]", spec.strip(), maxsplit=1)[0].lower()  # noqa: E731
-    listed = {name(line) for line in (REPO / "requirements.txt").read_text().splitlines()
-              if line.strip() and not line.startswith(("#", "-"))}
-    assert {name(spec) for spec in needed} <= listed
+    needed = [Requirement(spec) for spec in project["dependencies"] + project["optional-dependencies"]["app"]]
+    listed = {r.name.lower(): r for r in (Requirement(line.split("#")[0]) for line in
+                                          (REPO / "requirements.txt").read_text().splitlines()
+                                          if line.strip() and not line.startswith(("#", "-")))}
+    for requirement in needed:
+        assert requirement.name.lower() in listed, f"requirements.txt lacks {requirement.name}"
+        found = listed[requirement.name.lower()]
+        pinned = [s.version for s in found.specifier if s.operator == "=="]
+        if pinned:
+            assert requirement.specifier.contains(pinned[0]), (requirement, found)
+        else:
+            assert found.specifier == requirement.specifier, (requirement, found)
 
 
 def test_cli_registers_the_app_command(capsys):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import socket
-import time
 from pathlib import Path
 
 import pytest
@@ -142,6 +141,16 @@ def test_bad_uploads_get_a_message_and_the_server_stays_up(app, client, tmp_path
 
 # ---- a real browser -------------------------------------------------------------------------------
 
+def images_shown(page, selector: str, count: int) -> None:
+    """Wait until at least `count` images match and every one has loaded (no fixed sleeps:
+    a loaded machine only makes this take longer). How long the app takes to become usable is
+    measured by benchmarks/startup.py, not asserted here."""
+    page.wait_for_function(
+        "([selector, count]) => { const images = [...document.querySelectorAll(selector)];"
+        " return images.length >= count && images.every(i => i.complete && i.naturalWidth > 0); }",
+        arg=[selector, count])
+
+
 @pytest.mark.browser
 def test_every_page_in_a_browser(app, tmp_path):
     if not CHROMIUM.is_file():
@@ -162,15 +171,12 @@ def test_every_page_in_a_browser(app, tmp_path):
 
         # Diagnose: upload an image, see probabilities and a CAM per branch (+ the fused one).
         maps = len(cam_targets(context.zoo.model(context.zoo.names()[0]).task_net))
-        start = time.perf_counter()
         page.goto(url)
         page.locator(".cams img").nth(maps - 1).wait_for()  # the first example is analysed on load
-        usable = time.perf_counter() - start
         page.locator(".upload button[aria-label=Clear]").click()  # the loaded example gives way
         page.locator(".upload input[type=file]").set_input_files(str(EXAMPLE))
         page.locator(f".upload [aria-label='{EXAMPLE.name}']").wait_for()
-        page.wait_for_function(f"document.querySelectorAll('.cams img').length >= {maps}")
-        time.sleep(1.0)  # let the CAM gallery settle before the screenshot
+        images_shown(page, ".cams img", maps)
         body = page.inner_text("body")
         assert "Image quality" in body and "fused diagnosis" in body and "⚠️" not in body
         page.screenshot(path=str(shots / "diagnose.png"), full_page=True)
@@ -193,14 +199,12 @@ def test_every_page_in_a_browser(app, tmp_path):
         page.wait_for_function("document.body.innerText.includes('Vanilla · CT-IQAD chest CT') && "
                                "!document.body.innerText.includes('Vanilla · synthetic fundus')")
         page.get_by_text("95% band").first.wait_for()
-        time.sleep(1.0)
+        page.locator(".js-plotly-plot .scatterlayer .trace").first.wait_for()
         page.screenshot(path=str(shots / "ood.png"), full_page=True)
 
         # Compare: both models' maps (2 vanilla + 4 MKCNet).
         page.goto(url + "compare")
-        page.wait_for_function("document.querySelectorAll('.cams img').length >= 6")
-        time.sleep(1.0)
+        images_shown(page, ".cams img", 6)
         page.screenshot(path=str(shots / "compare.png"), full_page=True)
         browser.close()
     assert not outside, f"the app reached outside the machine: {outside[:3]}"
-    assert usable < 10, f"the first page took {usable:.1f} s to show predictions and CAMs"

@@ -10,10 +10,10 @@ import torch
 from PIL import Image
 
 import mkcnet.workbench  # noqa: F401  (offline environment, as the app sets it)
+from mkcnet.analysis.cam import backbone_output_layer, cam_targets
 from mkcnet.checkpoint import save_checkpoint
 from mkcnet.errors import UserError
 from mkcnet.models import build_networks
-from mkcnet.analysis.cam import backbone_output_layer, cam_targets
 from mkcnet.workbench.imaging import ImageCache, load_for, prepare
 from mkcnet.workbench.reading import analyse, read_out
 from mkcnet.workbench.zoo import ModelZoo

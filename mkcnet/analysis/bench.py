@@ -18,9 +18,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 import pandas as pd
 
@@ -51,7 +51,7 @@ class DatasetSpec:
         return self.preset.name
 
     @classmethod
-    def parse(cls, text: str) -> "DatasetSpec":
+    def parse(cls, text: str) -> DatasetSpec:
         """`NAME=ROOT`, NAME a data-set preset or a .json data-set config file."""
         name, sep, root = text.partition("=")
         if not sep or not root:

@@ -20,8 +20,8 @@ seconds per run.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import partial
-from typing import Sequence
 
 import numpy as np
 import pandas as pd

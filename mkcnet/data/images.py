@@ -107,7 +107,7 @@ def read_image(source: str | Path | bytes | Image.Image | np.ndarray) -> np.ndar
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as err:
             kind = "not an image or an unsupported format" if isinstance(err, UnidentifiedImageError) else err
             raise UserError(f"cannot read {_name(source)}: {kind}") from None
-        except Exception as err:  # pydicom raises many kinds on a damaged file
+        except Exception as err:  # noqa: BLE001 - pydicom raises many kinds on a damaged file
             raise UserError(f"cannot read {_name(source)}: {type(err).__name__}: {err}") from None
     array = _to_uint8(np.asarray(array))
     if array.ndim == 2:

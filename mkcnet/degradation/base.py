@@ -11,8 +11,9 @@ Images inside the package are float32 arrays in [0, 1] of shape (H, W, C), C = 1
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 from PIL import Image

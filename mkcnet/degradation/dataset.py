@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd

@@ -9,7 +9,7 @@ centre), so a record describes the same physical disturbance at any resolution.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

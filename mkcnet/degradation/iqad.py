@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -19,7 +20,13 @@ from PIL import Image, UnidentifiedImageError
 
 from mkcnet.degradation import apply_record_float01, from_float01, get_family, list_families, make_record, to_float01
 from mkcnet.degradation.dataset import (
-    assign_by_quota, parallel_map, prepare_out_dir, stratified_splits, write_json, write_jsonl, write_splits,
+    assign_by_quota,
+    parallel_map,
+    prepare_out_dir,
+    stratified_splits,
+    write_json,
+    write_jsonl,
+    write_splits,
 )
 from mkcnet.errors import UserError
 

@@ -8,13 +8,14 @@ the docs is generated from the same bands, so the table and the code cannot drif
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
-from mkcnet.errors import UserError
 from mkcnet.degradation.base import SEVERITIES, Family, Params, in_band, new_seed, register, size_factor
+from mkcnet.errors import UserError
 
 Extras = Callable[[np.random.Generator, Params, tuple[int, ...]], Params]
 

@@ -25,7 +25,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     print(f"{'':4} {'n':>5} {'AUC':>7} {'ACC':>7} {'F1':>7} {'AUC(hard)':>9}")
     for label, prefix in groups:
         if f"diagnosis.{prefix}acc" in m:
-            get = lambda k: m.get(f"diagnosis.{prefix}{k}", float("nan"))  # noqa: E731
+            get = lambda k, prefix=prefix: m.get(f"diagnosis.{prefix}{k}", float("nan"))  # noqa: E731
             hard = f"{get('auc_hard'):9.4f}" if f"diagnosis.{prefix}auc_hard" in m else f"{'-':>9}"  # binary only
             print(f"{label:4} {int(get('n')):5d} {get('auc'):7.4f} {get('acc'):7.4f} {get('f1'):7.4f} {hard}")
     if "quality.acc" in m:

@@ -30,7 +30,7 @@ class ResultsPack:
 
     @classmethod
     def build(cls, images: list[str], diagnosis: np.ndarray, quality: np.ndarray, preds: Predictions,
-              header: dict[str, Any]) -> "ResultsPack":
+              header: dict[str, Any]) -> ResultsPack:
         table = pd.DataFrame({"image": images, "diagnosis": diagnosis, "quality": quality,
                               "pred_diagnosis": preds.diagnosis.argmax(1)})
         for k in range(preds.diagnosis.shape[1]):
@@ -74,7 +74,7 @@ class ResultsPack:
         return directory
 
     @classmethod
-    def load(cls, directory: str | Path) -> "ResultsPack":
+    def load(cls, directory: str | Path) -> ResultsPack:
         directory = Path(directory)
         table_file = directory / "predictions.csv"
         if not table_file.is_file():

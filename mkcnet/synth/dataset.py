@@ -7,15 +7,22 @@ whatever the number of workers, and any single image can be regenerated from its
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from mkcnet.degradation import replay
 from mkcnet.degradation.dataset import (
-    assign_by_quota, parallel_map, prepare_out_dir, stratified_splits, write_json, write_jsonl, write_splits,
+    assign_by_quota,
+    parallel_map,
+    prepare_out_dir,
+    stratified_splits,
+    write_json,
+    write_jsonl,
+    write_splits,
 )
 from mkcnet.errors import UserError
 from mkcnet.synth.fundus import DIAGNOSES, generate_fundus

@@ -27,7 +27,7 @@ class LossParts:
         """L_d + L_q + L_ω: what Stage I minimises."""
         return self.primary if self.auxiliary is None else self.primary + self.auxiliary
 
-    def mix(self, other: "LossParts", lam: float) -> "LossParts":
+    def mix(self, other: LossParts, lam: float) -> LossParts:
         """λ·self + (1−λ)·other, part by part: mixup's loss for the two label sets of a mixed batch."""
         def blend(a, b):
             return b if a is None else a if b is None else lam * a + (1 - lam) * b

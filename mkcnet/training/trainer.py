@@ -30,8 +30,8 @@ from mkcnet.data.shift import lq_subset
 from mkcnet.device import autocast, memory_format, resolve_device
 from mkcnet.errors import UserError
 from mkcnet.inference.predict import predict_batches
-from mkcnet.metrics import evaluation_metrics
 from mkcnet.methods import get_method
+from mkcnet.metrics import evaluation_metrics
 from mkcnet.models import build_networks
 from mkcnet.models.meta_learner import RandomLabels
 from mkcnet.models.task_net import TaskOutput

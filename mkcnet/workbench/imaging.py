@@ -68,7 +68,8 @@ def prepare(image: np.ndarray, config: ModelConfig, modality: str, family: str |
     if family is not None and int(severity) > 0:
         image, record = degrade(square(image, WORKING_SIZE), family, int(severity), int(seed))
     chw = load_resized(image, config.in_chans, config.image_size)
-    return Prepared(normalise(torch.from_numpy(np.array(chw, copy=True))[None], config.mean, config.std), as_rgb(square(image, DISPLAY_SIZE)), record)
+    tensor = normalise(torch.from_numpy(np.array(chw, copy=True))[None], config.mean, config.std)
+    return Prepared(tensor, as_rgb(square(image, DISPLAY_SIZE)), record)
 
 
 class ImageCache:

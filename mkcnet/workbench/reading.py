@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from mkcnet.models import TaskOutput
 from mkcnet.analysis.cam import DEFAULT_METHOD, cam_targets, compute_cams, overlay
+from mkcnet.models import TaskOutput
 from mkcnet.workbench.imaging import Prepared
 from mkcnet.workbench.zoo import ZooModel
 

@@ -10,15 +10,16 @@ import functools
 import logging
 import shutil
 import tempfile
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import gradio as gr
 
-from mkcnet.errors import UserError
 from mkcnet.analysis.cam import CAM_METHODS, DEFAULT_METHOD
+from mkcnet.errors import UserError
 from mkcnet.workbench.context import Example, Workbench
 from mkcnet.workbench.imaging import Prepared, load_for, thumbnail
 from mkcnet.workbench.reading import Reading, analyse, read_out
@@ -54,7 +55,7 @@ def guarded(n_outputs: int) -> Callable:
                 return fn(*args, **kwargs)
             except UserError as err:
                 message = str(err)
-            except Exception as err:  # noqa: BLE001 - the app must survive anything a user sends
+            except Exception as err:  # logged: the app must survive anything a user sends
                 log.exception("workbench handler %s failed", fn.__name__)
                 message = f"something went wrong ({type(err).__name__}: {err})"
             gr.Warning(message)
@@ -171,7 +172,7 @@ def opening(context: Workbench, model_name: str | None, modality: str | None) ->
         model = context.zoo.model(model_name)
         prepared = load_for(model, file, context.images)
         return file, prepared.display, panel_values(model, prepared, DEFAULT_METHOD, 0.5)[1]
-    except Exception:  # noqa: BLE001 - the page still works without its first look
+    except Exception:  # logged: the page still works without its first look
         log.exception("no opening analysis")
         return None
 

@@ -1,0 +1,113 @@
+"""The layout of the design card: the top level the README's folder table names, no import
+cycle inside mkcnet/, and a command line that starts without torch or gradio."""
+
+from __future__ import annotations
+
+import ast
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+PACKAGE = REPO / "mkcnet"
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(REPO).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_graph() -> dict[str, set[str]]:
+    """mkcnet module → the mkcnet modules it imports, at any depth of its code (a lazy import
+    inside a function still ties the two modules together)."""
+    modules = {module_name(p): p for p in PACKAGE.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        edges = set()
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    base = ".".join(package.split(".")[:len(package.split(".")) - node.level + 1] + ([base] if base else []))
+                targets = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base for alias in node.names]
+            else:
+                continue
+            edges |= {t for t in targets if t in modules and t != name}
+        graph[name] = edges
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                return stack[stack.index(nxt):] + [nxt]
+            if nxt not in state and (found := visit(nxt)):
+                return found
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (found := visit(node)):
+            return found
+    return None
+
+
+def test_the_cycle_finder_finds_a_cycle():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_the_import_graph_sees_lazy_and_relative_imports():
+    graph = import_graph()
+    assert "mkcnet.errors" in graph["mkcnet.cli"]
+    assert "mkcnet.analysis.cam" in graph["mkcnet.analysis.cli"]  # imported inside run_cam
+
+
+def test_no_import_cycle_in_the_package():
+    cycle = find_cycle(import_graph())
+    assert cycle is None, "import cycle: " + " → ".join(cycle)
+
+
+def test_the_command_line_starts_without_torch_or_gradio():
+    code = ("import sys\nfrom mkcnet.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'gradio', 'timm', 'sklearn'}), "
+            "file=sys.stderr)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
+    assert "train" in result.stdout and "cam" in result.stdout
+    assert result.stderr.strip() == "[]", result.stderr
+
+
+def test_app_help_starts_without_torch_or_gradio():
+    code = ("import runpy, sys\nsys.argv = ['app.py', '--help']\ntry:\n    runpy.run_path('app.py', run_name='__main__')\n"
+            "except SystemExit:\n    pass\n"
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'gradio'}), file=sys.stderr)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
+    assert "--port" in result.stdout and result.stderr.strip() == "[]", result.stderr
+
+
+def test_the_readme_folder_table_matches_the_tree():
+    """The first column of the README's folder table names every tracked top-level entry, and
+    every path it names exists."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## What is in the box"):]
+    section = section[:section.index("\n## ", 5)]
+    first_cells = [line.split("|")[1] for line in section.splitlines() if line.startswith("| `")]
+    named = [name for cell in first_cells for name in re.findall(r"`([^`]+)`", cell)]
+    assert named, "no folder table under 'What is in the box'"
+    for name in named:
+        assert (REPO / name).exists(), f"the README's folder table names {name}, which does not exist"
+    tracked = subprocess.run(["git", "ls-files"], capture_output=True, text=True, cwd=REPO).stdout.split()
+    top = {t.split("/")[0] for t in tracked if not t.startswith(".")}
+    listed = {name.rstrip("/") for name in named if "/" not in name.rstrip("/")}
+    assert top <= listed, f"top-level entries missing from the README's folder table: {sorted(top - listed)}"
