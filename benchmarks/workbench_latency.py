@@ -1,16 +1,14 @@
-"""Workbench latency: upload → predictions + every branch CAM, and launch → first page usable.
+"""Workbench latency: upload → predictions + every branch CAM (start-up: benchmarks/startup.py).
 
-    python benchmarks/workbench_latency.py [--repeats 20] [--no-startup]
+    python benchmarks/workbench_latency.py [--repeats 20]
 
 1. In-process, per bundled model: read + prepare + one-pass CAMs for every branch + overlays
    (what the Diagnose page computes), the same with a what-if degradation, and the old way
    (one pytorch-grad-cam call per branch) for comparison.
 2. Through the API of a launched app (gradio_client): /predict then /cam with an upload,
    i.e. the round trip the browser makes.
-3. Startup: `python app.py` in a fresh process until the server answers, and (with Debian's
-   chromium) until the Diagnose page shows predictions and CAMs in a browser.
 
-The budget (issue): ≤ 1 s for (1)/(2) on 2 CPU cores at 128 px; ≤ 10 s for (3).
+The budget: ≤ 1 s for each on 2 CPU cores at 128 px.
 """
 
 from __future__ import annotations
@@ -23,7 +21,6 @@ import subprocess
 import sys
 import time
 import urllib.request
-from pathlib import Path
 
 import torch
 
@@ -102,16 +99,13 @@ def wait_http(url: str, timeout: float = 120) -> None:
     raise TimeoutError(url)
 
 
-def through_the_app(repeats: int, startup: bool) -> None:
+def through_the_app(repeats: int) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}/"
-    start = time.perf_counter()
     app = subprocess.Popen([sys.executable, str(REPO / "app.py"), "--port", str(port)], cwd=REPO,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_http(url)
-        served = time.perf_counter() - start
-        usable = browser_first_page(url, start) if startup else None
         from gradio_client import Client, handle_file
 
         client = Client(url, verbose=False)
@@ -130,41 +124,18 @@ def through_the_app(repeats: int, startup: bool) -> None:
             first, median, fastest = interleaved({"api": round_trip}, repeats)["api"]
             print(f"| {name} | {first:.0f} | {median:.0f} / {fastest:.0f} |")
         print()
-        if startup:
-            print("## Startup (`python app.py` in a fresh process)\n")
-            print(f"- server answering: {served:.1f} s")
-            print("- Diagnose page showing predictions and CAMs in chromium: "
-                  + (f"{usable:.1f} s" if usable is not None else "not measured (no /usr/bin/chromium)"))
     finally:
         app.terminate()
         app.wait(timeout=30)
 
 
-def browser_first_page(url: str, start: float) -> float | None:
-    if not Path("/usr/bin/chromium").is_file():
-        return None
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium",
-                                    args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-        page = browser.new_page()
-        page.set_default_timeout(120_000)
-        page.goto(url)
-        page.wait_for_function("document.querySelectorAll('.cams img').length >= 2")
-        usable = time.perf_counter() - start
-        browser.close()
-    return usable
-
-
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--repeats", type=int, default=20)
-    p.add_argument("--no-startup", action="store_true", help="skip the fresh-process startup measurement")
     args = p.parse_args()
     print(f"# Workbench latency ({os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.1f})\n")
     in_process(Workbench(), args.repeats)
-    through_the_app(args.repeats, not args.no_startup)
+    through_the_app(args.repeats)
     return 0
 
 

@@ -131,7 +131,8 @@ def build(context: Workbench) -> gr.Blocks:
                           predict, what, [preview, *panel.outputs[:3], what_if, status_md], api_name="predict",
                           concurrency_limit=2)
         predicted.then(cams, [*what, method, opacity], [panel.cams, status_md], api_name="cam")
-        gr.on([method.change, opacity.release], cams, [*what, method, opacity], [panel.cams, status_md],
+        # The page's load fills in the opening example's maps (its probabilities come built in).
+        gr.on([page.load, method.change, opacity.release], cams, [*what, method, opacity], [panel.cams, status_md],
               api_visibility="private")
         gr.on([family.change, severity.change], describe, [model, family, severity], meaning,
               api_visibility="private")

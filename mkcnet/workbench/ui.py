@@ -73,7 +73,18 @@ def status_box() -> gr.Markdown:
 
 @contextmanager
 def page_frame(title: str, heading: str, intro: str) -> Iterator[tuple[gr.Blocks, gr.Markdown]]:
-    """A page's Blocks with its heading, introduction and status line (every page has them)."""
+    """A page's heading, introduction and status line (every page has them), and the Blocks its
+    load events attach to. Inside the app the page renders into the current route and its
+    events belong to the app's Blocks (tagged with the route); on its own it is a standalone
+    Blocks. A nested Blocks per page would cost each page two more FastAPI apps at start-up."""
+    from gradio.context import Context  # gradio <7 is pinned: the root of the Blocks being built
+
+    root = Context.root_block
+    if root is not None:
+        with gr.Column():
+            gr.Markdown(f"## {heading}\n{intro}")
+            yield root, status_box()
+        return
     with gr.Blocks(title=f"MKCNet workbench — {title}") as page:
         gr.Markdown(f"## {heading}\n{intro}")
         yield page, status_box()
@@ -162,8 +173,10 @@ Opening = tuple[str, Any, list]
 
 def opening(context: Workbench, model_name: str | None, modality: str | None) -> Opening | None:
     """The first example through a model, computed while the page is built, so the home page
-    opens with its predictions and maps in place (no round trip after loading) and the model
-    is warm for the first visitor. None, and a log line, when it cannot be had."""
+    opens with its predictions in place and the model is warm for the first visitor. The maps
+    are left to the page's load event: they need pytorch-grad-cam (scikit-learn, matplotlib,
+    OpenCV: ~0.9 s to import on 2 cores), which is then imported while the browser renders,
+    not before the server answers. None, and a log line, when it cannot be had."""
     try:
         examples = context.examples(modality)
         if not model_name or not examples:
@@ -171,7 +184,7 @@ def opening(context: Workbench, model_name: str | None, modality: str | None) ->
         file = stage(examples[0].path)
         model = context.zoo.model(model_name)
         prepared = load_for(model, file, context.images)
-        return file, prepared.display, panel_values(model, prepared, DEFAULT_METHOD, 0.5)[1]
+        return file, prepared.display, panel_values(model, prepared, DEFAULT_METHOD, 0.5, with_cams=False)[1]
     except Exception:  # logged: the page still works without its first look
         log.exception("no opening analysis")
         return None
