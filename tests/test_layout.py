@@ -4,10 +4,16 @@ cycle inside mkcnet/, and a command line that starts without torch or gradio."""
 from __future__ import annotations
 
 import ast
+import os
 import re
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
+
+from mkcnet.errors import UserError
+from mkcnet.project import find_project_home, project_path
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "mkcnet"
@@ -111,3 +117,30 @@ def test_the_readme_folder_table_matches_the_tree():
     top = {t.split("/")[0] for t in tracked if not t.startswith(".")}
     listed = {name.rstrip("/") for name in named if "/" not in name.rstrip("/")}
     assert top <= listed, f"top-level entries missing from the README's folder table: {sorted(top - listed)}"
+
+
+def test_the_project_home_is_the_clone_or_mkcnet_home(tmp_path, monkeypatch):
+    monkeypatch.delenv("MKCNET_HOME", raising=False)
+    assert find_project_home() == REPO and project_path("checkpoints") == REPO / "checkpoints"
+    copy = tmp_path / "home"
+    (copy / "checkpoints").mkdir(parents=True)
+    (copy / "app.py").write_text("")
+    monkeypatch.setenv("MKCNET_HOME", str(copy))
+    assert project_path("assets") == copy.resolve() / "assets"
+    monkeypatch.setenv("MKCNET_HOME", str(tmp_path / "nowhere"))
+    with pytest.raises(UserError, match="MKCNET_HOME is not a project folder"):
+        find_project_home()
+
+
+def test_mkcnet_app_runs_the_projects_app_py(tmp_path, monkeypatch):
+    """`mkcnet app` serves whatever app.py the project home holds (here a stand-in)."""
+    from mkcnet.cli import main
+
+    home = tmp_path / "home"
+    (home / "assets").mkdir(parents=True)
+    (home / "app.py").write_text("def serve(args):\n    print('served on', args.port)\n")
+    result = subprocess.run([sys.executable, "-m", "mkcnet", "app", "--port", "7999"], capture_output=True, text=True,
+                            cwd=tmp_path, env={**os.environ, "MKCNET_HOME": str(home)})
+    assert result.returncode == 0 and "served on 7999" in result.stdout, result.stderr
+    monkeypatch.setenv("MKCNET_HOME", str(tmp_path))
+    assert main(["app"]) == 2  # a folder without app.py: one line, no traceback
