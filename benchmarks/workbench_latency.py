@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
 import subprocess
 import sys
 import time
-import urllib.request
 
 import torch
+from startup import free_port, wait_http  # benchmarks/startup.py, beside this file
 
 import mkcnet.workbench  # noqa: F401  (offline environment)
 from mkcnet.analysis.cam import HeadLogits, cam_class, cam_targets
@@ -81,31 +80,13 @@ def in_process(context: Workbench, repeats: int) -> None:
     print()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_http(url: str, timeout: float = 120) -> None:
-    deadline = time.perf_counter() + timeout
-    while time.perf_counter() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.1)
-    raise TimeoutError(url)
-
-
 def through_the_app(repeats: int) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}/"
     app = subprocess.Popen([sys.executable, str(REPO / "app.py"), "--port", str(port)], cwd=REPO,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_http(url)
+        wait_http(url, time.perf_counter() + 120)
         from gradio_client import Client, handle_file
 
         client = Client(url, verbose=False)
