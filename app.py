@@ -12,6 +12,7 @@ are parsed before gradio or torch is imported, so `--help` answers at once.
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
 import sys
 import time
@@ -31,6 +32,10 @@ if TYPE_CHECKING:
     from mkcnet.workbench.context import Workbench
 
 TITLE = "MKCNet workbench"
+# Gradio's cache (uploads, outputs): every 10 minutes, files older than an hour go.
+DELETE_CACHE = (600, 3600)
+# A bounded queue: past 32 waiting events a visitor is told the app is busy, rather than piling up.
+QUEUE = {"default_concurrency_limit": 2, "max_size": 32}
 
 
 def build_app(context: Workbench | None = None) -> gr.Blocks:
@@ -42,13 +47,20 @@ def build_app(context: Workbench | None = None) -> gr.Blocks:
 
     context = context if context is not None else Workbench()
     home, *others = PAGES
-    with gr.Blocks(title=TITLE) as demo:
+    with gr.Blocks(title=TITLE, delete_cache=DELETE_CACHE) as demo:
         gr.Navbar(main_page_name=home.title)
         home.module.build(context)
+
+        def end_session(request: gr.Request) -> None:
+            """A visitor's page closed: their uploads, extracted files and results go."""
+            context.sessions.close(request)
+
+        demo.unload(end_session)
     for page in others:
         with demo.route(page.title, page.path):
             gr.Navbar(main_page_name=home.title)
             page.module.build(context)
+    demo.queue(**QUEUE)
     return demo
 
 
@@ -77,16 +89,24 @@ def parser() -> argparse.ArgumentParser:
 def serve(args: argparse.Namespace, block: bool = True) -> gr.Blocks:
     import mkcnet.workbench  # noqa: F401  (the offline environment, before gradio loads)
     from mkcnet.workbench.context import Workbench
+    from mkcnet.workbench.hosting import ROOTS_VARIABLE, Hosting
     from mkcnet.workbench.zoo import ModelZoo
 
     start = time.perf_counter()
     roots = [Path(r) for r in args.checkpoints.split(os.pathsep)] if args.checkpoints else None
-    context = Workbench(ModelZoo(roots), data_root=args.data)
+    data = args.data if args.data is not None else os.environ.get("MKCNET_DATA", "")
+    hosting = Hosting.decide(args.host, args.hosted, operator_data=data or None)
+    context = Workbench(ModelZoo(roots), data_root=data, hosting=hosting)
+    atexit.register(context.sessions.shutdown)
     if not context.zoo.names():
         print("warning: no models found; see docs/workbench.md (checkpoints/, MKCNET_CHECKPOINTS)")
     demo = build_app(context)
-    demo.queue(default_concurrency_limit=2)
     demo.launch(server_name=args.host, server_port=args.port, prevent_thread_lock=True, **launch_options(context))
+    if hosting.hosted:
+        print("hosted mode: visitors bring data by upload only; no server folder is read from a visitor's input")
+    else:
+        print(f"local mode: typed data folders must lie inside {', '.join(str(r) for r in hosting.data_roots)} "
+              f"({ROOTS_VARIABLE})")
     print(f"workbench ready in {time.perf_counter() - start:.1f} s at http://{args.host}:{args.port}/")
     if block:
         demo.block_thread()

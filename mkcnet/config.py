@@ -72,6 +72,7 @@ class DataConfig:
     train_split: str = "train.csv"
     val_split: str | None = "val.csv"
     diagnosis_map: dict[int, int] | None = None  # raw label -> class index
+    allow_outside_root: bool = False  # split rows may name files outside `root` (trusted local data only)
 
 
 @dataclass

@@ -96,7 +96,7 @@ def build(context: Workbench) -> gr.Blocks:
             if not file:
                 return *[None] * 9, status()
             if name not in comparable(context):
-                raise UserError(f"no vanilla/MKCNet pair for data set {name!r}")
+                raise UserError(f"no vanilla/MKCNet pair for data set {str(name)[:80]!r}")
             values, display = [], None
             for side in SIDES:
                 model = context.zoo.model(context.zoo.names(name, side)[0])
@@ -106,14 +106,19 @@ def build(context: Workbench) -> gr.Blocks:
             return display, *values, status()
 
         @guarded(3)
-        def change_dataset(name: str):
+        def change_dataset(name: str, request: gr.Request):
+            if name not in comparable(context):
+                raise UserError(f"no vanilla/MKCNet pair for data set {str(name)[:80]!r}")
             entry = context.zoo.entry(context.zoo.names(name, "mkcnet")[0])
-            gallery, shown = refresh_examples(context, entry.modality, None)
+            gallery, shown = refresh_examples(context, entry.modality, request)
             return gallery, shown, status()
 
         outputs = [preview, *panels[0].outputs, *panels[1].outputs, status_md]
         gr.on([source.file.change, dataset.change, method.change, opacity.release], compare,
               [source.file, dataset, method, opacity], outputs, api_name="compare", trigger_mode="always_last")
         dataset.change(change_dataset, dataset, [source.gallery, source.shown, status_md], api_visibility="private")
-        page.load(first_example, source.shown, source.file, api_visibility="private")
+        def open_first(shown_paths: list[str], request: gr.Request) -> str | None:
+            return first_example(context, shown_paths, request)
+
+        page.load(open_first, source.shown, source.file, api_visibility="private")
     return page

@@ -14,7 +14,7 @@ from mkcnet.workbench.imaging import NO_DEGRADATION, load_for
 from mkcnet.workbench.reading import Reading
 from mkcnet.workbench.ui import (
     cam_controls,
-    data_folder_field,
+    data_source,
     guarded,
     image_input,
     model_dropdown,
@@ -78,8 +78,8 @@ def build(context: Workbench) -> gr.Blocks:
                     seed = gr.Number(0, precision=0, label="Seed", minimum=0)
                     meaning = gr.Markdown(severity_text(first, None, 0), elem_classes=["meaning"])
                 method, opacity = cam_controls()
-                with gr.Accordion("Data folder", open=False):
-                    data, restored = data_folder_field(context, page)
+                with gr.Accordion("Your data set", open=False):
+                    data_changed = data_source(context, page, status_md)
             with gr.Column(scale=3, min_width=480):
                 panel = prediction_panel(preview="What the model sees", note=True, opening=start)
                 with gr.Accordion("Model card", open=False):
@@ -111,16 +111,16 @@ def build(context: Workbench) -> gr.Blocks:
             return panel_values(zoo_model, prepared, cam_method, weight)[1][3], status()
 
         @guarded(7)
-        def change_model(model_name: str, data_root: str):
+        def change_model(model_name: str, request: gr.Request):
             entry = context.zoo.entry(model_name)
-            gallery, shown = refresh_examples(context, entry.modality, data_root)
+            gallery, shown = refresh_examples(context, entry.modality, request)
             return (gr.update(choices=family_choices(entry.modality), value=NO_DEGRADATION),
                     severity_text(entry.modality, None, 0), entry.card_markdown(), gallery, shown,
                     gr.update(), status())
 
         @guarded(3)
-        def change_data(model_name: str, data_root: str):
-            gallery, shown = refresh_examples(context, context.zoo.entry(model_name).modality, data_root)
+        def change_data(model_name: str, request: gr.Request):
+            gallery, shown = refresh_examples(context, context.zoo.entry(model_name).modality, request)
             return gallery, shown, status()
 
         def describe(model_name: str, family_name: str, level: int) -> str:
@@ -136,9 +136,9 @@ def build(context: Workbench) -> gr.Blocks:
               api_visibility="private")
         gr.on([family.change, severity.change], describe, [model, family, severity], meaning,
               api_visibility="private")
-        model.input(change_model, [model, data],
+        model.input(change_model, model,
                     [family, meaning, card, source.gallery, source.shown, preview, status_md],
                     api_visibility="private")
-        for event in (data.submit, restored.then):
-            event(change_data, [model, data], [source.gallery, source.shown, status_md], api_visibility="private")
+        for changed in data_changed:
+            changed.then(change_data, model, [source.gallery, source.shown, status_md], api_visibility="private")
     return page

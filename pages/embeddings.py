@@ -16,7 +16,8 @@ from mkcnet.errors import UserError
 from mkcnet.inference.predict import FEATURE_NAMES
 from mkcnet.workbench.context import Workbench
 from mkcnet.workbench.imaging import as_rgb
-from mkcnet.workbench.ui import data_folder_field, guarded, model_dropdown, page_frame, status
+from mkcnet.workbench.packs import PackStore
+from mkcnet.workbench.ui import data_source, guarded, model_dropdown, page_frame, status
 
 TITLE = "Embeddings"
 METHODS = [("t-SNE", "tsne"), ("UMAP", "umap"), ("PCA", "pca")]
@@ -25,8 +26,8 @@ SCORE_COLUMNS = {"silhouette_diagnosis": "by diagnosis", "silhouette_quality": "
 BRANCH_LABELS = {"diagnosis": "diagnosis", "quality": "quality", "auxiliary": "auxiliary ω", "fused": "fused diagnosis"}
 
 
-def available_branches(context: Workbench, key: str) -> list[str]:
-    features = context.packs.entry(key).pack.features
+def available_branches(packs: PackStore, key: str) -> list[str]:
+    features = packs.entry(key).pack.features
     return [b for b in FEATURE_NAMES if b in features]
 
 
@@ -44,8 +45,8 @@ def nearest_row(table: pd.DataFrame, pick: str) -> int:
     return int(text)
 
 
-def describe_row(context: Workbench, key: str, row: int) -> str:
-    pack = context.packs.entry(key).pack
+def describe_row(packs: PackStore, key: str, row: int) -> str:
+    pack = packs.entry(key).pack
     t = pack.predictions.iloc[row]
     dnames, qnames = pack.class_names("diagnosis"), pack.class_names("quality")
     probs = pack.probabilities("diagnosis")[row]
@@ -68,6 +69,7 @@ def build(context: Workbench) -> gr.Blocks:
                     ) as (page, status_md):
         with gr.Row(equal_height=False):
             with gr.Column(scale=1, min_width=300):
+                # Custom values: a pack this visitor added; looked up in their session, never as a path.
                 pack = gr.Dropdown(choices, value=first, label="Run (results pack)", allow_custom_value=True)
                 branch = gr.Radio([(label, b) for b, label in BRANCH_LABELS.items()], value="diagnosis",
                                   label="Branch", info="a branch the run lacks (vanilla: quality, ω) shows diagnosis")
@@ -75,13 +77,15 @@ def build(context: Workbench) -> gr.Blocks:
                 colour = gr.Radio(COLOURS, value="diagnosis", label="Colour by")
                 scores = gr.Dataframe(label="Separation: silhouette of each branch's features", interactive=False,
                                       wrap=True)
-                with gr.Accordion("Add a run or evaluate on your data", open=False):
-                    run_dir = gr.Textbox(label="Run directory or results-pack folder",
-                                         placeholder="runs/ct-iqad/mkcnet (holds eval-val/ from mkcnet evaluate)")
-                    add = gr.Button("Add run")
-                    data, _ = data_folder_field(context, page)
-                    model = model_dropdown(context, label="Model to evaluate on the data folder")
+                with gr.Accordion("Evaluate a model on your data" + ("" if context.hosting.hosted else
+                                                                     ", or add a run"), open=False):
+                    data_source(context, page, status_md)
+                    model = model_dropdown(context, label="Model to evaluate on your data set")
                     evaluate = gr.Button("Evaluate on my data (val.csv)")
+                    if not context.hosting.hosted:
+                        run_dir = gr.Textbox(label="Run directory or results-pack folder on this machine",
+                                             placeholder="runs/ct-iqad/mkcnet (holds eval-val/ from mkcnet evaluate)")
+                        add = gr.Button("Add run")
             with gr.Column(scale=2, min_width=420):
                 plot = gr.Plot(label="Embedding", elem_id="embedding-plot")
                 pick = gr.Textbox(label="Selected point", elem_id="embedding-pick",
@@ -91,51 +95,62 @@ def build(context: Workbench) -> gr.Blocks:
                     details = gr.Markdown(elem_classes=["point"])
 
         @guarded(4)
-        def show(key: str, branch_name: str, how: str, by: str):
+        def show(key: str, branch_name: str, how: str, by: str, request: gr.Request):
             from mkcnet.analysis.embedding import class_names, embedding_figure, separation_scores
 
             if not key:
-                raise UserError("no results pack: add a run directory or evaluate a model on your data")
-            available = available_branches(context, key)
+                raise UserError("no results pack: evaluate a model on your data, or add a run")
+            packs = context.session(request).packs
+            available = available_branches(packs, key)
             branch_name = branch_name if branch_name in available else available[0]
-            table = context.packs.embedding(key, branch_name, how)
-            pack = context.packs.entry(key).pack
+            table = packs.embedding(key, branch_name, how)
+            pack = packs.entry(key).pack
             figure = embedding_figure(table, by, class_names(pack))
             figure.update_layout(height=480, margin={"l": 10, "r": 10, "t": 30, "b": 10},
-                                 title=f"{context.packs.entry(key).label} · {BRANCH_LABELS[branch_name]} features")
+                                 title=f"{packs.entry(key).label} · {BRANCH_LABELS[branch_name]} features")
             return (figure, branch_name,
                     separation_scores(pack).round(3).rename(columns=SCORE_COLUMNS), status())
 
         @guarded(3)
-        def select(key: str, branch_name: str, how: str, point: str, data_root: str):
+        def select(key: str, branch_name: str, how: str, point: str, request: gr.Request):
             if not key or not str(point or "").strip():
                 return None, "", status()
-            table = context.packs.embedding(key, branch_name, how)
+            session = context.session(request)
+            table = session.packs.embedding(key, branch_name, how)
             row = nearest_row(table, point)
-            text = describe_row(context, key, row)
-            array = context.packs.image(key, row, context.data_root(data_root))
+            text = describe_row(session.packs, key, row)
+            array = session.packs.image(key, row, context.data_root(session))
             if array is None:
-                text += "\n\n*The image is not available here: set the data folder to the data set it came from.*"
+                text += "\n\n*The image is not available here: bring the data set it came from.*"
             return (None if array is None else as_rgb(array)), text, status()
 
         @guarded(3)
-        def add_run(directory: str):
-            key = context.packs.add_run(directory)
-            return gr.update(choices=context.packs.choices(), value=key), "", status()
-
-        @guarded(3)
-        def evaluate_on_data(model_name: str, data_root: str):
-            root = context.data_root(data_root)
+        def evaluate_on_data(model_name: str, request: gr.Request):
+            session = context.session(request)
+            root = context.data_root(session)
             if root is None:
-                raise UserError("set a data folder first")
-            key = context.packs.evaluate(model_name, root)
-            return gr.update(choices=context.packs.choices(), value=key), "", status()
+                raise UserError("bring a data set first: upload one" + ("" if context.hosting.hosted else
+                                                                        " or name a data folder"))
+            session.check_budget()
+            key = session.packs.evaluate(model_name, root)
+            return gr.update(choices=session.packs.choices(), value=key), "", status()
 
         view = [pack, branch, method, colour]
         gr.on([page.load, pack.change, branch.change, method.change, colour.change], show, view,
               [plot, branch, scores, status_md], api_name="embedding", trigger_mode="always_last")
-        gr.on([pick.change, pick.submit], select, [pack, branch, method, pick, data], [image, details, status_md],
+        gr.on([pick.change, pick.submit], select, [pack, branch, method, pick], [image, details, status_md],
               api_name="embedding_point", trigger_mode="always_last")
-        add.click(add_run, run_dir, [pack, pick, status_md], api_visibility="private")
-        evaluate.click(evaluate_on_data, [model, data], [pack, pick, status_md], api_visibility="private")
+        evaluate.click(evaluate_on_data, model, [pack, pick, status_md], api_visibility="private", concurrency_limit=1)
+        if not context.hosting.hosted:
+            @guarded(3)
+            def add_run(directory: str, request: gr.Request):
+                session = context.session(request)
+                session.check_budget()
+                folder = context.hosting.typed_path(directory, "run directory")
+                if folder is None:
+                    raise UserError("type a run directory (or a results-pack folder) first")
+                key = session.packs.add_run(folder)
+                return gr.update(choices=session.packs.choices(), value=key), "", status()
+
+            add.click(add_run, run_dir, [pack, pick, status_md], api_visibility="private")
     return page

@@ -12,14 +12,15 @@ import pandas as pd
 
 from mkcnet.errors import UserError
 from mkcnet.workbench.context import Workbench
+from mkcnet.workbench.packs import PackStore
 from mkcnet.workbench.ui import guarded, page_frame, status
 
 TITLE = "Out-of-distribution"
 METRICS = [("AUC", "auc"), ("ACC", "acc"), ("F1", "f1")]
 
 
-def runs_of(context: Workbench, dataset: str | None) -> list[tuple[str, str]]:
-    return context.packs.choices(dataset)
+def runs_of(packs: PackStore, dataset: str | None) -> list[tuple[str, str]]:
+    return packs.choices(dataset)
 
 
 def at_ratio(curves: dict[str, pd.DataFrame], metric: str, ratio: float) -> pd.DataFrame:
@@ -44,27 +45,29 @@ def build(context: Workbench) -> gr.Blocks:
         with gr.Row(equal_height=False):
             with gr.Column(scale=1, min_width=300):
                 dataset = gr.Dropdown(datasets, value=first, label="Data set", allow_custom_value=True)
-                start = [k for _, k in runs_of(context, first)]
-                # A dropdown with custom values: API callers may name runs added in another session.
-                runs = gr.Dropdown(runs_of(context, first), value=start, multiselect=True, label="Runs",
+                start = [k for _, k in runs_of(context.packs, first)]
+                # Custom values: runs this visitor added; looked up in their session, never as a path.
+                runs = gr.Dropdown(runs_of(context.packs, first), value=start, multiselect=True, label="Runs",
                                    allow_custom_value=True)
                 metric = gr.Radio(METRICS, value="auc", label="Metric")
                 ratio = gr.Slider(0, 1, value=0.5, step=0.1, label="LQ ratio r")
-                with gr.Accordion("Add a run directory", open=False):
-                    run_dir = gr.Textbox(label="Run directory or results-pack folder",
-                                         placeholder="runs/ct-iqad/multitask")
-                    add = gr.Button("Add run")
+                if not context.hosting.hosted:
+                    with gr.Accordion("Add a run directory", open=False):
+                        run_dir = gr.Textbox(label="Run directory or results-pack folder on this machine",
+                                             placeholder="runs/ct-iqad/multitask")
+                        add = gr.Button("Add run")
             with gr.Column(scale=2, min_width=420):
                 plot = gr.Plot(label="Diagnosis metric vs. LQ ratio")
                 table = gr.Dataframe(label="At the chosen ratio", interactive=False)
 
         @guarded(3)
-        def show(keys: list[str], which: str, r: float):
+        def show(keys: list[str], which: str, r: float, request: gr.Request):
             from mkcnet.analysis.ood import ood_figure
 
             if not keys:
                 raise UserError("pick at least one run")
-            curves = {context.packs.entry(k).label: context.packs.ood_curves(k) for k in keys}
+            packs = context.session(request).packs
+            curves = {packs.entry(str(k)).label: packs.ood_curves(str(k)) for k in keys}
             figure = ood_figure(curves, which)
             figure.add_vline(x=float(r), line_dash="dot", line_color="grey")
             figure.update_layout(height=460, margin={"l": 10, "r": 10, "t": 50, "b": 10},
@@ -72,17 +75,23 @@ def build(context: Workbench) -> gr.Blocks:
             return figure, at_ratio(curves, which, float(r)), status()
 
         @guarded(2)
-        def pick_dataset(name: str):
-            choices = runs_of(context, name)
+        def pick_dataset(name: str, request: gr.Request):
+            choices = runs_of(context.session(request).packs, name)
             return gr.update(choices=choices, value=[k for _, k in choices]), status()
-
-        @guarded(3)
-        def add_run(directory: str, selected: list[str]):
-            key = context.packs.add_run(directory)
-            return gr.update(choices=context.packs.choices(), value=[*selected, key]), "", status()
 
         gr.on([page.load, runs.change, metric.change, ratio.release], show, [runs, metric, ratio],
               [plot, table, status_md], api_name="ood", trigger_mode="always_last")
         dataset.change(pick_dataset, dataset, [runs, status_md], api_visibility="private")
-        add.click(add_run, [run_dir, runs], [runs, run_dir, status_md], api_visibility="private")
+        if not context.hosting.hosted:
+            @guarded(3)
+            def add_run(directory: str, selected: list[str], request: gr.Request):
+                session = context.session(request)
+                session.check_budget()
+                folder = context.hosting.typed_path(directory, "run directory")
+                if folder is None:
+                    raise UserError("type a run directory (or a results-pack folder) first")
+                key = session.packs.add_run(folder)
+                return gr.update(choices=session.packs.choices(), value=[*selected, key]), "", status()
+
+            add.click(add_run, [run_dir, runs], [runs, run_dir, status_md], api_visibility="private")
     return page

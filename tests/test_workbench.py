@@ -23,6 +23,7 @@ gr = pytest.importorskip("gradio")
 
 from mkcnet.project import project_path  # noqa: E402
 from mkcnet.workbench.context import Workbench  # noqa: E402
+from mkcnet.workbench.examples import data_root_from  # noqa: E402
 from mkcnet.workbench.packs import regenerate_synthetic  # noqa: E402
 from mkcnet.workbench.zoo import ModelZoo  # noqa: E402
 
@@ -98,8 +99,8 @@ def test_pack_images_come_from_the_data_folder_or_the_pack_root(context, tiny_da
     moved = Workbench(context.zoo, data_root="")
     moved.packs.entries["tiny-mkcnet"].pack = None
     with pytest.raises(UserError, match="data folder not found"):
-        moved.packs.image("tiny-mkcnet", 0, moved.data_root(str(tmp_path / "nowhere")))
-    assert moved.packs.image("tiny-mkcnet", 0, moved.data_root(str(tiny_dataset))) is not None
+        moved.packs.image("tiny-mkcnet", 0, data_root_from(str(tmp_path / "nowhere")))
+    assert moved.packs.image("tiny-mkcnet", 0, data_root_from(str(tiny_dataset))) is not None
 
 
 def test_synthetic_images_are_regenerated_bit_for_bit(tmp_path):
@@ -117,7 +118,7 @@ def test_live_evaluation_adds_a_pack(context, tiny_dataset):
     assert key in dict((k, v) for v, k in context.packs.choices())
     assert len(context.packs.entry(key).pack.predictions) == 4
     with pytest.raises(UserError, match="no split file"):
-        context.data_root(str(tiny_dataset / "Images"))
+        data_root_from(str(tiny_dataset / "Images"))
 
 
 def test_a_wrong_data_folder_does_not_stop_the_app(zoo_dir, tmp_path, monkeypatch):
@@ -127,7 +128,7 @@ def test_a_wrong_data_folder_does_not_stop_the_app(zoo_dir, tmp_path, monkeypatc
 
 
 def test_user_data_examples_cover_every_label_cell(context, tiny_dataset):
-    examples = context.examples(data_root=str(tiny_dataset), limit=4)
+    examples = context.examples(data_root=tiny_dataset, limit=4)
     cells = {tuple(int(v) for v in re.findall(r"(?:diagnosis|quality) (\d)", e.caption)) for e in examples}
     assert cells == {(0, 0), (0, 1), (1, 0), (1, 1)}
 

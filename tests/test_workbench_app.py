@@ -44,7 +44,6 @@ def app():
     if not context.zoo.names("synth-fundus", "mkcnet"):
         pytest.fail("the bundled models are missing from checkpoints/ (scripts/bundle_models.py --standard)")
     demo = build_app(context)
-    demo.queue(default_concurrency_limit=2)
     port = free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
                 **launch_options(context))
@@ -113,7 +112,7 @@ def test_api_embedding_and_point(app, client):
     key = model(context)
     _, _, scores, status = client.predict(key, "quality", "umap", "joint", api_name="/embedding")
     assert status == "" and "quality" in [row[0] for row in scores["data"]]
-    image, details, status = client.predict(key, "quality", "umap", "3", "", api_name="/embedding_point")
+    image, details, status = client.predict(key, "quality", "umap", "3", api_name="/embedding_point")
     assert status == "" and details.startswith("**#3**")
     assert image is not None  # the synthetic image, regenerated from its seed
 

@@ -60,8 +60,11 @@ def find_split(root: Path, name: str | None = None, fallbacks: Sequence[str] = (
 
 
 def read_split(path: str | Path, root: str | Path | None = None, diagnosis_map: dict[int, int] | None = None,
-               num_diagnosis: int | None = None, num_quality: int | None = None) -> SplitTable:
-    """Read a split file, remap diagnosis labels, and check every label is in range."""
+               num_diagnosis: int | None = None, num_quality: int | None = None,
+               allow_outside_root: bool = False) -> SplitTable:
+    """Read a split file, remap diagnosis labels, and check every label is in range and every
+    image path stays inside the data-set root (split files are untrusted: a row may name any
+    file; `allow_outside_root` is for trusted local data only)."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"split file not found: {path}")
@@ -95,7 +98,19 @@ def read_split(path: str | Path, root: str | Path | None = None, diagnosis_map: 
             bad = int(known[(known < 0) | (known >= count)][0])
             raise UserError(f"{path}: {name} label {bad} is out of range (expected 0..{count - 1})")
     root = Path(root) if root is not None else path.parent
-    return SplitTable(root, table.iloc[:, 0].str.strip().tolist(), diagnosis, quality)
+    paths = table.iloc[:, 0].str.strip().tolist()
+    if not allow_outside_root:
+        check_inside_root(path, root, paths)
+    return SplitTable(root, paths, diagnosis, quality)
+
+
+def check_inside_root(split: Path, root: Path, paths: list[str]) -> None:
+    """Every row's file, links resolved, lies inside `root`; else one line naming the row."""
+    base = root.resolve()
+    for row, relative in enumerate(paths):
+        if not (root / relative).resolve().is_relative_to(base):
+            raise UserError(f"{split.name}, row {row + 2}: {relative!r} lies outside the data-set root "
+                            "(absolute paths, '..' and links out of it are refused)")
 
 
 def _cache_dir() -> Path:

@@ -19,7 +19,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
         split = root / split
     out = Path(args.out) if args.out else Path(args.checkpoint if Path(args.checkpoint).is_dir() else
                                                Path(args.checkpoint).parent) / f"eval-{split.stem}"
-    pack = evaluate_split(args.checkpoint, split, root, out, device=args.device, progress=not args.quiet)
+    pack = evaluate_split(args.checkpoint, split, root, out, device=args.device, progress=not args.quiet,
+                          allow_outside_root=args.allow_outside_root)
     m = pack.header["metrics"]
     groups = [("all", ""), ("HQ", "HQ."), ("LQ", "LQ.")]
     print(f"{'':4} {'n':>5} {'AUC':>7} {'ACC':>7} {'F1':>7} {'AUC(hard)':>9}")
@@ -72,6 +73,8 @@ def register(subparsers) -> None:
     e.add_argument("--out", help="results-pack folder (default: RUN/eval-SPLIT)")
     e.add_argument("--device", default="auto")
     e.add_argument("--quiet", action="store_true")
+    e.add_argument("--allow-outside-root", action="store_true",
+                   help="let split rows name files outside the data-set root (trusted local data only)")
     e.set_defaults(func=run_evaluate)
 
     p = subparsers.add_parser(

@@ -19,10 +19,10 @@ from mkcnet.metrics import evaluation_metrics
 
 def evaluate_split(checkpoint: str | Path | LoadedModel, split: str | Path, root: str | Path | None = None,
                    out_dir: str | Path | None = None, device: str = "auto", batch_size: int = 64,
-                   progress: bool = True) -> ResultsPack:
+                   progress: bool = True, allow_outside_root: bool = False) -> ResultsPack:
     model = checkpoint if isinstance(checkpoint, LoadedModel) else load_checkpoint(checkpoint)
     mc, dc = model.config.model, model.config.data
-    table = read_split(split, root, dc.diagnosis_map, mc.num_diagnosis, mc.num_quality)
+    table = read_split(split, root, dc.diagnosis_map, mc.num_diagnosis, mc.num_quality, allow_outside_root)
     data = ImageSet.load(table, mc.in_chans, mc.image_size, mc.mean, mc.std, progress=progress)
     dev = resolve_device(device)
     model.task_net.to(dev)

@@ -39,6 +39,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         config = RunConfig.load(args.config)
         if args.root:
             config.data.root = args.root
+        config.data.allow_outside_root |= args.allow_outside_root
         return apply_method(config)
     custom = args.dataset == "custom" or args.dataset_config
     dataset = custom_dataset(args) if custom else DATASETS[args.dataset]
@@ -56,6 +57,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         config.model.output_stride = None
     if len(config.model.mean) != config.model.in_chans or len(config.model.std) != config.model.in_chans:
         raise UserError(f"--mean/--std need {config.model.in_chans} value(s), one per channel")
+    config.data.allow_outside_root = args.allow_outside_root
     return apply_method(config)
 
 
@@ -68,7 +70,7 @@ def run_train(args: argparse.Namespace) -> int:
     if not root.is_dir():
         raise UserError(f"data-set root not found: {root}")
     mc = config.model
-    split_args = (root, config.data.diagnosis_map, mc.num_diagnosis, mc.num_quality)
+    split_args = (root, config.data.diagnosis_map, mc.num_diagnosis, mc.num_quality, config.data.allow_outside_root)
     train_table = read_split(root / config.data.train_split, *split_args)
     val_table = read_split(root / config.data.val_split, *split_args) if config.data.val_split else None
     train = ImageSet.load(train_table, mc.in_chans, mc.image_size, mc.mean, mc.std)
@@ -99,6 +101,8 @@ def register(subparsers) -> None:
     p.add_argument("--train-split", help="split file, relative to the root (default train.csv)")
     p.add_argument("--val-split", help="validation split file, relative to the root (default val.csv)")
     p.add_argument("--config", help="a run's config.json to train again (overrides the preset flags)")
+    p.add_argument("--allow-outside-root", action="store_true",
+                   help="let split rows name files outside the data-set root (trusted local data only)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last epoch")
     p.add_argument("--overwrite", action="store_true", help="start over in a run directory that holds a run")
     p.add_argument("--quiet", action="store_true", help="no progress bars (one line per epoch is still printed)")

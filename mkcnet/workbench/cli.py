@@ -16,7 +16,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
     p.add_argument("--checkpoints", help="folder(s) of bundled models or training run directories, "
                                          "os.pathsep-separated (default: MKCNET_CHECKPOINTS, else checkpoints/)")
-    p.add_argument("--data", help="a data set in the project's split format (default: MKCNET_DATA)")
+    p.add_argument("--data", help="a data set in the project's split format, shown to every visitor (default: MKCNET_DATA)")
+    p.add_argument("--hosted", action="store_true",
+                   help="hosted mode even on a loopback address (it is on by itself for a non-loopback --host "
+                        "and on Hugging Face Spaces): visitors upload data, no server folder is read from their input")
 
 
 def run_app(args: argparse.Namespace) -> int:

@@ -1,5 +1,6 @@
 """What every page shares, built once per app and handed to each page's `build(context)`: the
-model zoo, the decoded-image cache, the project's assets, the data folder, and the results packs."""
+model zoo, the decoded-image cache, the project's assets, the operator's data folder, the
+bundled results packs, the hosting policy, and each visitor's session."""
 
 from __future__ import annotations
 
@@ -10,36 +11,54 @@ from pathlib import Path
 from mkcnet.errors import UserError
 from mkcnet.project import project_path
 from mkcnet.workbench.examples import Example, bundled_examples, data_examples, data_root_from
+from mkcnet.workbench.hosting import Hosting
 from mkcnet.workbench.imaging import ImageCache
 from mkcnet.workbench.packs import PackStore
+from mkcnet.workbench.sessions import Sessions, VisitorSession
 from mkcnet.workbench.zoo import ModelZoo
 
 log = logging.getLogger("mkcnet.workbench")
 
 
 class Workbench:
-    def __init__(self, zoo: ModelZoo | None = None, assets: Path | None = None, data_root: str | Path | None = None):
+    def __init__(self, zoo: ModelZoo | None = None, assets: Path | None = None, data_root: str | Path | None = None,
+                 hosting: Hosting | None = None):
         self.zoo = zoo if zoo is not None else ModelZoo()
         self.assets = Path(assets) if assets is not None else project_path("assets")
-        self.default_data = str(data_root if data_root is not None else os.environ.get("MKCNET_DATA", ""))
+        self.default_root: Path | None = None  # the operator's data set (--data, MKCNET_DATA): shown to everyone
+        text = str(data_root if data_root is not None else os.environ.get("MKCNET_DATA", ""))
         try:
-            data_root_from(self.default_data)
+            self.default_root = data_root_from(text)
         except UserError as err:  # a wrong MKCNET_DATA must not stop the app: say so, use the bundled examples
             log.warning("ignoring the data folder: %s", err)
             print(f"warning: ignoring the data folder ({err})")
-            self.default_data = ""
+        self.hosting = hosting if hosting is not None else Hosting.decide(
+            "127.0.0.1", operator_data=str(self.default_root) if self.default_root else None)
         self.images = ImageCache()
         self.packs = PackStore(self.zoo, self.images)
+        self.sessions = Sessions(self.packs)
 
-    def data_root(self, text: str | None = None) -> Path | None:
-        """The data folder a page's field names, else the app's default; None when neither is set."""
-        return data_root_from(text if text is not None else self.default_data)
+    @property
+    def default_data(self) -> str:
+        return str(self.default_root or "")
 
-    def examples(self, modality: str | None = None, data_root: str | None = None, limit: int = 12) -> list[Example]:
-        """The user's images when a data folder is set, else the bundled examples of this
+    def session(self, request=None) -> VisitorSession:
+        return self.sessions.get(request)
+
+    def data_root(self, session: VisitorSession | None = None) -> Path | None:
+        """The visitor's data set if they brought one, else the operator's, else None."""
+        return session.data_root if session is not None and session.data_root is not None else self.default_root
+
+    def examples(self, modality: str | None = None, data_root: Path | None = None, limit: int = 12) -> list[Example]:
+        """The images of a data set when there is one, else the bundled examples of this
         modality (all of them when none fits)."""
-        root = self.data_root(data_root)
+        root = data_root if data_root is not None else self.default_root
         if root is not None:
             return data_examples(root, limit)
         bundled = bundled_examples(self.assets)
         return [e for e in bundled if modality is None or e.modality == modality] or bundled
+
+    def stage(self, path: Path, session: VisitorSession | None = None) -> str:
+        """A file for the browser: bundled assets as they are, anything else copied into the
+        visitor's session folder (or, while the pages are built, the app's own)."""
+        return (session or self.sessions.get(None)).stage(path, self.assets)

@@ -5,6 +5,7 @@ image behind each row where it can be had."""
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,43 +67,61 @@ def regenerate_synthetic(sources: Path, image: str) -> np.ndarray | None:
 
 
 class PackStore:
-    """Every results pack known to the app, keyed; bundled ones load on first use."""
+    """Results packs, keyed; bundled ones load on first use. The app holds one with the bundled
+    packs, shared by every visitor; each visitor's session holds its own on top of it
+    (`shared=`), for the packs that visitor adds, so no visitor sees another's."""
 
-    def __init__(self, zoo: ModelZoo, images: ImageCache):
+    def __init__(self, zoo: ModelZoo, images: ImageCache, shared: PackStore | None = None):
         self.zoo = zoo
         self.images = images
+        self.shared = shared
         self.entries: dict[str, PackEntry] = {}
         self._lock = threading.Lock()
         self._embeddings: dict[tuple, pd.DataFrame] = {}
         self._ood: dict[str, pd.DataFrame] = {}
-        for name in zoo.names():
-            entry = zoo.entry(name)
-            if entry.pack_dir is not None:
-                self.entries[name] = PackEntry(name, entry.title, None, entry.pack_dir, name)
+        if shared is None:
+            for name in zoo.names():
+                entry = zoo.entry(name)
+                if entry.pack_dir is not None:
+                    self.entries[name] = PackEntry(name, entry.title, None, entry.pack_dir, name)
+
+    def _owner(self, key: str) -> PackStore:
+        if key in self.entries or self.shared is None or key not in self.shared.entries:
+            return self
+        return self.shared
 
     def entry(self, key: str) -> PackEntry:
-        with self._lock:
-            if key not in self.entries:
-                raise UserError(f"unknown results pack {key!r}")
-            entry = self.entries[key]
+        owner = self._owner(key)
+        with owner._lock:
+            if key not in owner.entries:
+                raise UserError(f"unknown results pack {str(key)[:80]!r}")
+            entry = owner.entries[key]
             if entry.pack is None:
-                entry.pack = self.zoo.pack(entry.model) if entry.model else load_pack(entry.directory)
+                entry.pack = owner.zoo.pack(entry.model) if entry.model else load_pack(entry.directory)
             return entry
 
     def choices(self, dataset: str | None = None) -> list[tuple[str, str]]:
-        """(label, key) pairs for a dropdown, optionally of one data set's models."""
+        """(label, key) pairs for a dropdown, optionally of one data set's models: the shared
+        packs first, then this store's own."""
+        inherited = self.shared.choices(dataset) if self.shared is not None else []
         keys = [k for k, e in self.entries.items()
                 if dataset is None or e.model is None or self.zoo.entry(e.model).dataset == dataset]
-        return [(self.entries[k].label, k) for k in keys]
+        return inherited + [(self.entries[k].label, k) for k in keys]
+
+    def nbytes(self) -> int:
+        """Memory held by this store's own packs (their features dominate)."""
+        return sum(sum(v.nbytes for v in e.pack.features.values()) + int(e.pack.predictions.memory_usage().sum())
+                   for e in self.entries.values() if e.pack is not None)
 
     def add_run(self, directory: str | Path) -> str:
         """Register a run directory's (or a pack folder's) results pack; returns its key."""
         directory = Path(str(directory).strip()).expanduser()
         pack = load_pack(directory)
-        key = str(directory.resolve())
+        # A key that names the run without its server path (keys travel to the browser).
+        key = f"run {directory.name} {hashlib.sha1(str(directory.resolve()).encode()).hexdigest()[:8]}"
         method = pack.header.get("model", {}).get("method", "run")
         with self._lock:
-            self.entries[key] = PackEntry(key, f"{method}: {directory}", pack, find_pack_dir(directory))
+            self.entries[key] = PackEntry(key, f"{method}: {directory.name}", pack, find_pack_dir(directory))
         return key
 
     def evaluate(self, model_name: str, root: Path, split: str | None = None) -> str:
@@ -113,9 +132,10 @@ class PackStore:
         model = self.zoo.model(model_name)
         with model.lock:
             pack = evaluate_split(model.loaded, path, root, device="cpu", progress=False)
-        key = f"{model_name} @ {path}"
+        key = f"{model_name} @ {path.name}"
         with self._lock:
-            self.entries[key] = PackEntry(key, f"{self.zoo.entry(model_name).title} on {path}", pack, None, model_name)
+            self.entries[key] = PackEntry(key, f"{self.zoo.entry(model_name).title} on your {path.name}", pack, None,
+                                          model_name)
             self._embeddings = {k: v for k, v in self._embeddings.items() if k[0] != key}
             self._ood.pop(key, None)
         return key
@@ -125,6 +145,8 @@ class PackStore:
         when the pack carries them (instant), else computed once and kept."""
         from mkcnet.analysis.embedding import embedding_table
 
+        if self._owner(key) is not self:
+            return self.shared.embedding(key, branch, method)
         cache_key = (key, branch, method)
         if cache_key in self._embeddings:
             return self._embeddings[cache_key]
@@ -142,6 +164,8 @@ class PackStore:
         """`mkcnet.analysis.ood.lq_ratio_curves` for a pack (bundled ones carry them precomputed)."""
         from mkcnet.analysis.ood import lq_ratio_curves
 
+        if self._owner(key) is not self:
+            return self.shared.ood_curves(key)
         if key not in self._ood:
             entry = self.entry(key)
             stored = entry.directory / OOD_FILE if entry.directory else None
@@ -165,8 +189,9 @@ class PackStore:
         if pack_root:
             roots += [Path(pack_root)] + ([home / pack_root] if home is not None else [])
         for root in roots:
-            if (root / rel).is_file():
-                return self.images.read(root / rel)
+            path = root / rel
+            if path.resolve().is_relative_to(root.resolve()) and path.is_file():
+                return self.images.read(path)
         sources = entry.directory / SYNTH_SOURCES if entry.directory else None
         if sources is not None and sources.is_file():
             return regenerate_synthetic(sources, rel)

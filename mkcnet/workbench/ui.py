@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import functools
 import logging
-import shutil
-import tempfile
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -36,8 +35,17 @@ DATA_FOLDER_SECRET = "mkcnet-workbench"
 
 # ---- errors ---------------------------------------------------------------------------------
 
+# An absolute path (POSIX or Windows) not glued to a word: "/etc/passwd", "C:\\data\\x.png".
+SERVER_PATH = re.compile(r"(?<![\w.])(?:[A-Za-z]:)?(?:[\\/][^\s\\/'\"`,;:()<>]+)+[\\/]?")
+
+
+def without_paths(message: str) -> str:
+    """A message as a visitor may read it: every server path cut to the file's own name."""
+    return SERVER_PATH.sub(lambda m: re.split(r"[\\/]", m.group(0).rstrip("/\\"))[-1] or "…", message)
+
+
 def status(message: str = "") -> str:
-    return f"⚠️ {message}" if message else ""
+    return f"⚠️ {without_paths(message)[:400]}" if message else ""
 
 
 def guarded(n_outputs: int) -> Callable:
@@ -58,6 +66,7 @@ def guarded(n_outputs: int) -> Callable:
             except Exception as err:  # logged: the app must survive anything a user sends
                 log.exception("workbench handler %s failed", fn.__name__)
                 message = f"something went wrong ({type(err).__name__}: {err})"
+            message = without_paths(message)[:400]  # a visitor's oversized value is not echoed whole
             gr.Warning(message)
             skipped = [gr.skip() for _ in range(n_outputs - 1)]
             return (*skipped, status(message)) if n_outputs > 1 else status(message)
@@ -90,21 +99,58 @@ def page_frame(title: str, heading: str, intro: str) -> Iterator[tuple[gr.Blocks
         yield page, status_box()
 
 
-# ---- the data folder --------------------------------------------------------------------------
+# ---- the visitor's data set ---------------------------------------------------------------------
 
-def data_folder_field(context: Workbench, page: gr.Blocks) -> tuple[gr.Textbox, Any]:
-    """A text field for the user's data set (project split format), remembered across pages;
-    MKCNET_DATA gives its first value. Returns the field and the page-load event that restores
-    it, for the page to chain its own refresh onto."""
-    remembered = gr.BrowserState(context.default_data, storage_key=DATA_FOLDER_KEY, secret=DATA_FOLDER_SECRET)
-    field = gr.Textbox(value=context.default_data, label="Data folder",
-                       placeholder="a folder with val.csv (image_path,diagnosis,quality) and its images",
-                       info="Set it (or MKCNET_DATA) to use your own images for examples, thumbnails "
-                            "and live re-evaluation.")
-    restored = page.load(lambda saved: saved or context.default_data, remembered, field, api_visibility="private")
-    for event in (field.blur, field.submit):
-        event(lambda text: text, field, remembered, api_visibility="private")
-    return field, restored
+def use_data_folder(context: Workbench, text: str | None, request: gr.Request | None) -> str:
+    """Make a typed folder (local mode, inside the allowed roots) this visitor's data set."""
+    session = context.session(request)
+    session.use_folder(context.hosting.typed_folder(text) if str(text or "").strip() else None)
+    return data_set_line(context, session)
+
+
+def data_set_line(context: Workbench, session) -> str:
+    root = context.data_root(session)
+    if root is None:
+        return "Examples: the bundled ones. Bring your own data set to see its images."
+    whose = f"your data set **{session.data_label}**" if session.data_root is not None else f"the data set **{root.name}**"
+    return f"Examples and live evaluation: {whose}."
+
+
+def data_source(context: Workbench, page: gr.Blocks, status_out: gr.Markdown) -> list:
+    """Where the visitor's data set comes from: an upload (a zip, or a split file plus its
+    images; both modes), and in local mode also a typed folder inside the allowed roots,
+    remembered in the browser across pages. Returns the events after which the data set has
+    changed, for the page to chain its own refresh onto."""
+    line = gr.Markdown(data_set_line(context, context.session(None)) if context.default_root else
+                       "Examples: the bundled ones.", elem_classes=["data-set"])
+    upload = gr.File(label="Upload a data set: a zip, or val.csv (image_path,diagnosis,quality) and its images",
+                     file_count="multiple", type="filepath", height=90, elem_classes=["data-upload"])
+
+    @guarded(2)
+    def uploaded(files: list[str] | None, request: gr.Request):
+        if not files:
+            return gr.skip(), status()
+        session = context.session(request)
+        session.use_upload([Path(f) for f in files], context.hosting)
+        return data_set_line(context, session), status()
+
+    changed = [upload.upload(uploaded, upload, [line, status_out], api_visibility="private", concurrency_limit=1)]
+    if not context.hosting.hosted:
+        remembered = gr.BrowserState(context.default_data, storage_key=DATA_FOLDER_KEY, secret=DATA_FOLDER_SECRET)
+        field = gr.Textbox(value=context.default_data, label="…or a data folder on this machine",
+                           placeholder="a folder with val.csv (image_path,diagnosis,quality) and its images",
+                           info="Local mode only, inside the allowed folders (MKCNET_DATA_ROOTS; default: the "
+                                "current directory).")
+
+        @guarded(2)
+        def typed(text: str, request: gr.Request):
+            return use_data_folder(context, text, request), status()
+
+        restored = page.load(lambda saved: saved or context.default_data, remembered, field, api_visibility="private")
+        changed.append(restored.then(typed, field, [line, status_out], api_visibility="private"))
+        changed.append(field.submit(typed, field, [line, status_out], api_visibility="private"))
+        field.blur(lambda text: text, field, remembered, api_visibility="private")
+    return changed
 
 
 # ---- the image input --------------------------------------------------------------------------
@@ -115,30 +161,26 @@ class ImageInput:
 
     file: gr.File
     gallery: gr.Gallery
-    shown: gr.State  # the example paths the gallery shows, in order
+    shown: gr.State  # the examples the gallery shows, in order: server-side, validated paths only
 
 
-_staged: dict[str, str] = {}
-
-
-def stage(path: Path) -> str:
-    """Copy an example into the temp folder, which gradio may serve whatever the data folder;
-    once per example."""
-    key = str(path)
-    if key not in _staged or not Path(_staged[key]).is_file():
-        folder = Path(tempfile.mkdtemp(prefix="mkcnet-example-"))
-        _staged[key] = str(shutil.copy(path, folder / path.name))
-    return _staged[key]
-
-
-def example_gallery_value(context: Workbench, examples: list[Example]) -> list[tuple[Any, str]]:
-    out = []
+def example_gallery(context: Workbench, examples: list[Example]) -> tuple[list[tuple[Any, str]], list[str]]:
+    """(gallery value, paths) of the examples that read as images; the others are left out."""
+    shown, paths = [], []
     for e in examples:
         try:
-            out.append((thumbnail(context.images.read(e.path)), e.caption))
+            shown.append((thumbnail(context.images.read(e.path)), e.caption))
+            paths.append(str(e.path))
         except UserError as err:
-            log.warning("example %s skipped: %s", e.path, err)
-    return out
+            log.warning("example %s skipped: %s", e.path.name, err)
+    return shown, paths
+
+
+def picked(shown_paths: list[str], index: Any) -> Path:
+    """The example at a client's index: looked up in the server's list, never taken as a path."""
+    if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < len(shown_paths or []):
+        raise UserError("no such example")
+    return Path(shown_paths[index])
 
 
 def image_input(context: Workbench, status_out: gr.Markdown, modality: str | None = None,
@@ -148,23 +190,22 @@ def image_input(context: Workbench, status_out: gr.Markdown, modality: str | Non
     upload field, so every analysis reads one place."""
     file = gr.File(value=value, label=f"{label} — PNG, JPEG, TIFF, BMP or DICOM", type="filepath", height=90,
                    elem_classes=["upload"])
-    examples = context.examples(modality)
-    gallery = gr.Gallery(value=example_gallery_value(context, examples), label="…or pick an example",
-                         columns=4, height=230, allow_preview=False, object_fit="cover",
-                         elem_classes=["examples"])
-    shown = gr.State([str(e.path) for e in examples])
+    thumbnails, paths = example_gallery(context, context.examples(modality))
+    gallery = gr.Gallery(value=thumbnails, label="…or pick an example", columns=4, height=230, allow_preview=False,
+                         object_fit="cover", elem_classes=["examples"])
+    shown = gr.State(paths)
 
     @guarded(2)
-    def pick(shown_paths: list[str], evt: gr.SelectData):
-        return stage(Path(shown_paths[evt.index])), status()
+    def pick(shown_paths: list[str], evt: gr.SelectData, request: gr.Request):
+        return context.stage(picked(shown_paths, evt.index), context.session(request)), status()
 
     gallery.select(pick, shown, [file, status_out], api_visibility="private")
     return ImageInput(file, gallery, shown)
 
 
-def first_example(shown_paths: list[str]) -> str | None:
+def first_example(context: Workbench, shown_paths: list[str], request: gr.Request | None = None) -> str | None:
     """The first example, staged: pages open with something to look at."""
-    return stage(Path(shown_paths[0])) if shown_paths else None
+    return context.stage(Path(shown_paths[0]), context.session(request)) if shown_paths else None
 
 
 # (staged file, display image, [diagnosis, quality, reading, CAMs]) of a page's first look
@@ -181,7 +222,7 @@ def opening(context: Workbench, model_name: str | None, modality: str | None) ->
         examples = context.examples(modality)
         if not model_name or not examples:
             return None
-        file = stage(examples[0].path)
+        file = context.stage(examples[0].path)
         model = context.zoo.model(model_name)
         prepared = load_for(model, file, context.images)
         return file, prepared.display, panel_values(model, prepared, DEFAULT_METHOD, 0.5, with_cams=False)[1]
@@ -190,10 +231,9 @@ def opening(context: Workbench, model_name: str | None, modality: str | None) ->
         return None
 
 
-def refresh_examples(context: Workbench, modality: str | None, data_root: str | None) -> tuple[list, list[str]]:
-    """Gallery value and paths for a modality and data folder."""
-    examples = context.examples(modality, data_root)
-    return example_gallery_value(context, examples), [str(e.path) for e in examples]
+def refresh_examples(context: Workbench, modality: str | None, request: gr.Request | None) -> tuple[list, list[str]]:
+    """Gallery value and paths for a modality and the visitor's data set."""
+    return example_gallery(context, context.examples(modality, context.data_root(context.session(request))))
 
 
 # ---- predictions ------------------------------------------------------------------------------

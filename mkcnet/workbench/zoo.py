@@ -156,7 +156,7 @@ class ModelZoo:
             return self.entries[name]
         except KeyError:
             known = ", ".join(self.entries) or "none (see docs/workbench.md)"
-            raise UserError(f"unknown model {name!r}; available: {known}") from None
+            raise UserError(f"unknown model {str(name)[:80]!r}; available: {known}") from None
 
     def model(self, name: str) -> ZooModel:
         with self._lock:

@@ -1,0 +1,113 @@
+"""Each visitor's own data: the data set they uploaded or named, the results packs they added,
+the example copies made for them. Keyed by Gradio's session hash, kept under one temporary
+folder of the app's, and deleted when the session ends (the page's unload event), when it has
+been idle too long, or when too many sessions are open (the oldest idle one goes first)."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from mkcnet.errors import UserError
+from mkcnet.workbench.examples import data_root_from
+from mkcnet.workbench.hosting import Hosting, extract_dataset
+from mkcnet.workbench.packs import PackStore
+
+IDLE_SECONDS = 3600
+MAX_SESSIONS = 64
+MAX_SESSION_PACK_BYTES = 256 * 2**20
+LOCAL_KEY = "local"  # calls without a Gradio request (tests, scripts)
+
+
+class VisitorSession:
+    def __init__(self, key: str, folder: Path, shared: PackStore):
+        self.key = key
+        self.folder = folder
+        self.data_root: Path | None = None
+        self.data_label = ""  # what the pages call the data set: a folder's or an upload's own name
+        self.packs = PackStore(shared.zoo, shared.images, shared=shared)
+        self.last_seen = time.monotonic()
+        self.lock = threading.Lock()
+
+    def use_folder(self, root: Path | None) -> None:
+        self.data_root, self.data_label = root, (root.name if root is not None else "")
+
+    def use_upload(self, files: list[Path], hosting: Hosting) -> Path:
+        """Extract an upload into this session's folder and make it the data set."""
+        with self.lock:
+            root = data_root_from(extract_dataset([Path(f) for f in files], self.folder / "data", hosting))
+            self.data_root, self.data_label = root, Path(files[0]).name if len(files) == 1 else f"{len(files)} files"
+            return root
+
+    def stage(self, path: Path, shareable: Path) -> str:
+        """A file the page may hand to the browser: as it is inside `shareable` (the app's
+        assets), else a copy in this session's folder (deleted with the session)."""
+        path = Path(path)
+        if path.resolve().is_relative_to(shareable.resolve()):
+            return str(path)
+        digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:12]
+        target = self.folder / "staged" / digest / path.name
+        if not target.is_file():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, target)
+        return str(target)
+
+    def check_budget(self) -> None:
+        if self.packs.nbytes() > MAX_SESSION_PACK_BYTES:
+            raise UserError("this session holds as many results as it may; reload the page to start afresh")
+
+    def close(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+        self.packs.entries.clear()
+
+
+class Sessions:
+    def __init__(self, shared: PackStore, idle_seconds: float = IDLE_SECONDS, max_sessions: int = MAX_SESSIONS):
+        self.shared = shared
+        self.base = Path(tempfile.mkdtemp(prefix="mkcnet-sessions-"))
+        self.idle_seconds = idle_seconds
+        self.max_sessions = max_sessions
+        self._sessions: dict[str, VisitorSession] = {}
+        self._lock = threading.Lock()
+
+    def get(self, request=None) -> VisitorSession:
+        """The session of a Gradio request (its session hash), created on first use."""
+        key = str(getattr(request, "session_hash", None) or LOCAL_KEY)
+        with self._lock:
+            self._sweep(keep=key)
+            session = self._sessions.get(key)
+            if session is None:
+                # The folder is named by a digest: the session hash is the client's to choose.
+                folder = self.base / hashlib.sha256(key.encode()).hexdigest()[:24]
+                session = self._sessions[key] = VisitorSession(key, folder, self.shared)
+            session.last_seen = time.monotonic()
+            return session
+
+    def close(self, request=None) -> None:
+        """End a session (Gradio's unload event): its files and packs go."""
+        key = str(getattr(request, "session_hash", None) or LOCAL_KEY)
+        with self._lock:
+            session = self._sessions.pop(key, None)
+        if session is not None:
+            session.close()
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def _sweep(self, keep: str) -> None:
+        now = time.monotonic()
+        idle = sorted((s.last_seen, k) for k, s in self._sessions.items() if k != keep)
+        for seen, key in idle:
+            if now - seen > self.idle_seconds or len(self._sessions) >= self.max_sessions:
+                self._sessions.pop(key).close()
+
+    def shutdown(self) -> None:
+        with self._lock:
+            for session in self._sessions.values():
+                session.close()
+            self._sessions.clear()
+        shutil.rmtree(self.base, ignore_errors=True)
