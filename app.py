@@ -43,6 +43,7 @@ def build_app(context: Workbench | None = None) -> gr.Blocks:
     import gradio as gr
 
     from mkcnet.workbench.context import Workbench
+    from mkcnet.workbench.ui import end_sessions_on_unload
     from pages import PAGES
 
     context = context if context is not None else Workbench()
@@ -50,12 +51,7 @@ def build_app(context: Workbench | None = None) -> gr.Blocks:
     with gr.Blocks(title=TITLE, delete_cache=DELETE_CACHE) as demo:
         gr.Navbar(main_page_name=home.title)
         home.module.build(context)
-
-        def end_session(request: gr.Request) -> None:
-            """A visitor's page closed: their uploads, extracted files and results go."""
-            context.sessions.close(request)
-
-        demo.unload(end_session)
+        end_sessions_on_unload(context, demo)
     for page in others:
         with demo.route(page.title, page.path):
             gr.Navbar(main_page_name=home.title)

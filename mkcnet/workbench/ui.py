@@ -99,6 +99,15 @@ def page_frame(title: str, heading: str, intro: str) -> Iterator[tuple[gr.Blocks
         yield page, status_box()
 
 
+def end_sessions_on_unload(context: Workbench, demo: gr.Blocks) -> None:
+    """When a visitor's page closes, their uploads, extracted files and results go."""
+
+    def end_session(request: gr.Request) -> None:
+        context.sessions.close(request)
+
+    demo.unload(end_session)
+
+
 # ---- the visitor's data set ---------------------------------------------------------------------
 
 def use_data_folder(context: Workbench, text: str | None, request: gr.Request | None) -> str:
