@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -98,6 +99,9 @@ def serve(args: argparse.Namespace, block: bool = True) -> gr.Blocks:
         print("warning: no models found; see docs/workbench.md (checkpoints/, MKCNET_CHECKPOINTS)")
     demo = build_app(context)
     demo.launch(server_name=args.host, server_port=args.port, prevent_thread_lock=True, **launch_options(context))
+    # A stopped server (SIGTERM: Spaces, systemd, docker) shuts down cleanly, which deletes
+    # Gradio's cache of this app, and leaves no visitor's files behind (atexit above).
+    signal.signal(signal.SIGTERM, lambda *_: (demo.close(), sys.exit(0)))
     if hosting.hosted:
         print("hosted mode: visitors bring data by upload only; no server folder is read from a visitor's input")
     else:

@@ -92,17 +92,18 @@ def build(context: Workbench) -> gr.Blocks:
                 gr.Markdown(bench[1])
 
         @guarded(10)
-        def compare(file: str | None, name: str, cam_method: str, weight: float):
+        def compare(file: str | None, name: str, cam_method: str, weight: float, request: gr.Request):
             if not file:
                 return *[None] * 9, status()
             if name not in comparable(context):
                 raise UserError(f"no vanilla/MKCNet pair for data set {str(name)[:80]!r}")
+            session = context.session(request)
             values, display = [], None
             for side in SIDES:
                 model = context.zoo.model(context.zoo.names(name, side)[0])
                 prepared = load_for(model, file, context.images)
-                display = prepared.display
-                values += panel_values(model, prepared, cam_method, weight)[1]
+                display = session.image_file(prepared.display)
+                values += panel_values(model, prepared, cam_method, weight, session)[1]
             return display, *values, status()
 
         @guarded(3)

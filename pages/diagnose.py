@@ -88,27 +88,28 @@ def build(context: Workbench) -> gr.Blocks:
         preview, what_if = panel.preview, panel.note
 
         @guarded(6)
-        def predict(file: str | None, model_name: str, family_name: str, level: int, seed_value: int):
+        def predict(file: str | None, model_name: str, family_name: str, level: int, seed_value: int,
+                    request: gr.Request):
             if not file:
                 return None, None, None, "", "", status()
-            zoo_model = context.zoo.model(model_name)
+            zoo_model, session = context.zoo.model(model_name), context.session(request)
             prepared = load_for(zoo_model, file, context.images, family_name, level, seed_value)
-            reading, values = panel_values(zoo_model, prepared, "", 0, with_cams=False)
+            reading, values = panel_values(zoo_model, prepared, "", 0, session, with_cams=False)
             change = ""
             if prepared.record is not None:
                 original = load_for(zoo_model, file, context.images)
-                change = what_if_text(panel_values(zoo_model, original, "", 0, with_cams=False)[0], reading,
+                change = what_if_text(panel_values(zoo_model, original, "", 0, session, with_cams=False)[0], reading,
                                       prepared.record)
-            return prepared.display, values[0], values[1], values[2], change, status()
+            return session.image_file(prepared.display), values[0], values[1], values[2], change, status()
 
         @guarded(2)
         def cams(file: str | None, model_name: str, family_name: str, level: int, seed_value: int,
-                 cam_method: str, weight: float):
+                 cam_method: str, weight: float, request: gr.Request):
             if not file:
                 return [], status()
             zoo_model = context.zoo.model(model_name)
             prepared = load_for(zoo_model, file, context.images, family_name, level, seed_value)
-            return panel_values(zoo_model, prepared, cam_method, weight)[1][3], status()
+            return panel_values(zoo_model, prepared, cam_method, weight, context.session(request))[1][3], status()
 
         @guarded(7)
         def change_model(model_name: str, request: gr.Request):

@@ -122,7 +122,7 @@ def build(context: Workbench) -> gr.Blocks:
             array = session.packs.image(key, row, context.data_root(session))
             if array is None:
                 text += "\n\n*The image is not available here: bring the data set it came from.*"
-            return (None if array is None else as_rgb(array)), text, status()
+            return (None if array is None else session.image_file(as_rgb(array))), text, status()
 
         @guarded(3)
         def evaluate_on_data(model_name: str, request: gr.Request):

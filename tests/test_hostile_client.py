@@ -33,6 +33,8 @@ from mkcnet.workbench.context import Workbench  # noqa: E402
 from mkcnet.workbench.zoo import ModelZoo  # noqa: E402
 from tests.conftest import write_dataset  # noqa: E402
 
+# Hostile values make Gradio warn on every call ("Expected a float, but ..."): expected here.
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 REPO = project_path()
 EXAMPLE = project_path("assets", "examples", "synth_PDR_reject.png")
 TOKEN = f"CANARY-{uuid.uuid4().hex}"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,7 @@ from mkcnet.project import project_path  # noqa: E402
 from mkcnet.workbench.context import Workbench  # noqa: E402
 from mkcnet.workbench.zoo import ModelZoo  # noqa: E402
 from tests.bad_images import BAD_FILES  # noqa: E402
+from tests.conftest import write_dataset  # noqa: E402
 
 CHROMIUM = Path("/usr/bin/chromium")
 ASSETS = project_path("assets")
@@ -207,3 +209,49 @@ def test_every_page_in_a_browser(app, tmp_path):
         page.screenshot(path=str(shots / "compare.png"), full_page=True)
         browser.close()
     assert not outside, f"the app reached outside the machine: {outside[:3]}"
+
+
+@pytest.mark.browser
+def test_hosted_mode_in_a_browser(monkeypatch, tmp_path):
+    """Hosted (as on Spaces): no server folder field; a visitor's zip becomes their examples."""
+    if not CHROMIUM.is_file():
+        pytest.skip("Debian's chromium is not installed (/usr/bin/chromium; apt-get install chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    monkeypatch.setenv("SPACE_ID", "mkcnet/test")
+    monkeypatch.delenv("MKCNET_DATA", raising=False)
+    context = Workbench(ModelZoo(), data_root="")
+    assert context.hosting.hosted
+    demo = build_app(context)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/"
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
+                **launch_options(context))
+    root = write_dataset(tmp_path / "visitor", n_per_cell=2, rgb=True)
+    archive = tmp_path / "my-fundus.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for path in sorted(root.rglob("*")):
+            if path.is_file():
+                zf.write(path, Path("my-fundus") / path.relative_to(root))
+    try:
+        with sync_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=str(CHROMIUM),
+                                        args=["--headless", "--no-sandbox", "--disable-gpu",
+                                              "--disable-background-networking"])
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.set_default_timeout(60_000)
+            page.goto(url)
+            images_shown(page, ".cams img", 2)
+            assert "data folder on this machine" not in page.inner_text("body")
+            page.get_by_text("Your data set").first.click()
+            page.locator(".data-upload input[type=file]").set_input_files(str(archive))
+            page.get_by_text("your data set my-fundus.zip").wait_for()
+            page.wait_for_function("document.querySelectorAll('.examples img').length == 4")
+            images_shown(page, ".examples img", 4)
+            page.locator(".examples img").first.click()  # one of the visitor's own images
+            page.locator(".upload [aria-label^='img ']").wait_for()
+            page.wait_for_function("document.body.innerText.includes('Image quality')")
+            assert "⚠️" not in page.inner_text("body")
+            browser.close()
+    finally:
+        demo.close()
+        context.sessions.shutdown()

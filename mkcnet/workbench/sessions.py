@@ -6,11 +6,16 @@ been idle too long, or when too many sessions are open (the oldest idle one goes
 from __future__ import annotations
 
 import hashlib
+import io
+import os
 import shutil
 import tempfile
 import threading
 import time
 from pathlib import Path
+
+import numpy as np
+from PIL import Image
 
 from mkcnet.errors import UserError
 from mkcnet.workbench.examples import data_root_from
@@ -20,6 +25,7 @@ from mkcnet.workbench.packs import PackStore
 IDLE_SECONDS = 3600
 MAX_SESSIONS = 64
 MAX_SESSION_PACK_BYTES = 256 * 2**20
+MAX_SESSION_IMAGES = 400  # images kept for the browser per session (≈ 40 MB)
 LOCAL_KEY = "local"  # calls without a Gradio request (tests, scripts)
 
 
@@ -54,6 +60,25 @@ class VisitorSession:
         if not target.is_file():
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(path, target)
+        return str(target)
+
+    def image_file(self, array: np.ndarray) -> str:
+        """An image for the browser as a PNG file in this session's folder, named by its content
+        and written atomically. Gradio copies a file into its cache under a temporary name, but
+        writes an array in place, where two visitors shown the same image race (one may be
+        served the other's half-written file)."""
+        data = io.BytesIO()
+        Image.fromarray(array).save(data, format="PNG", compress_level=1)
+        digest = hashlib.sha1(data.getvalue()).hexdigest()[:20]
+        target = self.folder / "out" / f"{digest}.png"
+        if not target.is_file():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            made = sorted(target.parent.glob("*.png"), key=lambda p: p.stat().st_mtime)
+            for old in made[:len(made) - MAX_SESSION_IMAGES + 1]:  # Gradio has its own copies by now
+                old.unlink(missing_ok=True)
+            staging = target.with_suffix(f".{threading.get_ident()}.tmp")
+            staging.write_bytes(data.getvalue())
+            os.replace(staging, target)
         return str(target)
 
     def check_budget(self) -> None:

@@ -173,12 +173,13 @@ class ImageInput:
     shown: gr.State  # the examples the gallery shows, in order: server-side, validated paths only
 
 
-def example_gallery(context: Workbench, examples: list[Example]) -> tuple[list[tuple[Any, str]], list[str]]:
+def example_gallery(context: Workbench, examples: list[Example], session=None) -> tuple[list[tuple[Any, str]], list[str]]:
     """(gallery value, paths) of the examples that read as images; the others are left out."""
+    session = session or context.session(None)
     shown, paths = [], []
     for e in examples:
         try:
-            shown.append((thumbnail(context.images.read(e.path)), e.caption))
+            shown.append((session.image_file(thumbnail(context.images.read(e.path))), e.caption))
             paths.append(str(e.path))
         except UserError as err:
             log.warning("example %s skipped: %s", e.path.name, err)
@@ -234,7 +235,9 @@ def opening(context: Workbench, model_name: str | None, modality: str | None) ->
         file = context.stage(examples[0].path)
         model = context.zoo.model(model_name)
         prepared = load_for(model, file, context.images)
-        return file, prepared.display, panel_values(model, prepared, DEFAULT_METHOD, 0.5, with_cams=False)[1]
+        session = context.session(None)
+        values = panel_values(model, prepared, DEFAULT_METHOD, 0.5, session, with_cams=False)[1]
+        return file, session.image_file(prepared.display), values
     except Exception:  # logged: the page still works without its first look
         log.exception("no opening analysis")
         return None
@@ -242,7 +245,8 @@ def opening(context: Workbench, model_name: str | None, modality: str | None) ->
 
 def refresh_examples(context: Workbench, modality: str | None, request: gr.Request | None) -> tuple[list, list[str]]:
     """Gallery value and paths for a modality and the visitor's data set."""
-    return example_gallery(context, context.examples(modality, context.data_root(context.session(request))))
+    session = context.session(request)
+    return example_gallery(context, context.examples(modality, context.data_root(session)), session)
 
 
 # ---- predictions ------------------------------------------------------------------------------
@@ -293,11 +297,13 @@ def prediction_panel(title: str | None = None, preview: str | None = None, note:
     return PredictionPanel(diagnosis, quality, reading, cams, shown, remark)
 
 
-def panel_values(model: ZooModel, prepared: Prepared, method: str, opacity: float,
+def panel_values(model: ZooModel, prepared: Prepared, method: str, opacity: float, session,
                  with_cams: bool = True) -> tuple[Reading, list]:
-    """(reading, [diagnosis, quality, reading text, CAM gallery]) for a PredictionPanel."""
+    """(reading, [diagnosis, quality, reading text, CAM gallery]) for a PredictionPanel; the
+    maps as files of the visitor's session."""
     if with_cams:
         reading, overlays = analyse(model, prepared, method or DEFAULT_METHOD, float(opacity))
+        overlays = [(session.image_file(image), caption) for image, caption in overlays]
     else:
         reading, overlays = read_out(model, prepared), []
     # A model without a quality head says so in the quality box rather than leaving it blank.
