@@ -17,7 +17,7 @@ from mkcnet.inference.predict import FEATURE_NAMES
 from mkcnet.workbench.context import Workbench
 from mkcnet.workbench.imaging import as_rgb
 from mkcnet.workbench.packs import PackStore
-from mkcnet.workbench.ui import data_source, guarded, model_dropdown, page_frame, status
+from mkcnet.workbench.ui import add_typed_run, data_source, guarded, model_dropdown, page_frame, status
 
 TITLE = "Embeddings"
 METHODS = [("t-SNE", "tsne"), ("UMAP", "umap"), ("PCA", "pca")]
@@ -144,12 +144,7 @@ def build(context: Workbench) -> gr.Blocks:
         if not context.hosting.hosted:
             @guarded(3)
             def add_run(directory: str, request: gr.Request):
-                session = context.session(request)
-                session.check_budget()
-                folder = context.hosting.typed_path(directory, "run directory")
-                if folder is None:
-                    raise UserError("type a run directory (or a results-pack folder) first")
-                key = session.packs.add_run(folder)
+                session, key = add_typed_run(context, directory, request)
                 return gr.update(choices=session.packs.choices(), value=key), "", status()
 
             add.click(add_run, run_dir, [pack, pick, status_md], api_visibility="private")

@@ -13,7 +13,7 @@ import pandas as pd
 from mkcnet.errors import UserError
 from mkcnet.workbench.context import Workbench
 from mkcnet.workbench.packs import PackStore
-from mkcnet.workbench.ui import guarded, page_frame, status
+from mkcnet.workbench.ui import add_typed_run, guarded, page_frame, status
 
 TITLE = "Out-of-distribution"
 METRICS = [("AUC", "auc"), ("ACC", "acc"), ("F1", "f1")]
@@ -85,12 +85,7 @@ def build(context: Workbench) -> gr.Blocks:
         if not context.hosting.hosted:
             @guarded(3)
             def add_run(directory: str, selected: list[str], request: gr.Request):
-                session = context.session(request)
-                session.check_budget()
-                folder = context.hosting.typed_path(directory, "run directory")
-                if folder is None:
-                    raise UserError("type a run directory (or a results-pack folder) first")
-                key = session.packs.add_run(folder)
+                session, key = add_typed_run(context, directory, request)
                 return gr.update(choices=session.packs.choices(), value=[*selected, key]), "", status()
 
             add.click(add_run, [run_dir, runs], [runs, run_dir, status_md], api_visibility="private")

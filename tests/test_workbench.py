@@ -222,3 +222,19 @@ def test_app_routes_one_page_per_module(context):
     assert [p[:2] for p in demo.pages] == [("", "Home"), ("embeddings", "Embeddings"),
                                            ("ood", "Out-of-distribution"), ("compare", "Compare")]
     assert {"predict", "cam", "embedding", "embedding_point", "ood", "compare"} <= api_names(demo)
+
+
+def test_a_typed_run_joins_only_that_session_and_only_inside_the_roots(zoo_dir):
+    from mkcnet.workbench.hosting import Hosting
+    from mkcnet.workbench.ui import add_typed_run
+
+    context = Workbench(ModelZoo([zoo_dir]), data_root="", hosting=Hosting(hosted=False, data_roots=(zoo_dir,)))
+    visitor = type("Request", (), {"session_hash": "a"})()
+    session, key = add_typed_run(context, str(zoo_dir / "tiny-mkcnet"), visitor)
+    assert key in dict((k, v) for v, k in session.packs.choices()) and str(zoo_dir) not in key
+    assert key not in dict((k, v) for v, k in context.session(type("Request", (), {"session_hash": "b"})()).packs.choices())
+    with pytest.raises(UserError, match="outside the folders"):
+        add_typed_run(context, "/etc", visitor)
+    context.hosting = Hosting(hosted=True)
+    with pytest.raises(UserError, match="hosted"):
+        add_typed_run(context, str(zoo_dir / "tiny-mkcnet"), visitor)

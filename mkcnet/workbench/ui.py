@@ -162,6 +162,17 @@ def data_source(context: Workbench, page: gr.Blocks, status_out: gr.Markdown) ->
     return changed
 
 
+def add_typed_run(context: Workbench, directory: str, request: gr.Request | None):
+    """A run directory a visitor typed (local mode, inside the allowed roots) joins their
+    session's packs; returns (session, key)."""
+    session = context.session(request)
+    session.check_budget()
+    folder = context.hosting.typed_path(directory, "run directory")
+    if folder is None:
+        raise UserError("type a run directory (or a results-pack folder) first")
+    return session, session.packs.add_run(folder)
+
+
 # ---- the image input --------------------------------------------------------------------------
 
 @dataclass
