@@ -34,6 +34,7 @@ class ModelConfig:
     use_auxiliary: bool = True  # auxiliary branch + Meta-knowledge Assistance Block
     use_attention: bool = True  # Global Attention Blocks
     use_assistance: bool = True  # Meta-knowledge Assistance Block: the diagnosis head also reads the auxiliary feature
+    head_act: str = "relu"  # the heads' hidden activation: ReLU as the official code ("gelu": runs made before)
 
     @property
     def num_auxiliary(self) -> int:
@@ -110,6 +111,7 @@ def _from_dict(kind, raw: dict[str, Any]):
 
 def model_config_from_dict(raw: dict[str, Any]) -> ModelConfig:
     raw = dict(raw)
+    raw.setdefault("head_act", "gelu")  # configs saved before the field existed had GELU heads
     for key in ("mean", "std", "diagnosis_names", "quality_names"):
         if key in raw:
             raw[key] = tuple(raw[key])

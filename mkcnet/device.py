@@ -24,7 +24,7 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 
 def autocast(device: torch.device, enabled: bool):
-    """bf16 autocast on CUDA (no loss scaler needed, safe for the second-order step)."""
+    """bf16 autocast on CUDA (no loss scaler needed), for Stage I and inference; Stage II runs in fp32."""
     if enabled and device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()

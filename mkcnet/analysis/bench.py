@@ -162,7 +162,7 @@ class Bench:
         if done < epochs:
             val_split = config.data.val_split
             val = self._load(config, val_split) if val_split and (run.dataset.root / val_split).is_file() else None
-            resume = done > 0 and (run.run_dir / "state.json").is_file()
+            resume = done > 0 and (run.run_dir / "state.safetensors").is_file()
             Trainer(config, run.run_dir, progress=False).fit(self._load(config, config.data.train_split), val,
                                                             resume=resume)
         split = find_split(run.dataset.root, self.split_of(run.dataset))

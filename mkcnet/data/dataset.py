@@ -185,11 +185,16 @@ class ImageSet:
         return ImageSet(self.table.subset(index), self.images[torch.as_tensor(index)], self.mean, self.std)
 
     def batches(self, batch_size: int, shuffle: bool = False, augment: bool = False,
-                generator: torch.Generator | None = None, every: int = 1) -> Iterator[Batch]:
-        """Batches in order or shuffled; `every=k` yields only every k-th batch (and builds no others)."""
+                generator: torch.Generator | None = None, every: int = 1,
+                drop_singleton: bool = False) -> Iterator[Batch]:
+        """Batches in order or shuffled; `every=k` yields only every k-th batch (and builds no others).
+        `drop_singleton` leaves out a trailing batch of one image (training: BatchNorm cannot
+        normalise a single sample), unless the split holds just that one image."""
         order = torch.randperm(len(self), generator=generator) if shuffle else torch.arange(len(self))
         for start in range(0, len(self), batch_size * every):
             idx = order[start:start + batch_size]
+            if drop_singleton and len(idx) == 1 and len(self) > 1:
+                continue
             images = self.images[idx]
             if augment:
                 images = augment_batch(images, generator)

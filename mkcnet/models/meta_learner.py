@@ -10,11 +10,10 @@ All masks split the same Σψ auxiliary classes, so ablations compare equal-size
 from __future__ import annotations
 
 import torch
-from timm.layers import Mlp
 from torch import nn
 
 from mkcnet.config import ModelConfig
-from mkcnet.models.task_net import create_backbone
+from mkcnet.models.task_net import create_backbone, head
 
 MASKS = ("joint", "diagnosis", "quality", "none")
 
@@ -62,13 +61,15 @@ class MetaLearner(nn.Module):
         if config.mask not in MASKS:
             raise ValueError(f"unknown mask {config.mask!r}; choose from {MASKS}")
         self.config = config
-        self.backbone = create_backbone(config, config.meta_backbone, num_classes=0)
-        # Nets with a conv head (MobileNetV3) pool to head_hidden_size, not num_features.
-        width = getattr(self.backbone, "head_hidden_size", None) or self.backbone.num_features
-        self.head = Mlp(width, config.feature_dim, config.num_auxiliary)
+        # As the official Meta Learner, for every backbone: its last feature map, global average
+        # pooling, then Linear(C, C) → ReLU → Linear(C, Σψ). (timm's own classifier stem is not
+        # used: for VGG16-BN it is a 7×7 conv 512→4096 and a 1×1 conv 4096→4096, 120 M parameters.)
+        self.backbone = create_backbone(config, config.meta_backbone, features_only=True, out_indices=(-1,))
+        width = self.backbone.feature_info.channels()[-1]
+        self.head = head(width, width, config.num_auxiliary, "relu")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.backbone(x))
+        return self.head(self.backbone(x)[-1].mean(dim=(2, 3)))
 
     def labels(self, x: torch.Tensor, diagnosis: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
         """Soft auxiliary labels y_ω (B×Σψ), zero outside each sample's block."""

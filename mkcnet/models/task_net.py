@@ -41,11 +41,20 @@ class TaskOutput:
         return getattr(self, head)
 
 
+HEAD_ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU}
+
+
+def head(in_features: int, hidden: int, out_features: int, act: str = "relu") -> nn.Module:
+    """Linear → activation → Linear, the official heads' shape."""
+    return Mlp(in_features, hidden, out_features, act_layer=HEAD_ACTIVATIONS[act])
+
+
 def create_backbone(config: ModelConfig, name: str | None = None, **kwargs) -> nn.Module:
-    """A timm backbone built from the config, never downloading weights. By default it gives
-    its last feature map (spatial); the meta learner passes num_classes=0 for pooled features."""
-    args = dict(config.backbone_args) | kwargs
+    """A timm backbone built from the config, never downloading weights. `backbone_args` (e.g.
+    the cpu preset's ResNet widths) apply to the configured backbone only, not to another net
+    named for the meta learner."""
     name = name or config.backbone
+    args = (dict(config.backbone_args) if name == config.backbone else {}) | kwargs
     try:
         net = timm.create_model(name, pretrained=False, in_chans=config.in_chans, **args)
     except RuntimeError as err:  # timm raises RuntimeError for unknown names
@@ -88,7 +97,7 @@ class TaskNet(nn.Module):
         widths = self.build_fusion(dim)
         classes = {"diagnosis": config.num_diagnosis, "quality": config.num_quality,
                    "auxiliary": config.num_auxiliary}
-        self.heads = nn.ModuleDict({b: Mlp(widths.get(b, dim), dim, classes[b]) for b in active})
+        self.heads = nn.ModuleDict({b: head(widths.get(b, dim), dim, classes[b], config.head_act) for b in active})
 
     def create_backbone(self) -> nn.Module:
         stride = {"output_stride": self.config.output_stride} if self.config.output_stride else {}

@@ -76,7 +76,7 @@ def run_train(args: argparse.Namespace) -> int:
     train = ImageSet.load(train_table, mc.in_chans, mc.image_size, mc.mean, mc.std)
     val = ImageSet.load(val_table, mc.in_chans, mc.image_size, mc.mean, mc.std) if val_table else None
     out = Path(args.out)
-    if not args.resume and (out / "state.json").exists() and not args.overwrite:
+    if not args.resume and (out / "state.safetensors").exists() and not args.overwrite:
         raise UserError(f"{out} already holds a run; use --resume to continue it or --overwrite to start over")
     result = Trainer(config, out, progress=not args.quiet).fit(train, val, resume=args.resume)
     best = result.best_metrics

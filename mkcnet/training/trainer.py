@@ -5,7 +5,7 @@ Run directory layout:
     history.jsonl, history.csv  one row per epoch (losses, validation metrics, minutes)
     best.safetensors/.json      the epoch with the best validation diagnosis AUC
     last.safetensors/.json      the latest epoch
-    state.safetensors/.json     optimiser state for --resume
+    state.safetensors           weights, optimiser state and counters for --resume (one atomic file)
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
@@ -39,6 +40,9 @@ from mkcnet.training.gradients import gradient_cosines
 from mkcnet.training.meta_step import meta_step
 from mkcnet.training.mixup import mix_batch
 from mkcnet.training.objective import LossParts, task_losses
+
+STATE_FILE = "state.safetensors"
+STATE_KEY = "mkcnet-state"  # the counters, in the state file's own header
 
 
 def seed_everything(seed: int) -> None:
@@ -110,10 +114,11 @@ class Trainer:
         generator = torch.Generator().manual_seed(tc.seed * 100_003 + self.epoch)
         self.task_net.train()
         sums: dict[str, float] = {}
-        steps = math.ceil(len(data) / tc.batch_size)
-        bar = tqdm(data.batches(tc.batch_size, shuffle=True, augment=tc.augment, generator=generator),
-                   total=steps, desc=f"epoch {self.epoch + 1}/{tc.epochs} stage I", disable=not self.progress,
-                   leave=False)
+        steps = 0
+        bar = tqdm(data.batches(tc.batch_size, shuffle=True, augment=tc.augment, generator=generator,
+                                drop_singleton=True),
+                   total=math.ceil(len(data) / tc.batch_size), desc=f"epoch {self.epoch + 1}/{tc.epochs} stage I",
+                   disable=not self.progress, leave=False)
         # Stage I: θ on L_d + L_q + L_ω, auxiliary targets from φ (detached).
         if self.meta is not None:
             self.meta.train()
@@ -130,28 +135,33 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             parts.total.backward()
             self.optimizer.step()
+            steps += 1
             for key in ("total", "diagnosis", "quality", "auxiliary"):
                 value = getattr(parts, key)
                 if value is not None:
                     sums[f"loss.{key}"] = sums.get(f"loss.{key}", 0.0) + float(value.detach())
-            bar.set_postfix(loss=f"{sums['loss.total'] / (bar.n + 1):.3f}")
-        stats = {k: v / steps for k, v in sums.items()}
+            bar.set_postfix(loss=f"{sums['loss.total'] / steps:.3f}")
+        stats = {k: v / max(steps, 1) for k, v in sums.items()}
 
         # Stage II: φ through the pseudo-updated θ̃, on every `meta_every`-th batch.
         if self.meta is not None:
             lr = self.optimizer.param_groups[0]["lr"]
             meta_sums: dict[str, float] = {}
-            n_meta = math.ceil(steps / tc.meta_every)
+            n_meta = 0
             batches = data.batches(tc.batch_size, shuffle=True, augment=tc.augment, generator=generator,
-                                   every=tc.meta_every)
-            for batch in tqdm(batches, total=n_meta, desc=f"epoch {self.epoch + 1}/{tc.epochs} stage II",
-                              disable=not self.progress, leave=False):
-                with autocast(self.device, self.amp):
-                    out = meta_step(self.task_net, self.meta, self.meta_optimizer, self._to_device(batch), lr,
-                                    tc.weight_decay, tc.entropy_weight, tc.focal_gamma, tc.second_order)
+                                   every=tc.meta_every, drop_singleton=True)
+            for batch in tqdm(batches, total=math.ceil(len(data) / (tc.batch_size * tc.meta_every)),
+                              desc=f"epoch {self.epoch + 1}/{tc.epochs} stage II", disable=not self.progress,
+                              leave=False):
+                # In fp32 whatever Stage I uses: the first-order step is a finite difference of two
+                # forwards at ε‖v‖ = 0.01, which bf16 rounding swamps (cosine with the exact
+                # gradient 0.55 under bf16 autocast, 0.99 in fp32).
+                out = meta_step(self.task_net, self.meta, self.meta_optimizer, self._to_device(batch), lr,
+                                tc.weight_decay, tc.entropy_weight, tc.focal_gamma, tc.second_order)
+                n_meta += 1
                 for k, v in out.items():
                     meta_sums[k] = meta_sums.get(k, 0.0) + v
-            stats |= {k: v / n_meta for k, v in meta_sums.items()}
+            stats |= {k: v / max(n_meta, 1) for k, v in meta_sums.items()}
         return stats
 
     def probe_gradients(self, batch: Batch) -> dict[str, float]:
@@ -181,6 +191,7 @@ class Trainer:
         # One fixed, unaugmented batch on which the gradient cosines are measured every epoch.
         probe = next(train.batches(tc.batch_size, shuffle=True, generator=torch.Generator().manual_seed(tc.seed)))
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._remove_stale_temporaries()
         if resume:
             self._load_state()
         else:
@@ -235,6 +246,8 @@ class Trainer:
             yield "meta", self.meta_optimizer, self.meta
 
     def _save_state(self) -> None:
+        """Weights, optimiser buffers and counters in ONE file, written atomically: a kill at any
+        moment leaves either the previous epoch's state or this one's, never a mix."""
         tensors = {}
         for name, opt, module in self._optimizers():
             tensors |= {f"{name}.{k}": v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
@@ -244,24 +257,34 @@ class Trainer:
                     tensors[f"optim.{name}.{i}"] = buf.detach().cpu().contiguous()
         info = {"epoch": self.epoch, "best_epoch": self.best_epoch, "best_score": self.best_score,
                 "best_metrics": self.best_metrics, "minutes": self.minutes}
-        atomic_write(self.run_dir / "state.safetensors", lambda p: save_file(tensors, str(p)))
-        atomic_write(self.run_dir / "state.json", lambda p: p.write_text(json.dumps(info, default=float)))
+        metadata = {STATE_KEY: json.dumps(info, default=float)}
+        atomic_write(self.run_dir / STATE_FILE, lambda p: save_file(tensors, str(p), metadata=metadata))
+
+    def _remove_stale_temporaries(self) -> None:
+        """Half-written files of a killed run (atomic_write's `.NAME.tmpPID`), never read again."""
+        for stale in self.run_dir.glob(".*.tmp*"):
+            stale.unlink(missing_ok=True)
 
     def _load_state(self) -> None:
-        weights, info_file = self.run_dir / "state.safetensors", self.run_dir / "state.json"
-        if not (weights.is_file() and info_file.is_file()):
-            raise UserError(f"nothing to resume in {self.run_dir} (no state.safetensors)")
+        weights = self.run_dir / STATE_FILE
+        if not weights.is_file():
+            raise UserError(f"nothing to resume in {self.run_dir} (no {STATE_FILE})")
+        try:
+            with safe_open(str(weights), "pt") as f:
+                info = json.loads((f.metadata() or {})[STATE_KEY])
+            tensors = load_file(str(weights))
+        except (SafetensorError, OSError, KeyError, ValueError) as err:
+            raise UserError(f"{weights.name} in {self.run_dir} is damaged ({type(err).__name__}); start over with "
+                            "--overwrite (the last finished epoch's weights are in last.safetensors)") from None
         saved = RunConfig.load(self.run_dir / "config.json")
         if saved.model != self.config.model:
             raise UserError(f"{self.run_dir} was trained with another model configuration; cannot resume")
-        tensors = load_file(str(weights))
         for name, opt, module in self._optimizers():
             load_into(module, tensors, name, weights)
             for i, p in enumerate(module.parameters()):
                 key = f"optim.{name}.{i}"
                 if key in tensors:
                     opt.state[p]["momentum_buffer"] = tensors[key].to(p.device)
-        info = json.loads(info_file.read_text())
         self.epoch, self.best_epoch = info["epoch"], info["best_epoch"]
         self.best_score, self.best_metrics, self.minutes = info["best_score"], info["best_metrics"], info["minutes"]
         for scheduler in (self.scheduler, self.meta_scheduler):
