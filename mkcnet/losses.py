@@ -13,7 +13,8 @@ def focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float = 2.0) -
     """
     if target.dim() == 1:
         target = F.one_hot(target, logits.shape[1]).to(logits.dtype)
-    log_p = F.log_softmax(logits.float(), dim=1)
+    # Half precision is lifted to fp32 for the loss; fp64 stays fp64 (the gradient checks need it).
+    log_p = F.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=1)
     weight = (1 - log_p.exp()).pow(gamma)
     # Zero targets contribute nothing, even where log p is -inf after masking.
     terms = torch.where(target > 0, target * weight * log_p, torch.zeros_like(log_p))
