@@ -1,6 +1,7 @@
 """One-epoch runs on tiny generated images: every run-directory artefact, then evaluate/predict."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -111,3 +112,41 @@ def test_clear_errors(tiny_dataset, tmp_path, capsys):
     assert main(["train", "--root", str(tiny_dataset), "--out", str(tmp_path / "r"), "--channels", "3",
                  *TRAIN_FLAGS]) == 2
     assert "one per channel" in capsys.readouterr().err
+
+
+def test_predict_accounts_for_every_input(mkcnet_run, tiny_dataset, tmp_path, capsys):
+    """A 1×1 image is an image; GIFs in a folder are read; what is not an image by its name is
+    listed, never dropped in silence; the summary counts predictions and errors apart."""
+    from PIL import Image
+
+    folder = tmp_path / "inputs"
+    folder.mkdir()
+    Image.fromarray(np.full((1, 1, 3), 200, np.uint8)).save(folder / "dot.png")
+    Image.open(next((tiny_dataset / "Images").iterdir())).convert("P").save(folder / "scan.gif")
+    (folder / "broken.png").write_bytes(b"\x89PNG broken")
+    (folder / "notes.txt").write_text("not an image")
+    out = tmp_path / "pred.csv"
+    assert main(["predict", str(mkcnet_run), str(folder), "--format", "csv", "-o", str(out)]) == 0
+    captured = capsys.readouterr()
+    table = pd.read_csv(out, keep_default_na=False)
+    assert sorted(Path(p).name for p in table["image"]) == ["broken.png", "dot.png", "scan.gif"]
+    assert (table.set_index(table["image"].map(lambda p: Path(p).name))["error"] != "").to_dict() == {
+        "broken.png": True, "dot.png": False, "scan.gif": False}
+    assert "wrote 2 prediction(s) and 1 error row(s)" in captured.out
+    assert "skipped 1 file(s) that are not images by their name" in captured.err and "notes.txt" in captured.err
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    from PIL import Image
+
+    from mkcnet.data.images import read_image
+
+    pixels = np.zeros((10, 20, 3), np.uint8)
+    pixels[:, :5] = 255  # a bright left edge
+    image = Image.fromarray(pixels)
+    exif = image.getexif()
+    exif[0x0112] = 6  # "rotate 90° clockwise to display"
+    image.save(tmp_path / "photo.jpg", exif=exif, quality=95)
+    shown = read_image(tmp_path / "photo.jpg")
+    assert shown.shape[:2] == (20, 10)  # as a viewer shows it: portrait
+    assert shown[:5].mean() > 200 and shown[-5:].mean() < 50  # the bright edge is now on top

@@ -158,8 +158,10 @@ def run_cam(args: argparse.Namespace) -> int:
     from mkcnet.analysis.cam import save_cams
     from mkcnet.inference.evaluate import collect_inputs
 
-    files = collect_inputs(args.images)
-    result = save_cams(args.checkpoint, files, args.out, args.method, args.opacity, args.device, args.batch_size)
+    inputs = collect_inputs(args.images)
+    result = save_cams(args.checkpoint, inputs.files, args.out, args.method, args.opacity, args.device, args.batch_size)
+    for path in inputs.skipped:
+        print(f"note: skipped {path.name}: not an image by its name", file=sys.stderr)
     for name, why in result.errors:
         print(f"warning: skipped {name}: {why}", file=sys.stderr)
     if not result.written:

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
+import warnings
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -23,7 +25,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from mkcnet.data.images import load_resized
+from mkcnet.data.images import IMAGE_SUFFIXES, load_resized
 from mkcnet.errors import UserError
 
 UNKNOWN = -1
@@ -73,35 +75,69 @@ def read_split(path: str | Path, root: str | Path | None = None, diagnosis_map: 
         table = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
         raise UserError(f"cannot parse split file {path}: {err}") from None
-    if table.shape[1] < 2 or table.empty:
-        raise UserError(f"{path}: expected a header and rows 'image_path,diagnosis[,quality]'")
+    columns = [str(c) for c in table.columns]
+    if len(columns) < 2:
+        raise UserError(f"{path.name}: one column found ({columns[0][:40]!r}); expected comma-separated "
+                        "image_path,diagnosis[,quality]")
+    if Path(columns[0]).suffix.lower() in IMAGE_SUFFIXES or re.fullmatch(r"-?\d+", columns[1].strip()):
+        raise UserError(f"{path.name}: the first line looks like a row, not a header ({','.join(columns)[:60]}); "
+                        "add a header line such as image_path,diagnosis,quality")
+    if table.empty:
+        raise UserError(f"{path.name}: a header and no rows")
     labels = []
     for col in table.columns[1:3]:
         values = pd.to_numeric(table[col].str.strip(), errors="coerce")
         bad = values.isna() | (values != values.round())
         if bad.any():
             row = int(np.flatnonzero(bad.to_numpy())[0])
-            raise UserError(f"{path}, row {row + 2}: {col} must be an integer, got {table[col].iloc[row]!r}")
+            raise UserError(f"{path.name}, row {row + 2}: {col} must be an integer, got {table[col].iloc[row]!r}")
         labels.append(values.to_numpy(np.int64))
     diagnosis = labels[0]
     quality = labels[1] if len(labels) > 1 else np.full(len(table), UNKNOWN, np.int64)
+    if (diagnosis < 0).any():
+        row = int(np.flatnonzero(diagnosis < 0)[0])
+        raise UserError(f"{path.name}, row {row + 2}: diagnosis {diagnosis[row]}: every row needs a diagnosis label "
+                        f"(-1, unlabelled, is accepted for the quality only)")
     if diagnosis_map:
         unknown = sorted(set(diagnosis.tolist()) - set(diagnosis_map))
         if unknown:
-            raise UserError(f"{path}: diagnosis values {unknown} have no mapping in {diagnosis_map}")
+            raise UserError(f"{path.name}: diagnosis values {unknown} have no mapping in {diagnosis_map}")
         diagnosis = np.array([diagnosis_map[int(v)] for v in diagnosis], np.int64)
     for name, values, count in (("diagnosis", diagnosis, num_diagnosis), ("quality", quality, num_quality)):
         if count is None:
             continue
-        known = values[values != UNKNOWN]
-        if known.size and (known.min() < 0 or known.max() >= count):
-            bad = int(known[(known < 0) | (known >= count)][0])
-            raise UserError(f"{path}: {name} label {bad} is out of range (expected 0..{count - 1})")
+        wrong = (values != UNKNOWN) & ((values < 0) | (values >= count))
+        if wrong.any():
+            row = int(np.flatnonzero(wrong)[0])
+            raise UserError(f"{path.name}, row {row + 2}: {name} label {values[row]} is out of range "
+                            f"(expected 0..{count - 1})")
+    check_duplicates(path, table.iloc[:, 0].str.strip().tolist(), diagnosis, quality)
     root = Path(root) if root is not None else path.parent
     paths = table.iloc[:, 0].str.strip().tolist()
     if not allow_outside_root:
         check_inside_root(path, root, paths)
     return SplitTable(root, paths, diagnosis, quality)
+
+
+def check_duplicates(split: Path, paths: list[str], diagnosis: np.ndarray, quality: np.ndarray) -> None:
+    """The same image twice with other labels is an error; twice with the same labels a warning
+    (it would count double)."""
+    first: dict[str, int] = {}
+    repeats = []
+    for row, name in enumerate(Path(p).as_posix() for p in paths):
+        if name not in first:
+            first[name] = row
+            continue
+        seen = first[name]
+        if (diagnosis[seen], quality[seen]) != (diagnosis[row], quality[row]):
+            raise UserError(f"{split.name}, rows {seen + 2} and {row + 2}: {name!r} has conflicting labels "
+                            f"(diagnosis {diagnosis[seen]} / {diagnosis[row]}, quality {quality[seen]} / {quality[row]})")
+        repeats.append((seen + 2, row + 2, name))
+    if repeats:
+        seen, row, name = repeats[0]
+        more = f" and {len(repeats) - 1} more" if len(repeats) > 1 else ""
+        warnings.warn(f"{split.name}: rows {seen} and {row} name the same image {name!r}{more}: it is used as often "
+                      "as it is listed", UserWarning, stacklevel=3)
 
 
 def check_inside_root(split: Path, root: Path, paths: list[str]) -> None:

@@ -12,11 +12,11 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from mkcnet.errors import UserError
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".dcm", ".dicom")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp", ".dcm", ".dicom")
 # Anything larger is a decompression bomb for our purposes (inputs are resized to ≤512 px).
 MAX_PIXELS = 40_000_000
 
@@ -72,6 +72,8 @@ def _read_pillow(data: bytes) -> np.ndarray:
             image.load()
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
             raise UserError("the image is too large (decompression bomb protection)") from None
+    # A photograph's EXIF orientation: the pixels as a viewer shows them (a no-op without the tag).
+    image = ImageOps.exif_transpose(image)
     if image.mode in ("RGBA", "LA", "P", "PA"):
         # Composite transparency over black, as a viewer would show a medical image.
         image = image.convert("RGBA")
@@ -112,7 +114,7 @@ def read_image(source: str | Path | bytes | Image.Image | np.ndarray) -> np.ndar
     array = _to_uint8(np.asarray(array))
     if array.ndim == 2:
         array = array[:, :, None]
-    if array.ndim != 3 or array.shape[2] not in (1, 3, 4) or min(array.shape[:2]) < 2:
+    if array.ndim != 3 or array.shape[2] not in (1, 3, 4) or min(array.shape[:2]) < 1:
         raise UserError(f"cannot read {_name(source)}: unsupported image shape {array.shape}")
     return array[:, :, :3] if array.shape[2] == 4 else array
 

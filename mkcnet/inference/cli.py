@@ -40,9 +40,9 @@ def run_predict(args: argparse.Namespace) -> int:
     from mkcnet.inference.evaluate import collect_inputs, predict_images
 
     model = load_checkpoint(args.checkpoint)
-    files = collect_inputs(args.inputs)
-    table = predict_images(model, files, device=args.device)
-    if len(files) == 1 and not Path(args.inputs[0]).is_dir() and table["error"].iloc[0]:
+    inputs = collect_inputs(args.inputs)
+    table = predict_images(model, inputs.files, device=args.device)
+    if len(inputs.files) == 1 and not Path(args.inputs[0]).is_dir() and table["error"].iloc[0]:
         raise UserError(table["error"].iloc[0])  # a single unreadable image is an error, not a row
     failed = int((table["error"] != "").sum())
     if args.format == "csv":
@@ -51,13 +51,17 @@ def run_predict(args: argparse.Namespace) -> int:
         text = json.dumps(table.to_dict(orient="records"), indent=2)
     else:
         text = table.drop(columns="error" if failed == 0 else []).to_string(index=False)
+    counts = f"{len(table) - failed} prediction(s) and {failed} error row(s)"
     if args.output:
         Path(args.output).write_text(text if text.endswith("\n") else text + "\n")
-        print(f"wrote {len(table)} predictions to {args.output}")
+        print(f"wrote {counts} to {args.output}")
     else:
         print(text)
     if failed:
         print(f"warning: {failed} of {len(table)} file(s) could not be read (see the error column)", file=sys.stderr)
+    if inputs.skipped:
+        shown = ", ".join(str(p) for p in inputs.skipped[:10]) + (" …" if len(inputs.skipped) > 10 else "")
+        print(f"note: skipped {len(inputs.skipped)} file(s) that are not images by their name: {shown}", file=sys.stderr)
     if failed == len(table):
         raise UserError("no image could be read")
     return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -36,15 +37,24 @@ def evaluate_split(checkpoint: str | Path | LoadedModel, split: str | Path, root
     return pack
 
 
-def collect_inputs(inputs: list[str | Path]) -> list[Path]:
+@dataclass(frozen=True)
+class Inputs:
+    files: list[Path]  # to read, in order
+    skipped: list[Path]  # found in folders but not images by their name (listed, never silently dropped)
+
+
+def collect_inputs(inputs: list[str | Path]) -> Inputs:
     """Image files, folders (their images, sorted) and list files (.txt/.csv, first column)."""
     files: list[Path] = []
+    skipped: list[Path] = []
     for item in map(Path, inputs):
         if item.is_dir():
-            found = sorted(p for p in item.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-            if not found:
+            found = sorted(p for p in item.rglob("*") if p.is_file())
+            images = [p for p in found if p.suffix.lower() in IMAGE_SUFFIXES]
+            if not images:
                 raise UserError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in folder {item}")
-            files += found
+            files += images
+            skipped += [p for p in found if p.suffix.lower() not in IMAGE_SUFFIXES and not p.name.startswith(".")]
         elif item.suffix.lower() in (".txt", ".csv"):
             if not item.is_file():
                 raise UserError(f"list file not found: {item}")
@@ -54,7 +64,7 @@ def collect_inputs(inputs: list[str | Path]) -> list[Path]:
             files.append(item)
         else:
             raise UserError(f"input not found: {item}")
-    return files
+    return Inputs(files, skipped)
 
 
 def predict_images(model: LoadedModel, files: list[Path], device: str = "auto", batch_size: int = 32) -> pd.DataFrame:
@@ -88,4 +98,4 @@ def predict_images(model: LoadedModel, files: list[Path], device: str = "auto", 
     return table.drop(columns="error").assign(error=table["error"])
 
 
-__all__ = ["collect_inputs", "evaluate_split", "predict_images"]
+__all__ = ["Inputs", "collect_inputs", "evaluate_split", "predict_images"]
