@@ -10,6 +10,7 @@ Uses random images of the preset's size, so it needs no data set.
 from __future__ import annotations
 
 import argparse
+import statistics
 import tempfile
 import time
 
@@ -37,22 +38,22 @@ def make_trainer(method: str, args, data_cache: dict, workdir: str) -> tuple[Tra
     return Trainer(config, f"{workdir}/{method}", progress=False, verbose=False), data_cache[key]
 
 
-def measure(args) -> dict[str, float]:
-    """Seconds per epoch for each method: the minimum over interleaved repeats, so a burst of
-    other load on the machine hits every method alike and the minimum is the quiet figure."""
+def measure(args) -> dict[str, list[float]]:
+    """Seconds per epoch for each method, the methods taking turns in every repeat, so a burst of
+    other load on the machine hits them alike; ratios are taken repeat by repeat."""
     methods = ("vanilla", "mkcnet-fo", "mkcnet")
     cache: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
         runs = {m: make_trainer(m, args, cache, tmp) for m in methods}
         for trainer, data in runs.values():
             trainer.train_epoch(data)  # warm-up (allocator, oneDNN kernels)
-        best = {m: float("inf") for m in methods}
+        times: dict[str, list[float]] = {m: [] for m in methods}
         for _ in range(args.repeats):
             for m, (trainer, data) in runs.items():
                 start = time.perf_counter()
                 trainer.train_epoch(data)
-                best[m] = min(best[m], time.perf_counter() - start)
-    return best
+                times[m].append(time.perf_counter() - start)
+    return times
 
 
 def main() -> None:
@@ -66,10 +67,12 @@ def main() -> None:
     args = p.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, preset {args.preset}, "
           f"{args.images} images per epoch")
-    seconds = measure(args)
-    print(f"{'method':12} {'img/s':>8} {'epoch x vanilla':>16}")
-    for method, s in seconds.items():
-        print(f"{method:12} {args.images / s:8.1f} {s / seconds['vanilla']:16.2f}")
+    times = measure(args)
+    print(f"{'method':12} {'img/s (median)':>15} {'epoch x vanilla (median of pairs)':>34}")
+    for method, seconds in times.items():
+        ratios = [s / v for s, v in zip(seconds, times["vanilla"])]
+        print(f"{method:12} {args.images / statistics.median(seconds):15.1f} {statistics.median(ratios):34.2f}"
+              f"   ({', '.join(f'{r:.2f}' for r in ratios)})")
 
 
 if __name__ == "__main__":
