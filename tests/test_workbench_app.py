@@ -125,6 +125,8 @@ def test_api_compare(app, client):
                          api_name="/compare")
     vanilla, full, status = out[1:5], out[5:9], out[9]
     assert status == "" and len(vanilla[3]) == 2 and len(full[3]) == 4
+    # The vanilla model has no fusion: its backbone-level map is not called a fused one.
+    assert [item["caption"].split(" → ")[0] for item in vanilla[3]] == ["diagnosis branch", "shared backbone"]
     assert "no quality head" in vanilla[2] and "Image quality" in full[2]
 
 
@@ -180,6 +182,7 @@ def test_every_page_in_a_browser(app, tmp_path):
         images_shown(page, ".cams img", maps)
         body = page.inner_text("body")
         assert "Image quality" in body and "fused diagnosis" in body and "⚠️" not in body
+        assert page.locator(".limits").first.is_visible()  # the limits in plain sight, nothing to open
         page.screenshot(path=str(shots / "diagnose.png"), full_page=True)
 
         # Embeddings: click a point, see its image.
@@ -189,6 +192,7 @@ def test_every_page_in_a_browser(app, tmp_path):
         point.click(force=True)
         page.locator(".point strong").first.wait_for()
         page.locator("img[src*='gradio_api/file']").last.wait_for()
+        assert page.locator(".limits").first.is_visible()
         page.screenshot(path=str(shots / "embeddings.png"), full_page=True)
 
         # Out-of-distribution: curves and the table at the chosen ratio, for the real CT data.
@@ -201,11 +205,13 @@ def test_every_page_in_a_browser(app, tmp_path):
                                "!document.body.innerText.includes('Vanilla · synthetic fundus')")
         page.get_by_text("95% band").first.wait_for()
         page.locator(".js-plotly-plot .scatterlayer .trace").first.wait_for()
+        assert page.locator(".limits").first.is_visible()
         page.screenshot(path=str(shots / "ood.png"), full_page=True)
 
         # Compare: both models' maps (2 vanilla + 4 MKCNet).
         page.goto(url + "compare")
         images_shown(page, ".cams img", 6)
+        assert page.locator(".limits").first.is_visible()
         page.screenshot(path=str(shots / "compare.png"), full_page=True)
         browser.close()
     assert not outside, f"the app reached outside the machine: {outside[:3]}"

@@ -136,3 +136,20 @@ def test_image_cache_is_bounded_in_count_and_bytes(tmp_path):
     for i in range(4):
         assert cache.read(tmp_path / f"{i}.png")[0, 0, 0] == i
     assert [Path(k[0]).name for k in cache._items] == ["2.png", "3.png"]  # the byte bound holds two
+
+
+def test_auxiliary_classes_are_named_by_the_block_the_mask_gives_them(zoo):
+    """The joint mask's own labels say which classes a (diagnosis, quality) pair owns; the
+    names must agree with them."""
+    from mkcnet.models.meta_learner import mask_labels
+    from mkcnet.workbench.reading import auxiliary_class_name
+
+    model = zoo.model("tiny-mkcnet")
+    c = model.config
+    for d, dname in enumerate(model.class_names("diagnosis")):
+        for q, qname in enumerate(model.class_names("quality")):
+            labels = mask_labels(c, torch.zeros(1, c.num_auxiliary), torch.tensor([d]), torch.tensor([q]))[0]
+            owned = torch.nonzero(labels > 0).flatten().tolist()
+            assert len(owned) == c.meta_length
+            assert [auxiliary_class_name(model, k) for k in owned] == [
+                f"ω sub-class {i + 1} of ({dname}, {qname})" for i in range(c.meta_length)]

@@ -78,10 +78,14 @@ class CamTarget:
     key: str  # "diagnosis", "quality", "auxiliary" or "fused"
     head: str  # whose logits are explained
     layer: nn.Module
+    label: str = ""  # what the page calls it
 
-    @property
-    def label(self) -> str:
-        return BRANCH_LABELS[self.key]
+
+def fused_label(task_net: TaskNet) -> str:
+    """The backbone-level diagnosis map is a *fused* map only where the diagnosis head reads the
+    ω feature too (the Meta-knowledge Assistance Block); elsewhere it is the shared backbone's."""
+    c = task_net.config
+    return BRANCH_LABELS["fused"] if c.use_auxiliary and c.use_assistance else "shared backbone"
 
 
 def backbone_output_layer(task_net: TaskNet) -> nn.Module:
@@ -99,8 +103,8 @@ def backbone_output_layer(task_net: TaskNet) -> nn.Module:
 
 def cam_targets(task_net: TaskNet) -> list[CamTarget]:
     """Every branch the method has, then the fused diagnosis."""
-    targets = [CamTarget(b, b, branch.attended) for b, branch in task_net.branches.items()]
-    return targets + [CamTarget("fused", "diagnosis", backbone_output_layer(task_net))]
+    targets = [CamTarget(b, b, branch.attended, BRANCH_LABELS[b]) for b, branch in task_net.branches.items()]
+    return targets + [CamTarget("fused", "diagnosis", backbone_output_layer(task_net), fused_label(task_net))]
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ import torch
 
 from mkcnet.analysis.cam import DEFAULT_METHOD, cam_targets, compute_cams, overlay
 from mkcnet.models import TaskOutput
+from mkcnet.models.meta_learner import num_blocks
 from mkcnet.workbench.imaging import Prepared
 from mkcnet.workbench.zoo import ZooModel
 
@@ -89,6 +90,20 @@ def read_out(model: ZooModel, prepared: Prepared) -> Reading:
         return reading_from(model, model.task_net(prepared.tensor))
 
 
+def auxiliary_class_name(model: ZooModel, k: int) -> str:
+    """An auxiliary (ω) class by what owns it: under the joint mask each (diagnosis, quality)
+    pair owns a block of `meta_length` sub-classes, so class k is sub-class k mod ψ of block
+    k div ψ (the other masks' blocks belong to a diagnosis, a quality, or to all)."""
+    c = model.config
+    per_block = c.num_auxiliary // num_blocks(c.mask, c.num_diagnosis, c.num_quality)
+    block, sub = divmod(int(k), per_block)
+    diagnosis, quality = model.class_names("diagnosis"), model.class_names("quality")
+    owner = {"joint": lambda: f"{diagnosis[block % c.num_diagnosis]}, {quality[block // c.num_diagnosis]}",
+             "diagnosis": lambda: diagnosis[block], "quality": lambda: quality[block],
+             "none": lambda: "any image"}[c.mask]()
+    return f"ω sub-class {sub + 1} of ({owner})"
+
+
 def analyse(model: ZooModel, prepared: Prepared, method: str = DEFAULT_METHOD,
             opacity: float = 0.5) -> tuple[Reading, list[tuple[np.ndarray, str]]]:
     """The reading plus (overlay, caption) for every branch the model has and the fused
@@ -101,6 +116,6 @@ def analyse(model: ZooModel, prepared: Prepared, method: str = DEFAULT_METHOD,
     for target in cam_targets(model.task_net):
         category = top[target.head]
         explained = (model.class_names(target.head)[category] if target.head != "auxiliary"
-                     else f"ω class {category}")
+                     else auxiliary_class_name(model, category))
         overlays.append((overlay(prepared.display, cams.maps[target.key][0], opacity), f"{target.label} → {explained}"))
     return reading, overlays

@@ -27,6 +27,9 @@ from mkcnet.workbench.zoo import ZooModel
 log = logging.getLogger("mkcnet.workbench")
 
 NO_QUALITY_HEAD = "no quality head"
+# On every page, in plain sight (not in an accordion).
+LIMITS = ("**Research software, not a medical device**: never base a clinical decision on it. Each model has seen "
+          "only its own training data (its model card says which); on other images its readings mean little.")
 # The data folder is remembered in the browser across pages. The value is a folder path, not
 # a secret: a fixed key lets every page (and a restarted server) read it back.
 DATA_FOLDER_KEY = "mkcnet-data-folder"
@@ -92,10 +95,12 @@ def page_frame(title: str, heading: str, intro: str) -> Iterator[tuple[gr.Blocks
     if root is not None:
         with gr.Column():
             gr.Markdown(f"## {heading}\n{intro}")
+            gr.Markdown(LIMITS, elem_classes=["limits"])
             yield root, status_box()
         return
     with gr.Blocks(title=f"MKCNet workbench — {title}") as page:
         gr.Markdown(f"## {heading}\n{intro}")
+        gr.Markdown(LIMITS, elem_classes=["limits"])
         yield page, status_box()
 
 
