@@ -147,10 +147,3 @@ def from_float01(arr: np.ndarray, kind: ImageKind) -> Any:
         base.putalpha(Image.fromarray(kind.alpha))
         return base
     return Image.fromarray(out)
-
-
-def luminance(img: np.ndarray) -> np.ndarray:
-    """(H, W) luminance of a float01 (H, W, C) image."""
-    if img.shape[2] == 1:
-        return img[..., 0]
-    return img @ np.array([0.299, 0.587, 0.114], dtype=np.float32)

@@ -17,8 +17,6 @@ from torch import nn
 from mkcnet.config import ModelConfig
 from mkcnet.models.attention import GlobalAttentionBlock, MetaKnowledgeAssistance
 
-BRANCHES = ("diagnosis", "quality", "auxiliary")
-
 
 @dataclass
 class TaskOutput:

@@ -30,10 +30,6 @@ class Reading:
     top_quality: int | None
     top_auxiliary: int | None
 
-    @property
-    def low_quality(self) -> bool | None:
-        return None if self.quality is None else self.top_quality < len(self.quality) - 1
-
 
 def _metric(card: dict, group: str) -> float | None:
     value = card.get("metrics", {}).get(f"diagnosis.{group}.auc")
