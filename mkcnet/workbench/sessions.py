@@ -12,6 +12,7 @@ import shutil
 import tempfile
 import threading
 import time
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -93,11 +94,20 @@ class VisitorSession:
 class Sessions:
     def __init__(self, shared: PackStore, idle_seconds: float = IDLE_SECONDS, max_sessions: int = MAX_SESSIONS):
         self.shared = shared
-        self.base = Path(tempfile.mkdtemp(prefix="mkcnet-sessions-"))
+        self._base: Path | None = None
         self.idle_seconds = idle_seconds
         self.max_sessions = max_sessions
         self._sessions: dict[str, VisitorSession] = {}
         self._lock = threading.Lock()
+
+    @property
+    def base(self) -> Path:
+        """The app's folder for sessions, made on first use and removed when this object goes
+        (or the process ends), so no app, test or script leaves one behind."""
+        if self._base is None:
+            self._base = Path(tempfile.mkdtemp(prefix="mkcnet-sessions-"))
+            weakref.finalize(self, shutil.rmtree, self._base, True)
+        return self._base
 
     def get(self, request=None) -> VisitorSession:
         """The session of a Gradio request (its session hash), created on first use."""
@@ -135,4 +145,5 @@ class Sessions:
             for session in self._sessions.values():
                 session.close()
             self._sessions.clear()
-        shutil.rmtree(self.base, ignore_errors=True)
+        if self._base is not None:
+            shutil.rmtree(self._base, ignore_errors=True)
