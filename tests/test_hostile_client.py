@@ -377,3 +377,23 @@ def test_split_rows_stay_inside_their_root(tmp_path):
             read_split(split, root)
         assert len(read_split(split, root, allow_outside_root=True)) == 2
     assert len(read_split(root / "val.csv", root)) == 4  # ordinary rows pass, "Images/../Images/x" too
+
+
+def test_idle_and_surplus_sessions_are_closed(tiny_dataset):
+    from mkcnet.workbench.packs import PackStore
+    from mkcnet.workbench.sessions import Sessions
+
+    visitor = lambda key: type("Request", (), {"session_hash": key})()  # noqa: E731
+    sessions = Sessions(PackStore(ModelZoo([]), None), max_sessions=2)
+    a = sessions.get(visitor("a"))
+    a.image_file(np.zeros((4, 4, 3), np.uint8))
+    sessions.get(visitor("b"))
+    sessions.get(visitor("b"))  # a known visitor again: nobody is evicted for it
+    assert set(sessions._sessions) == {"a", "b"} and a.folder.exists()
+    sessions.get(visitor("c"))  # one too many: the oldest idle one goes, files and all
+    assert set(sessions._sessions) == {"b", "c"} and not a.folder.exists()
+    sessions.idle_seconds = 0
+    time.sleep(0.01)
+    sessions.get(visitor("d"))
+    assert set(sessions._sessions) == {"d"}
+    sessions.shutdown()

@@ -56,10 +56,6 @@ class Hosting:
         trusted = (Path(operator_data).expanduser().resolve(),) if operator_data else ()
         return cls(hosted, () if hosted else roots, trusted=trusted)
 
-    @property
-    def mode(self) -> str:
-        return "hosted" if self.hosted else "local"
-
     def typed_path(self, text: str | None, what: str = "folder") -> Path | None:
         """A server path a visitor typed (local mode only), inside an allowed root; None if empty."""
         if not str(text or "").strip():

@@ -130,14 +130,13 @@ class Sessions:
         if session is not None:
             session.close()
 
-    def __len__(self) -> int:
-        return len(self._sessions)
-
     def _sweep(self, keep: str) -> None:
+        """Close sessions idle too long and, when `keep` would be one too many, the oldest idle."""
         now = time.monotonic()
         idle = sorted((s.last_seen, k) for k, s in self._sessions.items() if k != keep)
         for seen, key in idle:
-            if now - seen > self.idle_seconds or len(self._sessions) >= self.max_sessions:
+            full = keep not in self._sessions and len(self._sessions) >= self.max_sessions
+            if now - seen > self.idle_seconds or full:
                 self._sessions.pop(key).close()
 
     def shutdown(self) -> None:

@@ -118,7 +118,7 @@ def end_sessions_on_unload(context: Workbench, demo: gr.Blocks) -> None:
 def use_data_folder(context: Workbench, text: str | None, request: gr.Request | None) -> str:
     """Make a typed folder (local mode, inside the allowed roots) this visitor's data set."""
     session = context.session(request)
-    session.use_folder(context.hosting.typed_folder(text) if str(text or "").strip() else None)
+    session.use_folder(context.hosting.typed_folder(text))
     return data_set_line(context, session)
 
 
@@ -135,8 +135,7 @@ def data_source(context: Workbench, page: gr.Blocks, status_out: gr.Markdown) ->
     images; both modes), and in local mode also a typed folder inside the allowed roots,
     remembered in the browser across pages. Returns the events after which the data set has
     changed, for the page to chain its own refresh onto."""
-    line = gr.Markdown(data_set_line(context, context.session(None)) if context.default_root else
-                       "Examples: the bundled ones.", elem_classes=["data-set"])
+    line = gr.Markdown(data_set_line(context, context.session(None)), elem_classes=["data-set"])
     upload = gr.File(label="Upload a data set: a zip, or val.csv (image_path,diagnosis,quality) and its images",
                      file_count="multiple", type="filepath", height=90, elem_classes=["data-upload"])
 
