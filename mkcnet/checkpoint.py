@@ -1,9 +1,11 @@
 """Checkpoints: safetensors weights + a JSON description, never pickle.
 
 `NAME.safetensors` holds the Task Net (`task.*`) and, for meta methods, the Meta Learner
-(`meta.*`); its header metadata carries the same JSON as `NAME.json` beside it, so either
-file alone rebuilds the model. Every write goes to a temporary file and is renamed into place,
-so a killed run never leaves a truncated checkpoint.
+(`meta.*`) and, once `mkcnet calibrate` has run, the out-of-distribution guard's reference
+(`guard.*`); its header metadata carries the same JSON as `NAME.json` beside it (config, info,
+and the "calibration" and "guard" sections), so either file alone rebuilds the model. Every
+write goes to a temporary file and is renamed into place, so a killed run never leaves a
+truncated checkpoint.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from torch import nn
 
 from mkcnet.config import RunConfig
 from mkcnet.errors import UserError
+from mkcnet.inference.calibration import Calibration
+from mkcnet.inference.guard import Guard
 from mkcnet.models import TaskNet, build_networks
 from mkcnet.models.meta_learner import MetaLearner
 
@@ -51,15 +55,33 @@ def _state(prefix: str, module: nn.Module | None, half: bool) -> dict[str, torch
 
 
 def save_checkpoint(path: str | Path, task_net: TaskNet, meta: MetaLearner | None, config: RunConfig,
-                    info: dict[str, Any] | None = None, half: bool = False, include_meta: bool = True) -> Path:
+                    info: dict[str, Any] | None = None, half: bool = False, include_meta: bool = True,
+                    calibration: Calibration | None = None, guard: Guard | None = None) -> Path:
     """Write PATH.safetensors and PATH.json (PATH without suffix). `half` stores fp16 weights."""
-    stem = Path(path).with_suffix("")
-    header = {"format": FORMAT, "config": config.to_dict(), "info": info or {}}
-    text = json.dumps(header, indent=2, default=float)
     tensors = _state("task", task_net, half) | (_state("meta", meta, half) if include_meta else {})
+    return _write(Path(path).with_suffix(""), tensors, config.to_dict(), info or {}, calibration, guard)
+
+
+def _write(stem: Path, tensors: dict[str, torch.Tensor], config: dict[str, Any], info: dict[str, Any],
+           calibration: Calibration | None, guard: Guard | None) -> Path:
+    header = {"format": FORMAT, "config": config, "info": info}
+    if calibration is not None:
+        header["calibration"] = calibration.to_dict()
+    if guard is not None:
+        header["guard"] = guard.to_header()
+        tensors = tensors | {f"guard.{k}": torch.from_numpy(v).contiguous() for k, v in guard.tensors().items()}
+    text = json.dumps(header, indent=2, default=float)
     atomic_write(stem.with_suffix(".safetensors"), lambda p: save_file(tensors, str(p), metadata={"mkcnet": text}))
     atomic_write(stem.with_suffix(".json"), lambda p: p.write_text(text))
     return stem.with_suffix(".safetensors")
+
+
+def update_trust(path: str | Path, calibration: Calibration, guard: Guard | None) -> Path:
+    """Store a calibration and a guard in an existing checkpoint (its weights unchanged)."""
+    weights = resolve_checkpoint(path)
+    header = read_header(weights)
+    tensors = {k: v for k, v in load_file(str(weights)).items() if not k.startswith("guard.")}
+    return _write(weights.with_suffix(""), tensors, header["config"], header.get("info", {}), calibration, guard)
 
 
 @dataclass
@@ -69,6 +91,8 @@ class LoadedModel:
     config: RunConfig
     info: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
+    calibration: Calibration | None = None  # None: not calibrated (raw softmax probabilities)
+    guard: Guard | None = None  # None: no out-of-distribution reference
 
 
 CHECKPOINT_NAMES = ("best.safetensors", "last.safetensors", "model.safetensors")  # a run's, then a bundle's
@@ -126,7 +150,12 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", with_m
     else:
         meta = None
     task_net.to(device).eval()
-    return LoadedModel(task_net, meta, config, header.get("info", {}), weights)
+    calibration = Calibration.from_dict(header["calibration"]) if "calibration" in header else None
+    guard = None
+    if "guard" in header:
+        guard = Guard.from_header(header["guard"], {k[6:]: v.numpy() for k, v in tensors.items()
+                                                     if k.startswith("guard.")})
+    return LoadedModel(task_net, meta, config, header.get("info", {}), weights, calibration, guard)
 
 
 def load_into(module: nn.Module, tensors: dict[str, torch.Tensor], prefix: str, source: Path) -> None:

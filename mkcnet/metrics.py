@@ -66,3 +66,41 @@ def evaluation_metrics(diagnosis: np.ndarray, diagnosis_probs: np.ndarray, quali
         for key, value in classification_metrics(quality[known], quality_probs[known]).items():
             out[f"quality.{key}"] = value
     return out
+
+
+def expected_calibration_error(labels: np.ndarray, probs: np.ndarray, bins: int = 15) -> float:
+    """ECE (Guo et al. 2017): the share-weighted gap between confidence and accuracy over
+    `bins` equal-width bins of the top probability."""
+    labels, probs = np.asarray(labels), np.asarray(probs, dtype=np.float64)
+    if len(labels) == 0:
+        return np.nan
+    confidence, correct = probs.max(axis=1), probs.argmax(axis=1) == labels
+    band = np.minimum((confidence * bins).astype(int), bins - 1)
+    gap = 0.0
+    for b in np.unique(band):
+        rows = band == b
+        gap += rows.mean() * abs(correct[rows].mean() - confidence[rows].mean())
+    return float(gap)
+
+
+def brier_score(labels: np.ndarray, probs: np.ndarray) -> float:
+    """Multi-class Brier score: mean over images of Σ_k (p_k − [y = k])²."""
+    labels, probs = np.asarray(labels), np.asarray(probs, dtype=np.float64)
+    if len(labels) == 0:
+        return np.nan
+    onehot = np.eye(probs.shape[1])[labels]
+    return float(((probs - onehot) ** 2).sum(axis=1).mean())
+
+
+def calibration_metrics(labels: np.ndarray, probs: np.ndarray, quality: np.ndarray | None = None,
+                        num_quality: int = 2) -> dict[str, float]:
+    """`ECE`, `Brier` overall and per quality group (`HQ.ECE`, `LQ.Brier`, ...)."""
+    groups = {"": np.arange(len(labels))}
+    if quality is not None and (np.asarray(quality) >= 0).any():
+        lq, hq = quality_groups(quality, num_quality)
+        groups |= {"HQ.": hq, "LQ.": lq}
+    out = {}
+    for prefix, rows in groups.items():
+        out[f"{prefix}ECE"] = expected_calibration_error(labels[rows], probs[rows])
+        out[f"{prefix}Brier"] = brier_score(labels[rows], probs[rows])
+    return out

@@ -28,7 +28,7 @@ import pandas as pd
 from mkcnet.analysis.embedding import embed
 from mkcnet.analysis.ood import lq_ratio_curves
 from mkcnet.checkpoint import load_checkpoint, save_checkpoint
-from mkcnet.inference.evaluate import evaluate_split
+from mkcnet.inference.evaluate import calibrate_checkpoint, evaluate_split
 from mkcnet.presets import DATASETS, TRAINING
 from mkcnet.workbench.packs import EMBEDDINGS_FILE, OOD_FILE, OOD_REPEATS, SYNTH_SOURCES
 from mkcnet.workbench.zoo import MODALITY_OF_PRESET
@@ -175,14 +175,17 @@ def bundle(run: Path, name: str, out: Path, root: str | None = None, split: str 
     }
     # Weights first (the pack is evaluated with exactly these fp16 weights), then the card.
     save_checkpoint(weights, source.task_net, None, config, info, half=True, include_meta=False)
-    bundled = load_checkpoint(weights)
+    # Temperatures and the out-of-distribution guard fitted on these fp16 weights, then the pack.
+    bundled = calibrate_checkpoint(weights, Path(root) / split, Path(root) / config.data.train_split, root,
+                                   device="cpu", progress=False)
     pack = evaluate_split(bundled, Path(root) / split, root, device="cpu", progress=False)
     pack.header["checkpoint"] = f"checkpoints/{name}/model.safetensors"
     pack.header["root"] = str(root)
     pack.save(target / "results")
     info["metrics"] = pack.header["metrics"]
     info["size_mb"] = weights.with_suffix(".safetensors").stat().st_size / 1e6
-    save_checkpoint(weights, source.task_net, None, config, info, half=True, include_meta=False)
+    save_checkpoint(weights, source.task_net, None, config, info, half=True, include_meta=False,
+                    calibration=bundled.calibration, guard=bundled.guard)
     (target / "MODEL.md").write_text(model_card(info, config))
 
     coords = {f"{method}/{branch}": embed(features, method, seed=0).astype(np.float32)

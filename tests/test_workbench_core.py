@@ -72,11 +72,13 @@ def test_analyse_gives_probabilities_reading_and_one_overlay_per_branch(zoo, ima
 
 
 def test_readings_say_how_far_to_trust_the_diagnosis(zoo, images, image_file):
-    from mkcnet.workbench.reading import explain
+    from mkcnet.workbench.reading import REASSURANCE, explain
 
     model = zoo.model("tiny-mkcnet")
-    assert "less reliable" in explain(model, np.array([0.9, 0.1]), np.array([0.8, 0.2]))
-    assert "as reliable" in explain(model, np.array([0.9, 0.1]), np.array([0.2, 0.8]))
+    assert model.loaded.calibration is None  # raw softmax: the reading never reassures
+    assert "less reliable" in explain(model, np.array([0.9, 0.1]), np.array([0.9, 0.1]))
+    assert REASSURANCE not in explain(model, np.array([0.9, 0.1]), np.array([0.1, 0.9]))
+    assert "not calibrated" in explain(model, np.array([0.9, 0.1]), np.array([0.1, 0.9]))
     assert explain(model, np.array([0.55, 0.45]), np.array([0.2, 0.8])).startswith("**Uncertain:**")
     assert "no quality head" in explain(zoo.model("tiny-vanilla"), np.array([0.9, 0.1]), None)
 

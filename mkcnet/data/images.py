@@ -133,7 +133,12 @@ def to_channels(image: np.ndarray, channels: int) -> np.ndarray:
 
 def load_resized(source, channels: int, size: int) -> np.ndarray:
     """Read, convert to `channels` and resize to size×size: uint8 C×H×W, ready for a model."""
-    image = to_channels(read_image(source), channels)
+    return fit_to_model(read_image(source), channels, size)
+
+
+def fit_to_model(image: np.ndarray, channels: int, size: int) -> np.ndarray:
+    """A decoded H×W×C image converted to `channels` and resized to size×size: uint8 C×H×W."""
+    image = to_channels(image, channels)
     pil = Image.fromarray(image[:, :, 0] if channels == 1 else image)
     pil = pil.resize((size, size), Image.BILINEAR, reducing_gap=2.0)
     array = np.asarray(pil)

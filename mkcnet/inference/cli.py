@@ -31,7 +31,42 @@ def run_evaluate(args: argparse.Namespace) -> int:
             print(f"{label:4} {int(get('n')):5d} {get('auc'):7.4f} {get('acc'):7.4f} {get('f1'):7.4f} {hard}")
     if "quality.acc" in m:
         print(f"quality head: AUC {m['quality.auc']:.4f}  ACC {m['quality.acc']:.4f}  F1 {m['quality.f1']:.4f}")
+    if not pack.header.get("temperatures"):
+        print("note: this checkpoint is not calibrated (run `mkcnet calibrate`): both columns are raw softmax")
+    print_calibration(pack.header["calibration"])
     print(f"results pack: {out}")
+    return 0
+
+
+def print_calibration(scores: dict[str, float]) -> None:
+    """ECE and Brier per head and quality group, before (raw softmax) and after temperature scaling."""
+    print(f"{'calibration':16} {'ECE':>7} {'Brier':>7}   {'ECE':>7} {'Brier':>7}   (raw softmax | calibrated)")
+    for head in ("diagnosis", "quality"):
+        for group in ("", "HQ.", "LQ."):
+            raw, cal = (scores.get(f"{head}.{w}.{group}ECE") for w in ("raw", "calibrated"))
+            if raw is None:
+                continue
+            label = f"{head} {group[:-1] or 'all'}"
+            print(f"{label:16} {raw:7.4f} {scores[f'{head}.raw.{group}Brier']:7.4f}   "
+                  f"{cal:7.4f} {scores[f'{head}.calibrated.{group}Brier']:7.4f}")
+
+
+def run_calibrate(args: argparse.Namespace) -> int:
+    from mkcnet.inference.evaluate import calibrate_checkpoint
+
+    model = calibrate_checkpoint(args.checkpoint, args.split, args.train_split, args.root, args.guard,
+                                 device=args.device, progress=not args.quiet)
+    c, g = model.calibration, model.guard
+    temps = ", ".join(f"{head} T = {t:.3f}" for head, t in c.temperatures.items())
+    print(f"{model.path.name}: temperatures fitted on {c.split}: {temps}")
+    s = c.scores
+    for head in c.temperatures:
+        print(f"  {head}: NLL {s[f'{head}.before.NLL']:.4f} → {s[f'{head}.after.NLL']:.4f}, "
+              f"ECE {s[f'{head}.before.ECE']:.4f} → {s[f'{head}.after.ECE']:.4f}, "
+              f"Brier {s[f'{head}.before.Brier']:.4f} → {s[f'{head}.after.Brier']:.4f}")
+    print(f"out-of-distribution guard: {g.method} on the {g.feature} feature, threshold {g.threshold:.3f} "
+          f"({g.quantile:.0%} of validation images below it); flagged: "
+          + ", ".join(f"{name} {share:.1%}" for name, share in g.measured.items()))
     return 0
 
 
@@ -80,6 +115,21 @@ def register(subparsers) -> None:
     e.add_argument("--allow-outside-root", action="store_true",
                    help="let split rows name files outside the data-set root (trusted local data only)")
     e.set_defaults(func=run_evaluate)
+
+    c = subparsers.add_parser(
+        "calibrate", help="fit temperature scaling and the out-of-distribution guard; store them in the checkpoint",
+        description="Fit one temperature per head on the validation split (NLL) and the out-of-distribution "
+                    "guard (reference: training features; threshold: the validation images' 95th percentile). "
+                    "`mkcnet train` runs this at the end; rerun it after changing the weights.")
+    c.add_argument("checkpoint", help="run directory (uses best), model folder, or a .safetensors checkpoint")
+    c.add_argument("--split", help="validation split file (default: the run's)")
+    c.add_argument("--train-split", help="training split file (default: the run's)")
+    c.add_argument("--root", help="data-set root (default: the run's)")
+    c.add_argument("--guard", choices=["mahalanobis", "knn"], default="mahalanobis",
+                   help="feature score of the out-of-distribution guard (default: mahalanobis)")
+    c.add_argument("--device", default="auto")
+    c.add_argument("--quiet", action="store_true")
+    c.set_defaults(func=run_calibrate)
 
     p = subparsers.add_parser(
         "predict", help="diagnosis and quality probabilities for images",

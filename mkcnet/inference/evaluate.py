@@ -8,14 +8,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mkcnet.checkpoint import LoadedModel, load_checkpoint
+from mkcnet.checkpoint import LoadedModel, load_checkpoint, update_trust
 from mkcnet.data.dataset import UNKNOWN, ImageSet, SplitTable, read_split
-from mkcnet.data.images import IMAGE_SUFFIXES, load_resized
+from mkcnet.data.images import IMAGE_SUFFIXES, fit_to_model, read_image
 from mkcnet.device import resolve_device
 from mkcnet.errors import UserError
-from mkcnet.inference.predict import predict_batches
+from mkcnet.inference.calibration import fit_calibration, softmax
+from mkcnet.inference.guard import fit_guard, input_statistics
+from mkcnet.inference.predict import Predictions, predict_batches
 from mkcnet.inference.results import ResultsPack
-from mkcnet.metrics import evaluation_metrics
+from mkcnet.metrics import calibration_metrics, evaluation_metrics
+
+GUARD_METHOD = "mahalanobis"  # chosen by measurement: docs/workbench.md, "Out-of-distribution guard"
 
 
 def evaluate_split(checkpoint: str | Path | LoadedModel, split: str | Path, root: str | Path | None = None,
@@ -27,14 +31,64 @@ def evaluate_split(checkpoint: str | Path | LoadedModel, split: str | Path, root
     data = ImageSet.load(table, mc.in_chans, mc.image_size, mc.mean, mc.std, progress=progress)
     dev = resolve_device(device)
     model.task_net.to(dev)
-    preds = predict_batches(model.task_net, data.batches(batch_size), dev, features=True)
+    temperatures = model.calibration.temperatures if model.calibration else None
+    preds = predict_batches(model.task_net, data.batches(batch_size), dev, features=True, temperatures=temperatures)
     metrics = evaluation_metrics(table.diagnosis, preds.diagnosis, table.quality, preds.quality, mc.num_quality)
     header = {"checkpoint": str(model.path), "split": str(Path(split)), "root": str(table.root),
-              "model": model.config.to_dict()["model"], "metrics": metrics}
+              "model": model.config.to_dict()["model"], "metrics": metrics,
+              "temperatures": temperatures or {},
+              "calibration": calibration_scores(preds, table, mc.num_quality, temperatures)}
     pack = ResultsPack.build(table.paths, table.diagnosis, table.quality, preds, header)
     if out_dir is not None:
         pack.save(out_dir)
     return pack
+
+
+def calibration_scores(preds: Predictions, table: SplitTable, num_quality: int,
+                       temperatures: dict[str, float] | None) -> dict[str, float]:
+    """ECE and Brier per head, overall and per quality group, before ("raw") and after ("calibrated")
+    temperature scaling: `diagnosis.raw.HQ.ECE`, `quality.calibrated.Brier`, ..."""
+    out = {}
+    labels = {"diagnosis": table.diagnosis, "quality": table.quality}
+    for head, z in preds.logits.items():
+        if head not in labels or not (labels[head] >= 0).any():
+            continue
+        known = labels[head] >= 0
+        group = table.quality[known] if head == "diagnosis" else None
+        for when, t in (("raw", 1.0), ("calibrated", (temperatures or {}).get(head, 1.0))):
+            for key, value in calibration_metrics(labels[head][known], softmax(z[known], t), group, num_quality).items():
+                out[f"{head}.{when}.{key}"] = value
+    return out
+
+
+def calibrate_checkpoint(checkpoint: str | Path, split: str | Path | None = None, train_split: str | Path | None = None,
+                         root: str | Path | None = None, method: str = GUARD_METHOD, device: str = "auto",
+                         progress: bool = True) -> LoadedModel:
+    """Fit temperatures on the validation split and the out-of-distribution guard (reference from the
+    training split, threshold from the validation split); store both in the checkpoint."""
+    model = load_checkpoint(checkpoint)
+    mc, dc = model.config.model, model.config.data
+    root = Path(root or dc.root)
+    split = Path(split) if split else root / (dc.val_split or "val.csv")
+    train_split = Path(train_split) if train_split else root / dc.train_split
+    dev = resolve_device(device)
+    model.task_net.to(dev)
+    seen = {}
+    for name, path in (("val", split), ("train", train_split)):
+        table = read_split(path, root, dc.diagnosis_map, mc.num_diagnosis, mc.num_quality, dc.allow_outside_root)
+        data = ImageSet.load(table, mc.in_chans, mc.image_size, mc.mean, mc.std, progress=progress)
+        preds = predict_batches(model.task_net, data.batches(64), dev, features=True)
+        stats = np.array([input_statistics(read_image(f)) for f in table.files()])
+        seen[name] = (table, preds, stats)
+    (val, val_preds, _), (train, train_preds, train_stats) = seen["val"], seen["train"]
+    calibration = fit_calibration(val_preds.logits, val.diagnosis, val.quality, mc.num_quality, split.name)
+    guard = fit_guard(train_preds.features["fused"], train.diagnosis, val_preds.features["fused"], train_stats, method)
+    for name, (_, preds, stats) in seen.items():
+        verdicts = guard.verdicts(preds.features["fused"], [tuple(s) for s in stats])
+        guard.measured[name] = float(np.mean([v.ood for v in verdicts]))
+    update_trust(model.path, calibration, guard)
+    model.calibration, model.guard = calibration, guard
+    return model
 
 
 @dataclass(frozen=True)
@@ -68,12 +122,16 @@ def collect_inputs(inputs: list[str | Path]) -> Inputs:
 
 
 def predict_images(model: LoadedModel, files: list[Path], device: str = "auto", batch_size: int = 32) -> pd.DataFrame:
-    """One row per file with class names and probabilities; unreadable files get an `error`."""
+    """One row per file with class names and probabilities (calibrated where the model is), the
+    out-of-distribution verdict (`ood`, `ood_score`, `ood_reason`; empty without a guard), and an
+    `error` for unreadable files."""
     mc = model.config.model
-    arrays, rows = [], []
+    arrays, rows, stats = [], [], []
     for f in files:
         try:
-            arrays.append(load_resized(f, mc.in_chans, mc.image_size))
+            image = read_image(f)
+            arrays.append(fit_to_model(image, mc.in_chans, mc.image_size))
+            stats.append(input_statistics(image))
             rows.append({"image": str(f), "error": ""})
         except UserError as err:
             rows.append({"image": str(f), "error": str(err)})
@@ -86,7 +144,15 @@ def predict_images(model: LoadedModel, files: list[Path], device: str = "auto", 
         split = SplitTable(Path("."), [rows[i]["image"] for i in ok], np.full(len(ok), UNKNOWN), np.full(len(ok), UNKNOWN))
         dev = resolve_device(device)
         model.task_net.to(dev)
-        preds = predict_batches(model.task_net, ImageSet(split, images, mc.mean, mc.std).batches(batch_size), dev)
+        temperatures = model.calibration.temperatures if model.calibration else None
+        preds = predict_batches(model.task_net, ImageSet(split, images, mc.mean, mc.std).batches(batch_size), dev,
+                                features=model.guard is not None, temperatures=temperatures)
+        table.loc[ok, "calibrated"] = preds.calibrated
+        if model.guard is not None:
+            verdicts = model.guard.verdicts(preds.features[model.guard.feature], stats)
+            table.loc[ok, "ood"] = [v.ood for v in verdicts]
+            table.loc[ok, "ood_score"] = [round(v.score, 3) for v in verdicts]
+            table.loc[ok, "ood_reason"] = [v.reason for v in verdicts]
         for head, probs, names in (("diagnosis", preds.diagnosis, mc.diagnosis_names),
                                    ("quality", preds.quality, mc.quality_names)):
             if probs is None:
@@ -95,7 +161,8 @@ def predict_images(model: LoadedModel, files: list[Path], device: str = "auto", 
             table.loc[ok, head] = [names[k] for k in probs.argmax(1)]
             for k, name in enumerate(names):
                 table.loc[ok, f"p_{head}_{name}"] = probs[:, k].round(4)
-    return table.drop(columns="error").assign(error=table["error"])
+    verdict = [c for c in ("calibrated", "ood", "ood_score", "ood_reason") if c in table.columns]
+    return table[[c for c in table.columns if c not in verdict and c != "error"] + verdict + ["error"]]
 
 
-__all__ = ["Inputs", "collect_inputs", "evaluate_split", "predict_images"]
+__all__ = ["Inputs", "calibrate_checkpoint", "collect_inputs", "evaluate_split", "predict_images"]

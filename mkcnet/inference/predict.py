@@ -10,6 +10,7 @@ import torch
 
 from mkcnet.data.dataset import Batch
 from mkcnet.device import autocast, memory_format
+from mkcnet.inference.calibration import softmax
 from mkcnet.models import TaskNet
 
 FEATURE_NAMES = ("diagnosis", "quality", "auxiliary", "fused")
@@ -21,11 +22,21 @@ class Predictions:
     quality: np.ndarray | None = None  # N×num_quality probabilities
     auxiliary: np.ndarray | None = None  # N×Σψ probabilities
     features: dict[str, np.ndarray] = field(default_factory=dict)
+    logits: dict[str, np.ndarray] = field(default_factory=dict)  # per head, before any temperature
+    calibrated: bool = False  # probabilities are temperature-scaled
+
+
+def probabilities(logits: dict[str, np.ndarray], temperatures: dict[str, float] | None = None) -> dict[str, np.ndarray]:
+    """Softmax of each head's logits divided by its temperature (1 where none is given)."""
+    temperatures = temperatures or {}
+    return {head: softmax(z, temperatures.get(head, 1.0)).astype(np.float32) for head, z in logits.items()}
 
 
 @torch.no_grad()
 def predict_batches(task_net: TaskNet, batches: Iterable[Batch], device: torch.device | str = "cpu",
-                    features: bool = False, amp: bool = False, channels_last: bool = False) -> Predictions:
+                    features: bool = False, amp: bool = False, channels_last: bool = False,
+                    temperatures: dict[str, float] | None = None) -> Predictions:
+    """Every head's logits and probabilities (temperature-scaled where `temperatures` names the head)."""
     device = torch.device(device)
     was_training = task_net.training
     task_net.eval()
@@ -39,15 +50,15 @@ def predict_batches(task_net: TaskNet, batches: Iterable[Batch], device: torch.d
             for head in heads:
                 logits = out.logits(head)
                 if logits is not None:
-                    heads[head].append(logits.float().softmax(dim=1).cpu().numpy())
+                    heads[head].append(logits.float().cpu().numpy())
             if features:
                 for name in FEATURE_NAMES:
                     if name in out.features:
                         feats.setdefault(name, []).append(out.features[name].float().cpu().numpy())
     finally:
         task_net.train(was_training)
-    stack = {k: np.concatenate(v) if v else None for k, v in heads.items()}
-    if stack["diagnosis"] is None:
-        stack["diagnosis"] = np.zeros((0, task_net.config.num_diagnosis), np.float32)
-    return Predictions(stack["diagnosis"], stack["quality"], stack["auxiliary"],
-                       {k: np.concatenate(v) for k, v in feats.items()})
+    logits = {k: np.concatenate(v) for k, v in heads.items() if v}
+    logits.setdefault("diagnosis", np.zeros((0, task_net.config.num_diagnosis), np.float32))
+    probs = probabilities(logits, temperatures)
+    return Predictions(probs["diagnosis"], probs.get("quality"), probs.get("auxiliary"),
+                       {k: np.concatenate(v) for k, v in feats.items()}, logits, bool(temperatures))

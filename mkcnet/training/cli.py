@@ -83,6 +83,15 @@ def run_train(args: argparse.Namespace) -> int:
     print(f"done: {out}  best epoch {result.best_epoch}  val AUC {best.get('diagnosis.auc', float('nan')):.4f}  "
           f"ACC {best.get('diagnosis.acc', float('nan')):.4f}  F1 {best.get('diagnosis.f1', float('nan')):.4f}  "
           f"({result.minutes:.1f} min)")
+    if val_table is not None:
+        from mkcnet.inference.evaluate import calibrate_checkpoint
+
+        # Calibrated probabilities and the out-of-distribution guard come with every run that has a
+        # validation split (`mkcnet calibrate` redoes this after the weights change).
+        model = calibrate_checkpoint(out, device=config.train.device, progress=not args.quiet)
+        temps = ", ".join(f"{h} {t:.2f}" for h, t in model.calibration.temperatures.items())
+        print(f"calibrated {model.path.name}: temperatures {temps}; out-of-distribution threshold "
+              f"{model.guard.threshold:.3f} ({model.guard.method})")
     return 0
 
 

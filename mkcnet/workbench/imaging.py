@@ -23,6 +23,7 @@ from mkcnet.data.dataset import normalise
 from mkcnet.data.images import load_resized, read_image, to_channels
 from mkcnet.degradation import degrade, list_families
 from mkcnet.errors import UserError
+from mkcnet.inference.guard import input_statistics
 from mkcnet.workbench.zoo import ZooModel
 
 WORKING_SIZE = 256  # the degradation simulator's reference side
@@ -37,6 +38,7 @@ class Prepared:
     tensor: torch.Tensor
     display: np.ndarray
     record: dict | None  # the degradation record, None for the original image
+    stats: tuple[float, float] = (0.0, 1.0)  # (colourfulness, aspect) of the decoded image: the guard's input checks
 
 
 def square(image: np.ndarray, size: int) -> np.ndarray:
@@ -62,6 +64,7 @@ def check_family(family: str | None, modality: str) -> str | None:
 def prepare(image: np.ndarray, config: ModelConfig, modality: str, family: str | None = None,
             severity: int = 0, seed: int = 0) -> Prepared:
     """H×W×C uint8 (from `read_image`) → model input + display copy, degraded if asked."""
+    stats = input_statistics(image)
     image = to_channels(image, config.in_chans)
     family = check_family(family, modality)
     record = None
@@ -69,7 +72,7 @@ def prepare(image: np.ndarray, config: ModelConfig, modality: str, family: str |
         image, record = degrade(square(image, WORKING_SIZE), family, int(severity), int(seed))
     chw = load_resized(image, config.in_chans, config.image_size)
     tensor = normalise(torch.from_numpy(np.array(chw, copy=True))[None], config.mean, config.std)
-    return Prepared(tensor, as_rgb(square(image, DISPLAY_SIZE)), record)
+    return Prepared(tensor, as_rgb(square(image, DISPLAY_SIZE)), record, stats)
 
 
 class ImageCache:

@@ -13,22 +13,27 @@ import numpy as np
 import torch
 
 from mkcnet.analysis.cam import DEFAULT_METHOD, cam_targets, compute_cams, overlay
+from mkcnet.inference.guard import Verdict
+from mkcnet.inference.predict import probabilities
 from mkcnet.models import TaskOutput
 from mkcnet.models.meta_learner import num_blocks
 from mkcnet.workbench.imaging import Prepared
 from mkcnet.workbench.zoo import ZooModel
 
-UNCERTAIN = 0.6  # a top probability below this is reported as uncertain
+CONFIDENT = 0.8  # calibrated top probability (diagnosis, and the quality head's own) below this is "uncertain"
+REASSURANCE = "as reliable as this model gets"  # said only when every check passes (tests hold it to that)
 
 
 @dataclass
 class Reading:
-    diagnosis: dict[str, float]
+    diagnosis: dict[str, float]  # calibrated probabilities where the model is calibrated
     quality: dict[str, float] | None
     text: str  # Markdown, for people
     top_diagnosis: int
     top_quality: int | None
     top_auxiliary: int | None
+    calibrated: bool = False
+    verdict: Verdict | None = None  # the out-of-distribution guard's; None for a model without one
 
 
 def _metric(card: dict, group: str) -> float | None:
@@ -36,54 +41,88 @@ def _metric(card: dict, group: str) -> float | None:
     return None if value is None or value != value else float(value)
 
 
-def explain(model: ZooModel, diagnosis: np.ndarray, quality: np.ndarray | None) -> str:
-    """The plain-language reading: what the model sees, and how far to trust it here."""
+def explain(model: ZooModel, diagnosis: np.ndarray, quality: np.ndarray | None, verdict: Verdict | None = None) -> str:
+    """The plain-language reading, driven by the calibrated diagnosis confidence, the quality head's
+    own confidence and the out-of-distribution guard, never by a top class alone."""
+    calibration, dataset = model.loaded.calibration, model.entry.dataset
     dnames, k = model.class_names("diagnosis"), int(diagnosis.argmax())
     p = float(diagnosis[k])
-    if p < UNCERTAIN:
+    if verdict is not None and verdict.ood:
+        return (f"**This image does not look like the model's training data** ({verdict.reason}). "
+                f"Do not use the diagnosis: the model has only seen `{dataset}` images, and on anything else "
+                f"its output means nothing (it would say {dnames[k]} {p:.0%}).")
+    kind = "calibrated" if calibration else "raw softmax, not calibrated"
+    if p < CONFIDENT:
         runner = int(np.argsort(diagnosis)[-2])
-        lines = [f"**Uncertain:** {dnames[k]} ({p:.0%}) or {dnames[runner]} ({diagnosis[runner]:.0%})."]
+        lines = [f"**Uncertain:** {dnames[k]} ({p:.0%}) or {dnames[runner]} ({diagnosis[runner]:.0%}); {kind}."]
     else:
-        lines = [f"**{dnames[k]}** ({p:.0%})."]
+        lines = [f"**{dnames[k]}** ({p:.0%}, {kind})."]
+    q = None if quality is None else int(quality.argmax())
+    qnames = model.class_names("quality")
+    band = calibration.band(q, p) if calibration else None
+    if band is not None:
+        like = f"predicted {qnames[q]}, " if q is not None else ""
+        lines.append(f"On validation images like this one ({like}confidence {band.low:.0%}-{band.high:.0%}) the "
+                     f"model was right {band.accuracy:.0%} of the time ({band.correct} of {band.n}).")
+    if calibration is None:
+        lines.append("These probabilities may overstate the model's confidence (run `mkcnet calibrate`).")
+    if verdict is None:
+        lines.append("This model has no out-of-distribution guard: nothing checks that the image resembles its "
+                     "training data.")
     if quality is None:
         lines.append("This model has no quality head, so it cannot tell whether the image is good "
                      "enough to trust its diagnosis.")
         return " ".join(lines)
-    qnames, q = model.class_names("quality"), int(quality.argmax())
-    best = len(qnames) - 1  # quality labels are ordered worst → best
+    qp, best = float(quality[q]), len(qnames) - 1  # quality labels are ordered worst → best
     card = model.entry.card
     hq, lq = _metric(card, "HQ"), _metric(card, "LQ")
     validated = f" (validation AUC: {hq:.2f} on good images, {lq:.2f} on poor ones)" if hq and lq else ""
-    if q == best:
-        lines.append(f"Image quality: **{qnames[q]}** ({quality[q]:.0%}) — the diagnosis is as reliable as "
-                     f"this model gets{validated}.")
+    if qp < CONFIDENT:
+        lines.append(f"Image quality: the quality head itself is unsure ({qnames[q]} {qp:.0%}), so how far the "
+                     f"diagnosis can be trusted is unclear{validated}.")
+    elif q == best and p >= CONFIDENT and calibration is not None and verdict is not None:
+        lines.append(f"Image quality: **{qnames[q]}** ({qp:.0%}): the diagnosis is {REASSURANCE}{validated}.")
+    elif q == best and p < CONFIDENT:
+        lines.append(f"Image quality: **{qnames[q]}** ({qp:.0%}), but the diagnosis itself is not confident.")
+    elif q == best:
+        lines.append(f"Image quality: **{qnames[q]}** ({qp:.0%}); without calibration and an out-of-distribution "
+                     f"guard this model cannot say how far to trust its diagnosis{validated}.")
     elif q == 0:
-        lines.append(f"Image quality: **{qnames[q]}** ({quality[q]:.0%}) — low quality, the diagnosis is "
+        lines.append(f"Image quality: **{qnames[q]}** ({qp:.0%}): low quality, the diagnosis is "
                      f"less reliable{validated}; consider a new acquisition.")
     else:
-        lines.append(f"Image quality: **{qnames[q]}** ({quality[q]:.0%}) — degraded, the diagnosis is somewhat "
+        lines.append(f"Image quality: **{qnames[q]}** ({qp:.0%}): degraded, the diagnosis is somewhat "
                      f"less reliable{validated}.")
     return " ".join(lines)
 
 
-def reading_from(model: ZooModel, out: TaskOutput) -> Reading:
-    probs = {h: None if out.logits(h) is None else out.logits(h).detach().float().softmax(1)[0].numpy()
-             for h in ("diagnosis", "quality", "auxiliary")}
-    d, q, a = probs["diagnosis"], probs["quality"], probs["auxiliary"]
+def reading_from(model: ZooModel, out: TaskOutput, prepared: Prepared) -> Reading:
+    loaded = model.loaded
+    logits = {h: out.logits(h).detach().float().cpu().numpy() for h in ("diagnosis", "quality", "auxiliary")
+              if out.logits(h) is not None}
+    probs = probabilities(logits, loaded.calibration.temperatures if loaded.calibration else None)
+    d, q, a = probs["diagnosis"][0], probs.get("quality"), probs.get("auxiliary")
+    q = None if q is None else q[0]
+    verdict = None
+    if loaded.guard is not None:
+        features = out.features[loaded.guard.feature].detach().float().cpu().numpy()
+        verdict = loaded.guard.verdicts(features, [prepared.stats])[0]
     return Reading(
         diagnosis={n: float(v) for n, v in zip(model.class_names("diagnosis"), d)},
         quality=None if q is None else {n: float(v) for n, v in zip(model.class_names("quality"), q)},
-        text=explain(model, d, q),
+        text=explain(model, d, q, verdict),
         top_diagnosis=int(d.argmax()),
         top_quality=None if q is None else int(q.argmax()),
-        top_auxiliary=None if a is None else int(a.argmax()),
+        top_auxiliary=None if a is None else int(a[0].argmax()),
+        calibrated=loaded.calibration is not None,
+        verdict=verdict,
     )
 
 
 def read_out(model: ZooModel, prepared: Prepared) -> Reading:
     """Probabilities and the reading, without CAMs."""
     with model.lock, torch.no_grad():  # the lock: a CAM in another request may hook these layers
-        return reading_from(model, model.task_net(prepared.tensor))
+        return reading_from(model, model.task_net(prepared.tensor), prepared)
 
 
 def auxiliary_class_name(model: ZooModel, k: int) -> str:
@@ -106,7 +145,7 @@ def analyse(model: ZooModel, prepared: Prepared, method: str = DEFAULT_METHOD,
     diagnosis, all from one forward pass; each map explains its head's top class."""
     with model.lock:
         cams = compute_cams(model.task_net, prepared.tensor, method)
-    reading = reading_from(model, cams.output)
+    reading = reading_from(model, cams.output, prepared)
     top = {"diagnosis": reading.top_diagnosis, "quality": reading.top_quality, "auxiliary": reading.top_auxiliary}
     overlays = []
     for target in cam_targets(model.task_net):

@@ -1,0 +1,107 @@
+"""Measure the out-of-distribution guard of the bundled models on real images of other kinds.
+
+For each model: the share of images flagged among its own validation split (in distribution:
+should be ≤ 5 %; the threshold is set on its even rows and measured on the odd ones), and among pediatric chest X-rays (cxr-kermany), fundus photographs
+(fundus-drimdb), synthetic fundus and CT-IQAD validation images — for both feature scores
+(Mahalanobis, k-NN), with the input checks alone, the feature score alone, and both (the guard).
+
+    python scripts/measure_ood.py [--limit 500] [--out docs/ood_guard.csv]
+
+Needs ../shared/data (the project's machines); says so and stops when it is missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from mkcnet.checkpoint import load_checkpoint
+from mkcnet.data.dataset import normalise, read_split
+from mkcnet.data.images import IMAGE_SUFFIXES, fit_to_model, read_image
+from mkcnet.inference.guard import fit_guard, input_statistics
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "data"
+MODELS = ("ct-iqad-mkcnet", "ct-iqad-vanilla", "synth-fundus-mkcnet", "synth-fundus-vanilla")
+
+
+def image_files(folder: Path, limit: int, seed: int = 0) -> list[Path]:
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if len(files) > limit:
+        files = [files[i] for i in sorted(np.random.default_rng(seed).choice(len(files), limit, replace=False))]
+    return files
+
+
+def split_files(root: Path, split: str, limit: int | None = None) -> tuple[list[Path], np.ndarray]:
+    table = read_split(root / split, root)
+    files, labels = table.files(), table.diagnosis
+    return (files, labels) if limit is None or len(files) <= limit else (files[:limit], labels[:limit])
+
+
+@torch.no_grad()
+def features(model, files: list[Path]) -> tuple[np.ndarray, np.ndarray]:
+    """The guard's feature and input statistics of each file (read once)."""
+    mc = model.config.model
+    feats, stats = [], []
+    for start in range(0, len(files), 64):
+        images = [read_image(f) for f in files[start:start + 64]]
+        stats += [input_statistics(im) for im in images]
+        x = torch.from_numpy(np.stack([fit_to_model(im, mc.in_chans, mc.image_size) for im in images]))
+        out = model.task_net(normalise(x, mc.mean, mc.std))
+        feats.append(out.features["fused"].float().numpy())
+    return np.concatenate(feats), np.array(stats)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--limit", type=int, default=500, help="images per foreign set (a seeded sample)")
+    p.add_argument("--out", type=Path, default=REPO / "docs" / "ood_guard.csv")
+    args = p.parse_args(argv)
+    if not (SHARED / "ct-iqad" / "train.csv").is_file():
+        print(f"this script needs the project's real data at {SHARED} (absent on users' machines)", file=sys.stderr)
+        return 1
+    synth = REPO / "data" / "synth-fundus"
+    if not (synth / "val.csv").is_file():
+        print("synthetic fundus set missing: run scripts/train_synth_fundus.sh (or mkcnet synth data/synth-fundus)",
+              file=sys.stderr)
+        return 1
+    torch.set_grad_enabled(False)
+    sets = {"CT-IQAD val": split_files(SHARED / "ct-iqad", "val.csv")[0],
+            "synthetic fundus val": split_files(synth, "val.csv")[0],
+            "chest X-ray (cxr-kermany)": image_files(SHARED / "cxr-kermany", args.limit),
+            "fundus photo (fundus-drimdb)": image_files(SHARED / "fundus-drimdb", args.limit)}
+    rows = []
+    for name in MODELS:
+        model = load_checkpoint(REPO / "checkpoints" / name)
+        root = SHARED / "ct-iqad" if name.startswith("ct-iqad") else synth
+        train_files, train_labels = split_files(root, "train.csv")
+        train_x, train_s = features(model, train_files)
+        own = "CT-IQAD val" if name.startswith("ct-iqad") else "synthetic fundus val"
+        seen = {s: features(model, files) for s, files in sets.items()}
+        for method in ("mahalanobis", "knn"):
+            # Threshold from the even validation rows; the odd ones measure it (not the images it was set on).
+            guard = fit_guard(train_x, train_labels, seen[own][0][::2], train_s, method)
+            for set_name, (x, s) in seen.items():
+                if set_name == own:
+                    x, s = x[1::2], s[1::2]
+                verdicts = guard.verdicts(x, [tuple(v) for v in s])
+                inputs = np.array([bool(guard.inputs.problem(*v)) for v in s])
+                feature = np.array([v.score > 1 for v in verdicts])
+                rows.append({"model": name, "score": method, "images": set_name, "n": len(x),
+                             "in distribution": set_name == own, "input checks": inputs.mean(),
+                             "feature score": feature.mean(), "guard": np.mean([v.ood for v in verdicts])})
+        print(pd.DataFrame([r for r in rows if r["model"] == name]).to_string(index=False), flush=True)
+    table = pd.DataFrame(rows)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    table.round(4).to_csv(args.out, index=False)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
