@@ -110,6 +110,28 @@ def metric_rows(m: dict) -> str:
     return "\n".join(lines)
 
 
+def trust_rows(info: dict) -> str:
+    """The card's calibration table (ECE/Brier before → after temperature scaling) and guard line."""
+    c, g = info.get("calibration"), info.get("guard")
+    if not c:
+        return "Not calibrated: probabilities are raw softmax outputs."
+    s = c["scores"]
+    lines = ["| head | T | ECE raw → calibrated | Brier raw → calibrated | NLL raw → calibrated |",
+             "|---|---:|---:|---:|---:|"]
+    for head, t in c["temperatures"].items():
+        lines.append(f"| {head} | {t:.3f} | {s[f'{head}.before.ECE']:.3f} → {s[f'{head}.after.ECE']:.3f} | "
+                     f"{s[f'{head}.before.Brier']:.3f} → {s[f'{head}.after.Brier']:.3f} | "
+                     f"{s[f'{head}.before.NLL']:.3f} → {s[f'{head}.after.NLL']:.3f} |")
+    lines.append(f"\nTemperatures fitted on `{c['split']}` (NLL); the workbench and `mkcnet predict` show the "
+                 "calibrated probabilities.")
+    if g:
+        lines.append(f"Out-of-distribution guard: {g['method']} distance on the {g['feature']} feature, threshold "
+                     f"{g['threshold']:.2f} (the validation images' {g['quantile']:.0%} "
+                     f"point), plus input checks (colourfulness, aspect ratio); flags {g['measured'].get('val', 0):.1%} "
+                     f"of the validation and {g['measured'].get('train', 0):.1%} of the training images.")
+    return "\n".join(lines)
+
+
 def model_card(info: dict, config) -> str:
     m, t = config.model, config.train
     done = info.get("epochs_done", t.epochs)
@@ -133,6 +155,10 @@ def model_card(info: dict, config) -> str:
 ## Validation metrics (these fp16 weights)
 
 {metric_rows(info['metrics'])}
+
+## Calibrated confidence and the out-of-distribution guard
+
+{trust_rows(info)}
 
 ## How it was made
 
@@ -183,6 +209,8 @@ def bundle(run: Path, name: str, out: Path, root: str | None = None, split: str 
     pack.header["root"] = str(root)
     pack.save(target / "results")
     info["metrics"] = pack.header["metrics"]
+    info["calibration"] = bundled.calibration.to_dict()
+    info["guard"] = bundled.guard.to_header()
     info["size_mb"] = weights.with_suffix(".safetensors").stat().st_size / 1e6
     save_checkpoint(weights, source.task_net, None, config, info, half=True, include_meta=False,
                     calibration=bundled.calibration, guard=bundled.guard)

@@ -1,9 +1,10 @@
 """Measure the out-of-distribution guard of the bundled models on real images of other kinds.
 
 For each model: the share of images flagged among its own validation split (in distribution:
-should be ≤ 5 %; the threshold is set on its even rows and measured on the odd ones), and among pediatric chest X-rays (cxr-kermany), fundus photographs
-(fundus-drimdb), synthetic fundus and CT-IQAD validation images — for both feature scores
-(Mahalanobis, k-NN), with the input checks alone, the feature score alone, and both (the guard).
+should be ≤ 5 %; the threshold is set on its even rows and measured on the odd ones), and
+among pediatric chest X-rays (cxr-kermany), fundus photographs (fundus-drimdb), synthetic
+fundus and CT-IQAD validation images — for both feature scores (Mahalanobis, k-NN) on two features (backbone, fused), with the
+input checks alone, the feature score alone, and both (the guard).
 
     python scripts/measure_ood.py [--limit 500] [--out docs/ood_guard.csv]
 
@@ -27,6 +28,7 @@ from mkcnet.inference.guard import fit_guard, input_statistics
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
+FEATURES = ("backbone", "fused")
 MODELS = ("ct-iqad-mkcnet", "ct-iqad-vanilla", "synth-fundus-mkcnet", "synth-fundus-vanilla")
 
 
@@ -53,8 +55,8 @@ def features(model, files: list[Path]) -> tuple[np.ndarray, np.ndarray]:
         stats += [input_statistics(im) for im in images]
         x = torch.from_numpy(np.stack([fit_to_model(im, mc.in_chans, mc.image_size) for im in images]))
         out = model.task_net(normalise(x, mc.mean, mc.std))
-        feats.append(out.features["fused"].float().numpy())
-    return np.concatenate(feats), np.array(stats)
+        feats.append({k: out.features[k].float().numpy() for k in FEATURES})
+    return {k: np.concatenate([f[k] for f in feats]) for k in FEATURES}, np.array(stats)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,18 +85,19 @@ def main(argv: list[str] | None = None) -> int:
         train_x, train_s = features(model, train_files)
         own = "CT-IQAD val" if name.startswith("ct-iqad") else "synthetic fundus val"
         seen = {s: features(model, files) for s, files in sets.items()}
-        for method in ("mahalanobis", "knn"):
+        for feature, method in [(f, m) for f in FEATURES for m in ("mahalanobis", "knn")]:
             # Threshold from the even validation rows; the odd ones measure it (not the images it was set on).
-            guard = fit_guard(train_x, train_labels, seen[own][0][::2], train_s, method)
+            guard = fit_guard(train_x[feature], train_labels, seen[own][0][feature][::2], train_s, method)
             for set_name, (x, s) in seen.items():
+                x = x[feature]
                 if set_name == own:
                     x, s = x[1::2], s[1::2]
                 verdicts = guard.verdicts(x, [tuple(v) for v in s])
                 inputs = np.array([bool(guard.inputs.problem(*v)) for v in s])
-                feature = np.array([v.score > 1 for v in verdicts])
-                rows.append({"model": name, "score": method, "images": set_name, "n": len(x),
+                far = np.array([v.score > 1 for v in verdicts])
+                rows.append({"model": name, "feature": feature, "score": method, "images": set_name, "n": len(x),
                              "in distribution": set_name == own, "input checks": inputs.mean(),
-                             "feature score": feature.mean(), "guard": np.mean([v.ood for v in verdicts])})
+                             "feature score": far.mean(), "guard": np.mean([v.ood for v in verdicts])})
         print(pd.DataFrame([r for r in rows if r["model"] == name]).to_string(index=False), flush=True)
     table = pd.DataFrame(rows)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -165,3 +165,30 @@ def test_calibrate_stores_temperatures_and_guard_and_predict_reports_them(tmp_pa
         z = model.task_net(x).diagnosis.double()
     expected = torch.softmax(z / t, 1)[0, 1].item()
     assert table["p_diagnosis_COVID-19"].iloc[0] == pytest.approx(expected, abs=1e-4)
+
+
+def test_risk_coverage_by_hand():
+    from mkcnet.analysis.referral import risk_coverage
+
+    correct = np.array([1, 0, 1, 1, 0], bool)
+    score = np.array([0.9, 0.8, 0.7, 0.95, 0.1])
+    # Ranked: 0.95 (right), 0.9 (right), 0.8 (wrong), 0.7 (right), 0.1 (wrong).
+    curve = risk_coverage(correct, score)
+    assert curve["coverage"].tolist() == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0])
+    assert curve["risk"].tolist() == pytest.approx([0, 0, 1 / 3, 1 / 4, 2 / 5])
+
+
+def test_referral_curves_of_a_pack_have_every_rule():
+    from mkcnet.analysis.referral import referral_curves
+    from mkcnet.inference.predict import Predictions
+    from mkcnet.inference.results import ResultsPack
+
+    d = np.array([[0.9, 0.1], [0.4, 0.6], [0.7, 0.3], [0.2, 0.8]])
+    q = np.array([[0.1, 0.9], [0.8, 0.2], [0.3, 0.7], [0.6, 0.4]])
+    pack = ResultsPack.build(["a", "b", "c", "d"], np.array([0, 0, 0, 1]), np.array([1, 0, 1, 0]),
+                             Predictions(d, q), {})
+    curves = referral_curves(pack)
+    assert set(curves["rule"]) == {"quality", "confidence", "both"}
+    quality = curves[curves["rule"] == "quality"]  # order by P(HQ): a, c, d, b → right, right, right, wrong
+    assert quality["risk"].tolist() == pytest.approx([0, 0, 0, 0.25])
+    assert quality["aurc"].iloc[0] == pytest.approx(0.0625)

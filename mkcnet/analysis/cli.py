@@ -88,6 +88,7 @@ def run_ood(args: argparse.Namespace) -> int:
 
     from mkcnet.analysis.figures import save_figure
     from mkcnet.analysis.ood import METRICS, lq_ratio_draws, ood_figure, summarise
+    from mkcnet.analysis.referral import referral_curves, referral_figure
     from mkcnet.inference.results import ResultsPack
 
     packs = named(args.packs, args.by, lambda p: ResultsPack.load(resolve_pack(p)).header["model"]["method"])
@@ -110,6 +111,16 @@ def run_ood(args: argparse.Namespace) -> int:
         print(f"{name:32} size {sizes[name]}  AUC at r=0 {auc.iloc[0]:.4f}  r=1 {auc.iloc[-1]:.4f}")
     if replaced and not args.bootstrap:
         print(f"note: drawn with replacement where a quality group was too small: {', '.join(replaced)}")
+    # Quality-aware referral: the first pack of each name (a run's packs share one model).
+    referral = {}
+    for name, path in packs:
+        referral.setdefault(name, referral_curves(ResultsPack.load(resolve_pack(path))))
+    pd.concat([c.assign(run=name) for name, c in referral.items()]).to_csv(out / "referral_curves.csv", index=False)
+    written += [out / "referral_curves.csv"] + save_figure(referral_figure(referral), out / "referral",
+                                                           png=not args.no_png)
+    for name, c in referral.items():
+        aurc = c.groupby("rule", sort=False)["aurc"].first()
+        print(f"{name:32} referral AURC: " + ", ".join(f"by {rule} {v:.4f}" for rule, v in aurc.items()))
     print("wrote " + ", ".join(str(p) for p in written))
     return 0
 
@@ -210,9 +221,12 @@ def register(subparsers) -> None:
     b.set_defaults(func=run_bench)
 
     o = subparsers.add_parser(
-        "ood", formatter_class=fmt, help="diagnosis metrics vs. the share of LQ images in the test set",
+        "ood", formatter_class=fmt,
+        help="diagnosis metrics vs. the share of LQ images in the test set, and referral risk-coverage curves",
         description="Resample each results pack's test set to a fixed size with a share r of LQ images, for r from "
-                    "0 to 1, many times; plot the mean and 95 % band per run. Reads saved predictions only.")
+                    "0 to 1, many times; plot the mean and 95 % band per run. Then quality-aware referral: "
+                    "diagnosis error against the share diagnosed, referring by predicted quality, by "
+                    "confidence, or by both. Reads saved predictions only.")
     o.add_argument("packs", nargs="+", metavar="[NAME=]PACK",
                    help="results packs or run directories (with one eval-* pack); packs sharing a NAME are pooled")
     add_output(o, "output folder", pools="pools")

@@ -2,10 +2,11 @@
 
 1. Input checks on the decoded image, before any network: colourfulness (grey vs colour) and
    aspect ratio against the training images' range. They catch the obvious wrong modality.
-2. A feature score: how far the image's fused feature (the diagnosis head's input) lies from
-   the training images' features, against a threshold set on the validation split (its 95th
-   percentile, so about 5 % of in-distribution images are flagged by design). Two scores are
-   implemented; which one a model uses was chosen by measurement (docs/workbench.md):
+2. A feature score: how far the image's feature (by default the shared backbone's globally
+   averaged map; the fused diagnosis feature is the other choice) lies from the training
+   images', against a threshold set on the validation split (its 95th percentile, so about
+   5 % of in-distribution images are flagged by design). Two scores are implemented; the
+   default was chosen by measurement (docs/workbench.md):
    - "mahalanobis": class-conditional Gaussians with one shared, Ledoit-Wolf shrunk covariance
      (Lee et al., 2018): the distance to the nearest diagnosis class mean.
    - "knn": the distance to the k-th nearest training feature after L2 normalisation
@@ -81,7 +82,7 @@ class Guard:
     precision: np.ndarray | None  # mahalanobis: D×D shared precision matrix
     threshold: float
     inputs: InputRange
-    feature: str = "fused"
+    feature: str = "backbone"
     quantile: float = QUANTILE
     k: int = K
     measured: dict[str, float] = field(default_factory=dict)  # share flagged per checked split
@@ -132,7 +133,8 @@ class Guard:
 
 
 def fit_guard(train_features: np.ndarray, train_labels: np.ndarray, val_features: np.ndarray,
-              train_stats: np.ndarray, method: str = "mahalanobis", quantile: float = QUANTILE) -> Guard:
+              train_stats: np.ndarray, method: str = "mahalanobis", quantile: float = QUANTILE,
+              feature: str = "backbone") -> Guard:
     """Reference from the training features, threshold from the validation features."""
     x = np.asarray(train_features, np.float64)
     labels = np.asarray(train_labels)
@@ -143,10 +145,10 @@ def fit_guard(train_features: np.ndarray, train_labels: np.ndarray, val_features
         means = np.stack([x[labels == c].mean(axis=0) for c in classes])
         centred = x[labels >= 0] - means[np.searchsorted(classes, labels[labels >= 0])]
         precision = LedoitWolf(assume_centered=True).fit(centred).precision_
-        guard = Guard(method, means, precision, 1.0, InputRange.fit(train_stats), quantile=quantile)
+        guard = Guard(method, means, precision, 1.0, InputRange.fit(train_stats), feature, quantile)
     elif method == "knn":
         unit = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-        guard = Guard(method, unit, None, 1.0, InputRange.fit(train_stats), quantile=quantile)
+        guard = Guard(method, unit, None, 1.0, InputRange.fit(train_stats), feature, quantile)
     else:
         raise ValueError(f"unknown guard method {method!r} (mahalanobis, knn)")
     guard.threshold = float(np.quantile(guard.distance(val_features), quantile))

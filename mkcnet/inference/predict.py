@@ -35,8 +35,9 @@ def probabilities(logits: dict[str, np.ndarray], temperatures: dict[str, float] 
 @torch.no_grad()
 def predict_batches(task_net: TaskNet, batches: Iterable[Batch], device: torch.device | str = "cpu",
                     features: bool = False, amp: bool = False, channels_last: bool = False,
-                    temperatures: dict[str, float] | None = None) -> Predictions:
-    """Every head's logits and probabilities (temperature-scaled where `temperatures` names the head)."""
+                    temperatures: dict[str, float] | None = None, extra_features: tuple[str, ...] = ()) -> Predictions:
+    """Every head's logits and probabilities (temperature-scaled where `temperatures` names the head);
+    with `features`, the branch features, plus any `extra_features` (e.g. the guard's "backbone")."""
     device = torch.device(device)
     was_training = task_net.training
     task_net.eval()
@@ -51,8 +52,8 @@ def predict_batches(task_net: TaskNet, batches: Iterable[Batch], device: torch.d
                 logits = out.logits(head)
                 if logits is not None:
                     heads[head].append(logits.float().cpu().numpy())
-            if features:
-                for name in FEATURE_NAMES:
+            if features or extra_features:
+                for name in (FEATURE_NAMES if features else ()) + tuple(extra_features):
                     if name in out.features:
                         feats.setdefault(name, []).append(out.features[name].float().cpu().numpy())
     finally:

@@ -23,7 +23,8 @@ class TaskOutput:
     """What one forward pass gives: logits per head, per-branch features, maps for CAMs.
 
     `features` has a vector per branch ("diagnosis", "quality", "auxiliary") plus "fused"
-    (the diagnosis head's input); heads and branches a method lacks are absent / None.
+    (the diagnosis head's input) and "backbone" (the shared map, globally averaged: what the
+    out-of-distribution guard measures); heads and branches a method lacks are absent / None.
     `maps` holds each branch's attended B×C×h×w map, `attention` its B×1×h×w spatial gate,
     and `maps["backbone"]` the shared feature map.
     """
@@ -127,6 +128,7 @@ class TaskNet(nn.Module):
         out.features["fused"] = inputs["diagnosis"]
         for name, head in self.heads.items():
             setattr(out, name, head(inputs[name]))
+        out.features["backbone"] = fmap.mean(dim=(2, 3))
         return out
 
     def forward(self, x: torch.Tensor) -> TaskOutput:

@@ -139,6 +139,29 @@ def auxiliary_class_name(model: ZooModel, k: int) -> str:
     return f"ω sub-class {sub + 1} of ({owner})"
 
 
+BRANCH_MEANINGS = {
+    "diagnosis": "the diagnosis branch: the regions whose features raise the predicted diagnosis.",
+    "quality": "the quality branch: the regions behind the quality verdict (noise, blur, artefacts, exposure).",
+    "auxiliary": "the auxiliary ω branch: what drives the meta-learned ω class, a sub-class of one (diagnosis, "
+                 "quality) pair; its feature feeds the diagnosis through the Meta-knowledge Assistance Block.",
+    "fused": "the fused diagnosis: the shared backbone's map for the diagnosis head, which reads the diagnosis "
+             "and the ω features together.",
+    "shared backbone": "the shared backbone: its map for the diagnosis head (this model has no fused feature).",
+}
+SAME_METHODS = ("On the branch maps Grad-CAM, XGrad-CAM and HiResCAM coincide: each branch map is averaged over "
+                "space before its head, so its gradient is the same at every position and the three reduce to one "
+                "channel-weighted sum. They differ on the backbone-level map, whose gradient passes the spatial "
+                "attention gates.")
+
+
+def explain_maps(model: ZooModel) -> str:
+    """One plain sentence per map this model has, what the colours mean, and when CAM methods agree."""
+    lines = [f"- **{t.label}**: {BRANCH_MEANINGS['shared backbone' if t.label == 'shared backbone' else t.key]}"
+             for t in cam_targets(model.task_net)]
+    return ("**Reading the maps** (each scaled to its own maximum; red: the strongest evidence for the class "
+            "named under the map, blue: none):\n" + "\n".join(lines) + "\n\n" + SAME_METHODS)
+
+
 def analyse(model: ZooModel, prepared: Prepared, method: str = DEFAULT_METHOD,
             opacity: float = 0.5) -> tuple[Reading, list[tuple[np.ndarray, str]]]:
     """The reading plus (overlay, caption) for every branch the model has and the fused

@@ -21,12 +21,20 @@ from mkcnet.analysis.cam import CAM_METHODS, DEFAULT_METHOD
 from mkcnet.errors import UserError
 from mkcnet.workbench.context import Example, Workbench
 from mkcnet.workbench.imaging import Prepared, load_for, thumbnail
-from mkcnet.workbench.reading import Reading, analyse, read_out
+from mkcnet.workbench.reading import Reading, analyse, explain_maps, read_out
 from mkcnet.workbench.zoo import ZooModel
 
 log = logging.getLogger("mkcnet.workbench")
 
 NO_QUALITY_HEAD = "no quality head"
+# The maps' colour scale: pytorch-grad-cam's default colormap (OpenCV's JET), low → high.
+JET = ("#00007f", "#0000ff", "#007fff", "#00ffff", "#7fff7f", "#ffff00", "#ff7f00", "#ff0000", "#7f0000")
+COLOUR_BAR = (
+    '<div class="colour-bar" role="img" aria-label="map colour scale: blue low, red high">'
+    f'<div style="height:12px;border-radius:3px;background:linear-gradient(to right,{",".join(JET)})"></div>'
+    '<div style="display:flex;justify-content:space-between;font-size:0.85em">'
+    "<span>no evidence</span><span>map colour: evidence for the class named under each map</span>"
+    "<span>strongest</span></div></div>")
 # On every page, in plain sight (not in an accordion).
 LIMITS = ("**Research software, not a medical device**: never base a clinical decision on it. Each model has seen "
           "only its own training data (its model card says which); on other images its readings mean little.")
@@ -309,6 +317,7 @@ def prediction_panel(title: str | None = None, preview: str | None = None, note:
     # "max-content": the default and "auto" cap the grid at 550 px, which hides the second row.
     cams = gr.Gallery(overlays, label="Class activation maps per branch", columns=2, height="max-content",
                       allow_preview=True, object_fit="contain", elem_classes=["cams"])
+    gr.HTML(COLOUR_BAR)
     return PredictionPanel(diagnosis, quality, reading, cams, shown, remark)
 
 
@@ -323,4 +332,5 @@ def panel_values(model: ZooModel, prepared: Prepared, method: str, opacity: floa
         reading, overlays = read_out(model, prepared), []
     # A model without a quality head says so in the quality box rather than leaving it blank.
     quality = reading.quality if reading.quality is not None else NO_QUALITY_HEAD
-    return reading, [reading.diagnosis, quality, reading.text, overlays]
+    # The reading's first line says whether these probabilities are calibrated.
+    return reading, [reading.diagnosis, quality, reading.text + "\n\n" + explain_maps(model), overlays]
