@@ -1,17 +1,24 @@
 """Diagnose: one image, one model — probabilities, a plain-language reading, a CAM per branch,
 and a what-if panel that degrades the image with the simulator and shows what moves.
 
-API endpoints: /predict (probabilities and reading) and /cam (the branch CAMs).
+API endpoints: /predict (probabilities and reading), /cam (the branch CAMs), /batch (a table
+for several images or a zip, and its CSV) and /report (a one-case HTML report).
 """
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import gradio as gr
 
+from mkcnet.analysis.cam import DEFAULT_METHOD
 from mkcnet.degradation import list_families, severity_table
+from mkcnet.errors import UserError
 from mkcnet.workbench.context import Workbench
 from mkcnet.workbench.imaging import NO_DEGRADATION, load_for
-from mkcnet.workbench.reading import Reading
+from mkcnet.workbench.reading import Reading, analyse
+from mkcnet.workbench.report import batch_files, batch_table, case_report
 from mkcnet.workbench.ui import (
     cam_controls,
     data_source,
@@ -78,10 +85,20 @@ def build(context: Workbench) -> gr.Blocks:
                     seed = gr.Number(0, precision=0, label="Seed", minimum=0)
                     meaning = gr.Markdown(severity_text(first, None, 0), elem_classes=["meaning"])
                 method, opacity = cam_controls()
+                with gr.Accordion("Several images at once", open=False):
+                    batch_in = gr.File(file_count="multiple", type="filepath", height=90,
+                                       label="Images, or one zip of images")
+                    batch_go = gr.Button("Read them all")
+                    batch_out = gr.Dataframe(label="One row per file (errors included)", interactive=False,
+                                             wrap=True)
+                    batch_csv = gr.File(label="The table as CSV", interactive=False)
                 with gr.Accordion("Your data set", open=False):
                     data_changed = data_source(context, page, status_md)
             with gr.Column(scale=3, min_width=480):
                 panel = prediction_panel(preview="What the model sees", note=True, opening=start)
+                with gr.Row():
+                    report_go = gr.Button("Case report (HTML)", size="sm", scale=0)
+                    report_file = gr.File(label="Case report", interactive=False, height=60, scale=1)
                 with gr.Accordion("Model card", open=False):
                     card = gr.Markdown(context.zoo.entry(model.value).card_markdown() if model.value else "",
                                        elem_classes=["card"])
@@ -124,6 +141,32 @@ def build(context: Workbench) -> gr.Blocks:
             gallery, shown = refresh_examples(context, context.zoo.entry(model_name).modality, request)
             return gallery, shown, status()
 
+        @guarded(3)
+        def read_batch(files: list[str] | None, model_name: str, request: gr.Request):
+            zoo_model, session = context.zoo.model(model_name), context.session(request)
+            unpacked = session.folder / "batch"
+            shutil.rmtree(unpacked, ignore_errors=True)
+            found = batch_files(files or [], unpacked, context.hosting)
+            table = batch_table(zoo_model, found, unpacked)
+            target = session.folder / "batch-out" / "readings.csv"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            table.to_csv(target, index=False)
+            return table, str(target), status()
+
+        @guarded(2)
+        def report(file: str | None, model_name: str, family_name: str, level: int, seed_value: int,
+                   cam_method: str, weight: float, request: gr.Request):
+            if not file:
+                raise UserError("upload an image or pick an example first")
+            zoo_model, session = context.zoo.model(model_name), context.session(request)
+            prepared = load_for(zoo_model, file, context.images, family_name, level, seed_value)
+            reading, overlays = analyse(zoo_model, prepared, cam_method or DEFAULT_METHOD, float(weight or 0.5))
+            name = Path(file).name
+            target = session.folder / "reports" / f"{Path(name).stem}-report.html"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(case_report(zoo_model, name, prepared.display, reading, overlays))
+            return str(target), status()
+
         def describe(model_name: str, family_name: str, level: int) -> str:
             return severity_text(context.zoo.entry(model_name).modality, family_name, level)
 
@@ -135,6 +178,10 @@ def build(context: Workbench) -> gr.Blocks:
         # The page's load fills in the opening example's maps (its probabilities come built in).
         gr.on([page.load, method.change, opacity.release], cams, [*what, method, opacity], [panel.cams, status_md],
               api_visibility="private")
+        batch_go.click(read_batch, [batch_in, model], [batch_out, batch_csv, status_md], api_name="batch",
+                       concurrency_limit=1)
+        report_go.click(report, [*what, method, opacity], [report_file, status_md], api_name="report",
+                        concurrency_limit=1)
         gr.on([family.change, severity.change], describe, [model, family, severity], meaning,
               api_visibility="private")
         model.input(change_model, model,

@@ -81,6 +81,38 @@ def test_api_predict_what_if(app, client):
     assert status == "" and what_if.startswith("**What-if fundus.blur · severity 4**")
 
 
+def test_api_batch_gives_one_row_per_file_errors_included(app, client, tmp_path):
+    context, _ = app
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not an image")
+    files = [gradio_client.handle_file(str(f)) for f in (EXAMPLE, CT_EXAMPLE, broken)]
+    table, csv, status = client.predict(files, model(context), api_name="/batch")
+    assert status == ""
+    rows = {r[0]: dict(zip(table["headers"], r)) for r in table["data"]}
+    assert list(rows) == [EXAMPLE.name, CT_EXAMPLE.name, "broken.png"]  # own names, never server paths
+    assert rows[EXAMPLE.name]["diagnosis"] in {"NoDR", "NPDR", "PDR"} and rows[EXAMPLE.name]["error"] == ""
+    assert str(rows[CT_EXAMPLE.name]["ood"]) == "True"  # a grey phantom through the fundus model
+    assert rows["broken.png"]["error"] and rows["broken.png"]["diagnosis"] == ""
+    assert len(Path(csv).read_text().splitlines()) == 4
+    archive = tmp_path / "some.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.write(EXAMPLE, f"images/{EXAMPLE.name}")
+        zf.write(CT_EXAMPLE, f"images/{CT_EXAMPLE.name}")
+    table, _, status = client.predict([gradio_client.handle_file(str(archive))], model(context), api_name="/batch")
+    assert status == "" and sorted(r[0] for r in table["data"]) == sorted(f"images/{f.name}" for f in (CT_EXAMPLE, EXAMPLE))
+
+
+def test_api_report_downloads_and_names_the_model(app, client):
+    context, _ = app
+    report, status = client.predict(gradio_client.handle_file(str(EXAMPLE)), model(context), "none", 0, 0,
+                                    "Grad-CAM", 0.5, api_name="/report")
+    text = Path(report).read_text()
+    entry = context.zoo.entry(model(context))
+    assert status == "" and Path(report).name == f"{EXAMPLE.stem}-report.html"
+    assert entry.title in text and entry.name in text and "not a medical device" in text
+    assert text.count("<figure>") == 4 and "Validation metrics" in text  # the four maps and the model card
+
+
 def test_api_cam_gives_every_branch(app, client):
     context, _ = app
     gallery, status = client.predict(gradio_client.handle_file(str(EXAMPLE)), model(context), "none", 0, 0,
@@ -185,7 +217,13 @@ def test_every_page_in_a_browser(app, tmp_path):
         body = page.inner_text("body")
         assert "Image quality" in body and "fused diagnosis" in body and "⚠️" not in body
         assert page.locator(".limits").first.is_visible()  # the limits in plain sight, nothing to open
+        assert page.locator(".colour-bar").first.is_visible()  # the maps' colour scale
         page.screenshot(path=str(shots / "diagnose.png"), full_page=True)
+        # An image of another modality (a grey CT phantom through the fundus model): the warning shows.
+        page.locator(".upload button[aria-label=Clear]").click()
+        page.locator(".upload input[type=file]").set_input_files(str(CT_EXAMPLE))
+        page.get_by_text("does not look like the model's training data").first.wait_for()
+        assert "Do not use the diagnosis" in page.inner_text(".reading")
 
         # Embeddings: click a point, see its image.
         page.goto(url + "embeddings")

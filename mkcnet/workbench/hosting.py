@@ -84,7 +84,7 @@ def extract_dataset(uploads: list[Path], folder: Path, limits: Hosting) -> Path:
     if not uploads:
         raise UserError("upload a zip of your data set, or a split file (val.csv) and its images")
     if len(uploads) == 1 and zipfile.is_zipfile(uploads[0]):
-        _extract_zip(uploads[0], folder, limits)
+        extract_zip(uploads[0], folder, limits)
     else:
         _copy_files(uploads, folder, limits)
     found = sorted({p.parent for name in SPLIT_FILES for p in folder.rglob(name) if p.is_file()},
@@ -102,7 +102,7 @@ def _safe_member(name: str) -> PurePosixPath:
     return path
 
 
-def _extract_zip(archive: Path, folder: Path, limits: Hosting) -> None:
+def extract_zip(archive: Path, folder: Path, limits: Hosting) -> None:
     try:
         zf = zipfile.ZipFile(archive)
     except zipfile.BadZipFile as err:

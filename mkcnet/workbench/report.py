@@ -1,0 +1,103 @@
+"""Batch readings and the one-case report of the Diagnose page.
+
+A batch is several uploaded images (or one zip of them, unpacked under the hosting limits into
+the visitor's session folder): one row per file — diagnosis, confidence, quality, the
+out-of-distribution verdict, or the error that kept it from being read. Files are named by
+their own names, never by a server path.
+
+A case report is one self-contained HTML file: the image the model saw, the probabilities,
+the reading, every branch map, and the model's name, card and the package version.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+import mkcnet
+from mkcnet.errors import UserError
+from mkcnet.inference.evaluate import collect_inputs, predict_images
+from mkcnet.workbench.hosting import Hosting, extract_zip
+from mkcnet.workbench.reading import Reading
+from mkcnet.workbench.zoo import ZooModel
+
+BATCH_COLUMNS = ["file", "diagnosis", "confidence", "quality", "quality confidence", "ood", "ood_score",
+                 "ood_reason", "error"]
+
+
+def batch_files(uploads: list[str | Path], folder: Path, limits: Hosting) -> list[Path]:
+    """The images of an upload: loose files as they are, one zip unpacked into `folder`."""
+    uploads = [Path(u) for u in uploads or []]
+    if not uploads:
+        raise UserError("upload some images (or one zip of images) first")
+    if len(uploads) > limits.max_files:
+        raise UserError(f"{len(uploads)} files uploaded; at most {limits.max_files} are accepted")
+    if len(uploads) == 1 and zipfile.is_zipfile(uploads[0]):
+        folder.mkdir(parents=True, exist_ok=True)
+        extract_zip(uploads[0], folder, limits)
+        found = collect_inputs([folder]).files
+        return found
+    return uploads
+
+
+def batch_table(model: ZooModel, files: list[Path], root: Path | None = None) -> pd.DataFrame:
+    """One row per file, errors included, with the columns of BATCH_COLUMNS."""
+    table = predict_images(model.loaded, files, device="cpu")
+    names = [str(Path(f).relative_to(root)) if root is not None and Path(f).is_relative_to(root) else Path(f).name
+             for f in files]
+    out = pd.DataFrame({"file": names, "error": table["error"]})
+    for head, label in (("diagnosis", "confidence"), ("quality", "quality confidence")):
+        probs = [c for c in table.columns if c.startswith(f"p_{head}_")]
+        out[head] = table[head] if head in table else ""
+        out[label] = table[probs].max(axis=1).round(3) if probs else np.nan
+    for column in ("ood", "ood_score", "ood_reason"):
+        out[column] = table[column] if column in table else ""
+    return out[BATCH_COLUMNS].fillna("")
+
+
+def _png(array: np.ndarray) -> str:
+    data = io.BytesIO()
+    Image.fromarray(array).save(data, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(data.getvalue()).decode()
+
+
+def _bars(probs: dict[str, float] | None) -> str:
+    if not probs:
+        return "<p>none (this model has no such head)</p>"
+    rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{v:.1%}</td></tr>" for k, v in
+                   sorted(probs.items(), key=lambda kv: -kv[1]))
+    return f"<table>{rows}</table>"
+
+
+def case_report(model: ZooModel, image_name: str, display: np.ndarray, reading: Reading,
+                overlays: list[tuple[np.ndarray, str]]) -> str:
+    """The report as one HTML document (images inlined)."""
+    from markdown_it import MarkdownIt
+
+    md = MarkdownIt()
+    kind = "calibrated" if reading.calibrated else "raw softmax (not calibrated)"
+    maps = "".join(f'<figure><img src="{_png(img)}" width="256"><figcaption>{html.escape(caption)}</figcaption></figure>'
+                   for img, caption in overlays)
+    entry = model.entry
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>MKCNet case report: {html.escape(image_name)}</title>
+<style>body{{font-family:sans-serif;max-width:960px;margin:2em auto}} figure{{display:inline-block;margin:4px}}
+table td{{padding:2px 12px}} .limits{{border:1px solid #c00;padding:8px}}</style></head><body>
+<h1>Case report: {html.escape(image_name)}</h1>
+<p class="limits"><b>Research software, not a medical device.</b> Never base a clinical decision on this report.
+The model has seen only <code>{html.escape(entry.dataset)}</code> images.</p>
+<p>Model: <b>{html.escape(entry.title)}</b> (<code>{html.escape(entry.name)}</code>), mkcnet {mkcnet.__version__}.</p>
+<h2>Image as the model saw it</h2><img src="{_png(display)}" width="256">
+<h2>Probabilities ({kind})</h2><h3>Diagnosis</h3>{_bars(reading.diagnosis)}<h3>Image quality</h3>{_bars(reading.quality)}
+<h2>Reading</h2>{md.render(reading.text)}
+<h2>Class activation maps</h2>{maps}
+<h2>Model card</h2>{md.render(entry.card_markdown())}
+</body></html>
+"""
