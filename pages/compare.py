@@ -84,6 +84,10 @@ def build(context: Workbench) -> gr.Blocks:
                         panels = [prediction_panel("Vanilla")]
                     with gr.Column():
                         panels.append(prediction_panel("MKCNet"))
+        gr.Markdown("### Calibration\nAccuracy against confidence on each model's validation split, raw softmax "
+                    "(dashed) and temperature-scaled (solid): the closer to the diagonal, the more a probability "
+                    "means what it says. The pages show the calibrated probabilities.")
+        reliability = gr.Plot(label="Reliability diagram", elem_id="reliability-plot")
         gr.Markdown("### Benchmark\nValidation metrics of these models, from their model cards:")
         gr.Dataframe(bench_table(context), interactive=False, wrap=True)
         bench = bench_markdown()
@@ -114,6 +118,19 @@ def build(context: Workbench) -> gr.Blocks:
             gallery, shown = refresh_examples(context, entry.modality, request)
             return gallery, shown, status()
 
+        @guarded(2)
+        def show_reliability(name: str):
+            from mkcnet.analysis.reliability import reliability_figure
+
+            if name not in comparable(context):
+                raise UserError(f"no vanilla/MKCNet pair for data set {str(name)[:80]!r}")
+            packs = {context.zoo.entry(n).title: context.zoo.pack(n) for side in SIDES
+                     for n in context.zoo.names(name, side)[:1]}
+            figure = reliability_figure(packs)
+            figure.update_layout(height=420)
+            return figure, status()
+
+        gr.on([page.load, dataset.change], show_reliability, dataset, [reliability, status_md], api_name="reliability")
         outputs = [preview, *panels[0].outputs, *panels[1].outputs, status_md]
         gr.on([source.file.change, dataset.change, method.change, opacity.release], compare,
               [source.file, dataset, method, opacity], outputs, api_name="compare", trigger_mode="always_last")

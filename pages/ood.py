@@ -2,7 +2,8 @@
 
 Curves (mean and 95 % band over resampled test sets) come from `mkcnet.analysis.ood` on the
 runs' per-image predictions: bundled ones are precomputed, others are computed on first use.
-The slider picks a ratio; the table reads every run off the curves there. API: /ood.
+The slider picks a ratio; the table reads every run off the curves there. Below, quality-aware
+referral: risk-coverage curves (`mkcnet.analysis.referral`). API: /ood, /referral.
 """
 
 from __future__ import annotations
@@ -59,6 +60,11 @@ def build(context: Workbench) -> gr.Blocks:
             with gr.Column(scale=2, min_width=420):
                 plot = gr.Plot(label="Diagnosis metric vs. LQ ratio")
                 table = gr.Dataframe(label="At the chosen ratio", interactive=False)
+                gr.Markdown("### Quality-aware referral\nRefer the least trusted images to a person and diagnose "
+                            "the rest: the error among those diagnosed, against their share. Referring by "
+                            "predicted quality is the usual *reject LQ images*; by calibrated confidence, or "
+                            "by both. A lower curve (smaller AURC) refers better.")
+                referral = gr.Plot(label="Diagnosis error vs. share diagnosed", elem_id="referral-plot")
 
         @guarded(3)
         def show(keys: list[str], which: str, r: float, request: gr.Request):
@@ -75,12 +81,26 @@ def build(context: Workbench) -> gr.Blocks:
             return figure, at_ratio(curves, which, float(r)), status()
 
         @guarded(2)
+        def show_referral(keys: list[str], request: gr.Request):
+            from mkcnet.analysis.referral import referral_curves, referral_figure
+
+            if not keys:
+                raise UserError("pick at least one run")
+            packs = context.session(request).packs
+            curves = {packs.entry(str(k)).label: referral_curves(packs.entry(str(k)).pack) for k in keys}
+            figure = referral_figure(curves)
+            figure.update_layout(height=460, margin={"l": 10, "r": 10, "t": 50, "b": 10})
+            return figure, status()
+
+        @guarded(2)
         def pick_dataset(name: str, request: gr.Request):
             choices = runs_of(context.session(request).packs, name)
             return gr.update(choices=choices, value=[k for _, k in choices]), status()
 
         gr.on([page.load, runs.change, metric.change, ratio.release], show, [runs, metric, ratio],
               [plot, table, status_md], api_name="ood", trigger_mode="always_last")
+        gr.on([page.load, runs.change], show_referral, runs, [referral, status_md], api_name="referral",
+              trigger_mode="always_last")
         dataset.change(pick_dataset, dataset, [runs, status_md], api_visibility="private")
         if not context.hosting.hosted:
             @guarded(3)

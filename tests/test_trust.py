@@ -192,3 +192,17 @@ def test_referral_curves_of_a_pack_have_every_rule():
     quality = curves[curves["rule"] == "quality"]  # order by P(HQ): a, c, d, b → right, right, right, wrong
     assert quality["risk"].tolist() == pytest.approx([0, 0, 0, 0.25])
     assert quality["aurc"].iloc[0] == pytest.approx(0.0625)
+
+
+def test_reliability_recovers_the_raw_softmax_from_a_calibrated_pack():
+    from mkcnet.analysis.reliability import pack_probabilities, reliability_curve
+    from mkcnet.inference.predict import Predictions
+    from mkcnet.inference.results import ResultsPack
+
+    logits, labels = overconfident_table(n=300)
+    pack = ResultsPack.build([str(i) for i in range(300)], labels, np.ones(300, int),
+                             Predictions(softmax(logits, 3.0)), {"temperatures": {"diagnosis": 3.0}})
+    probs = pack_probabilities(pack)
+    assert np.allclose(probs["raw"], softmax(logits), atol=1e-6)
+    curve = reliability_curve(labels, probs["calibrated"])
+    assert curve["n"].sum() == 300 and ((curve["accuracy"] - curve["confidence"]).abs() < 0.2).all()

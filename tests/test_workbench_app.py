@@ -7,6 +7,7 @@ One app serves the whole module. Screenshots go to $MKCNET_SCREENSHOTS when set
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import zipfile
@@ -143,6 +144,21 @@ def test_api_ood(app, client):
     assert status == "" and len(table["data"]) == len(keys) and table["headers"][2] == "F1"
 
 
+def test_api_referral(app, client):
+    context, _ = app
+    keys = [k for _, k in context.packs.choices("ct-iqad")]
+    figure, status = client.predict(keys, api_name="/referral")
+    assert status == ""
+    names = [trace["name"] for trace in json.loads(figure["plot"])["data"]]
+    assert any("refer by quality" in n for n in names) and any("refer by confidence" in n for n in names)
+
+
+def test_api_reliability(app, client):
+    figure, status = client.predict("ct-iqad", api_name="/reliability")
+    names = [trace["name"] for trace in json.loads(figure["plot"])["data"]]
+    assert status == "" and sum("calibrated (ECE" in n for n in names) == 2 and sum("raw (ECE" in n for n in names) == 2
+
+
 def test_api_embedding_and_point(app, client):
     context, _ = app
     key = model(context)
@@ -245,12 +261,14 @@ def test_every_page_in_a_browser(app, tmp_path):
                                "!document.body.innerText.includes('Vanilla · synthetic fundus')")
         page.get_by_text("95% band").first.wait_for()
         page.locator(".js-plotly-plot .scatterlayer .trace").first.wait_for()
+        page.locator("#referral-plot .js-plotly-plot .scatterlayer .trace").first.wait_for()  # risk-coverage
         assert page.locator(".limits").first.is_visible()
         page.screenshot(path=str(shots / "ood.png"), full_page=True)
 
         # Compare: both models' maps (2 vanilla + 4 MKCNet).
         page.goto(url + "compare")
         images_shown(page, ".cams img", 6)
+        page.locator("#reliability-plot .js-plotly-plot .scatterlayer .trace").first.wait_for()
         assert page.locator(".limits").first.is_visible()
         page.screenshot(path=str(shots / "compare.png"), full_page=True)
         browser.close()
