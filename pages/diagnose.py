@@ -16,6 +16,7 @@ from mkcnet.analysis.cam import DEFAULT_METHOD
 from mkcnet.degradation import list_families, severity_table
 from mkcnet.errors import UserError
 from mkcnet.workbench.context import Workbench
+from mkcnet.workbench.examples import Example
 from mkcnet.workbench.imaging import NO_DEGRADATION, load_for
 from mkcnet.workbench.reading import Reading, analyse
 from mkcnet.workbench.report import batch_files, batch_table, case_report
@@ -32,6 +33,7 @@ from mkcnet.workbench.ui import (
     refresh_examples,
     status,
 )
+from mkcnet.workbench.zoo import ZooModel
 
 TITLE = "Diagnose"
 
@@ -65,6 +67,22 @@ def what_if_text(before: Reading, after: Reading, record: dict) -> str:
     moves = [m for m in (shift(before.diagnosis, after.diagnosis, "diagnosis"),
                          shift(before.quality, after.quality, "quality")) if m]
     return f"**What-if {record['family']} · severity {record['severity']}** vs. the original — " + "; ".join(moves)
+
+
+def true_label_text(model: ZooModel, example: Example | None, reading: Reading) -> str:
+    """The example's labels from its data set beside what the model says (empty for an upload)."""
+    if example is None or example.diagnosis is None:
+        return ""
+    names = model.class_names("diagnosis")
+    if not 0 <= example.diagnosis < len(names):
+        return ""
+    said = names[reading.top_diagnosis]
+    verdict = "agrees" if said == names[example.diagnosis] else f"says **{said}**"
+    label = f"**Labelled** {names[example.diagnosis]}"
+    qnames = model.class_names("quality")
+    if example.quality is not None and 0 <= example.quality < len(qnames):
+        label += f", quality {qnames[example.quality]}"
+    return f"{label} in its data set; the model {verdict}."
 
 
 def build(context: Workbench) -> gr.Blocks:
@@ -112,11 +130,11 @@ def build(context: Workbench) -> gr.Blocks:
             zoo_model, session = context.zoo.model(model_name), context.session(request)
             prepared = load_for(zoo_model, file, context.images, family_name, level, seed_value)
             reading, values = panel_values(zoo_model, prepared, "", 0, session, with_cams=False)
-            change = ""
+            change = true_label_text(zoo_model, context.example_of(file, session, zoo_model.entry.modality), reading)
             if prepared.record is not None:
                 original = load_for(zoo_model, file, context.images)
                 change = what_if_text(panel_values(zoo_model, original, "", 0, session, with_cams=False)[0], reading,
-                                      prepared.record)
+                                      prepared.record) + (f"  \n{change}" if change else "")
             return session.image_file(prepared.display), values[0], values[1], values[2], change, status()
 
         @guarded(2)

@@ -69,10 +69,28 @@ def test_api_predict(app, client):
     context, _ = app
     preview, diagnosis, quality, reading, what_if, status = client.predict(
         gradio_client.handle_file(str(EXAMPLE)), model(context), "none", 0, 0, api_name="/predict")
-    assert status == "" and what_if == ""
+    assert status == "" and what_if == ""  # an upload (even of an example's bytes) has no label to show
     assert {c["label"] for c in diagnosis["confidences"]} == {"NoDR", "NPDR", "PDR"}
     assert {c["label"] for c in quality["confidences"]} == {"reject", "usable", "good"}
     assert "Image quality" in reading and Path(preview).is_file()
+
+
+def test_a_picked_example_shows_its_true_label(app):
+    from mkcnet.workbench.imaging import load_for
+    from mkcnet.workbench.reading import read_out
+    from pages.diagnose import true_label_text
+
+    context, _ = app
+    session = context.session(None)
+    example = next(e for e in context.examples("fundus") if e.path.name == EXAMPLE.name)
+    file = context.stage(example.path, session)  # what the gallery hands the page when it is picked
+    assert context.example_of(file, session, "fundus") == example and context.example_of("x.png", session, "fundus") is None
+    zoo_model = context.zoo.model(model(context))
+    reading = read_out(zoo_model, load_for(zoo_model, file, context.images))
+    text = true_label_text(zoo_model, example, reading)
+    said = zoo_model.class_names("diagnosis")[reading.top_diagnosis]
+    assert text.startswith("**Labelled** PDR, quality reject in its data set; the model ")
+    assert ("agrees" in text) == (said == "PDR")
 
 
 def test_api_predict_what_if(app, client):

@@ -58,6 +58,16 @@ class Workbench:
         bundled = bundled_examples(self.assets)
         return [e for e in bundled if modality is None or e.modality == modality] or bundled
 
+    def example_of(self, file: str | None, session: VisitorSession, modality: str | None) -> Example | None:
+        """The example a page's file value is (bundled or of the visitor's data set), else None:
+        its true labels can then be shown beside the prediction."""
+        if not file:
+            return None
+        for example in self.examples(modality, self.data_root(session)):
+            if self.stage(example.path, session) == str(file):
+                return example
+        return None
+
     def stage(self, path: Path, session: VisitorSession | None = None) -> str:
         """A file for the browser: bundled assets as they are, anything else copied into the
         visitor's session folder (or, while the pages are built, the app's own)."""

@@ -18,6 +18,8 @@ class Example:
     path: Path
     caption: str
     modality: str | None = None
+    diagnosis: int | None = None  # the true labels, where the example has them (class indices)
+    quality: int | None = None
 
 
 def data_root_from(text: str | Path | None) -> Path | None:
@@ -38,8 +40,8 @@ def bundled_examples(assets: Path) -> list[Example]:
     index = assets / "examples" / "examples.json"
     if not index.is_file():
         return []
-    return [Example(assets / "examples" / e["file"], e["caption"], e.get("modality"))
-            for e in json.loads(index.read_text())]
+    return [Example(assets / "examples" / e["file"], e["caption"], e.get("modality"), e.get("diagnosis"),
+                    e.get("quality")) for e in json.loads(index.read_text())]
 
 
 def data_examples(root: Path, limit: int = 12) -> list[Example]:
@@ -53,4 +55,5 @@ def data_examples(root: Path, limit: int = 12) -> list[Example]:
     for rank in range(max(map(len, cells.values()), default=0)):
         order += [rows[rank] for _, rows in sorted(cells.items()) if rank < len(rows)]
     return [Example(table.root / table.paths[i], f"{Path(table.paths[i]).name} · diagnosis {table.diagnosis[i]}"
-                    f" · quality {table.quality[i]}") for i in order[:limit]]
+                    f" · quality {table.quality[i]}", None, int(table.diagnosis[i]),
+                    int(table.quality[i]) if table.quality[i] >= 0 else None) for i in order[:limit]]

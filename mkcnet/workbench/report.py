@@ -59,7 +59,7 @@ def batch_table(model: ZooModel, files: list[Path], root: Path | None = None) ->
         out[label] = table[probs].max(axis=1).round(3) if probs else np.nan
     for column in ("ood", "ood_score", "ood_reason"):
         out[column] = table[column] if column in table else ""
-    return out[BATCH_COLUMNS].fillna("")
+    return out[BATCH_COLUMNS].astype(object).fillna("")
 
 
 def _png(array: np.ndarray) -> str:
