@@ -17,6 +17,7 @@ from mkcnet.workbench.context import Workbench
 from mkcnet.workbench.imaging import load_for
 from mkcnet.workbench.ui import (
     cam_controls,
+    data_source,
     first_example,
     guarded,
     image_input,
@@ -77,6 +78,8 @@ def build(context: Workbench) -> gr.Blocks:
                 modality = context.zoo.entry(context.zoo.names(datasets[0], "mkcnet")[0]).modality if datasets else None
                 source = image_input(context, status_md, modality)
                 method, opacity = cam_controls()
+                with gr.Accordion("Your data set", open=False):
+                    data_changed = data_source(context, page, status_md)
             with gr.Column(scale=3, min_width=600):
                 preview = gr.Image(label="What the models see", height=200, interactive=False, buttons=[])
                 with gr.Row(equal_height=False):
@@ -135,6 +138,8 @@ def build(context: Workbench) -> gr.Blocks:
         gr.on([source.file.change, dataset.change, method.change, opacity.release], compare,
               [source.file, dataset, method, opacity], outputs, api_name="compare", trigger_mode="always_last")
         dataset.change(change_dataset, dataset, [source.gallery, source.shown, status_md], api_visibility="private")
+        for changed in data_changed:  # the visitor's data set: its images become the examples
+            changed.then(change_dataset, dataset, [source.gallery, source.shown, status_md], api_visibility="private")
         def open_first(shown_paths: list[str], request: gr.Request) -> str | None:
             return first_example(context, shown_paths, request)
 

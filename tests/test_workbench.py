@@ -241,3 +241,15 @@ def test_a_typed_run_joins_only_that_session_and_only_inside_the_roots(zoo_dir):
     context.hosting = Hosting(hosted=True)
     with pytest.raises(UserError, match="hosted"):
         add_typed_run(context, str(zoo_dir / "tiny-mkcnet"), visitor)
+
+
+def test_every_page_with_examples_offers_the_remembered_data_folder(context):
+    """Diagnose and Compare both read the visitor's data folder, restored from the browser on load."""
+    from pages import compare, diagnose
+
+    for page in (diagnose, compare):
+        blocks = page.build(context)
+        labels = [getattr(b, "label", None) for b in blocks.blocks.values()]
+        assert "…or a data folder on this machine" in labels, page.__name__
+        stores = [b for b in blocks.blocks.values() if isinstance(b, gr.BrowserState)]
+        assert [s.storage_key for s in stores] == ["mkcnet-data-folder"], page.__name__

@@ -170,7 +170,8 @@ def data_source(context: Workbench, page: gr.Blocks, status_out: gr.Markdown) ->
         restored = page.load(lambda saved: saved or context.default_data, remembered, field, api_visibility="private")
         changed.append(restored.then(typed, field, [line, status_out], api_visibility="private"))
         changed.append(field.submit(typed, field, [line, status_out], api_visibility="private"))
-        field.blur(lambda text: text, field, remembered, api_visibility="private")
+        for left in (field.blur, field.submit):  # Enter then a page change never blurs the field
+            left(lambda text: text, field, remembered, api_visibility="private")
     return changed
 
 
