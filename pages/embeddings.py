@@ -92,7 +92,7 @@ def build(context: Workbench) -> gr.Blocks:
                                   placeholder="click a point on the plot, or type an image number (e.g. 12)")
                 with gr.Row():
                     image = gr.Image(label="Image", height=256, interactive=False, buttons=[])
-                    details = gr.Markdown(elem_classes=["point"])
+                    details = gr.Markdown(label="Details", elem_classes=["point"])
 
         @guarded(4)
         def show(key: str, branch_name: str, how: str, by: str, request: gr.Request):

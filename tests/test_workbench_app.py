@@ -337,3 +337,11 @@ def test_hosted_mode_in_a_browser(monkeypatch, tmp_path):
     finally:
         demo.close()
         context.sessions.shutdown()
+
+
+def test_api_outputs_have_readable_names(app):
+    context, _ = app
+    info = build_app(context).get_api_info()
+    unnamed = {name: [r["label"] for r in ep["returns"] if r["label"].startswith("value_")]
+               for name, ep in info["named_endpoints"].items()}
+    assert not any(unnamed.values()), unnamed

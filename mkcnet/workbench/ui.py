@@ -88,7 +88,7 @@ def guarded(n_outputs: int) -> Callable:
 
 
 def status_box() -> gr.Markdown:
-    return gr.Markdown("", elem_classes=["status"])
+    return gr.Markdown("", label="Status", elem_classes=["status"])
 
 
 @contextmanager
@@ -313,8 +313,9 @@ def prediction_panel(title: str | None = None, preview: str | None = None, note:
                          elem_classes=["preview"]) if preview else None
         diagnosis = gr.Label(diagnosis_value, label="Diagnosis", num_top_classes=5, scale=1)
         quality = gr.Label(quality_value, label="Image quality", num_top_classes=5, scale=1)
-    reading = gr.Markdown(text, elem_classes=["reading"])
-    remark = gr.Markdown(elem_classes=["note"]) if note else None
+    # Labels name the outputs in the API ("Reading", not value_38); Markdown does not show them.
+    reading = gr.Markdown(text, label="Reading", elem_classes=["reading"])
+    remark = gr.Markdown(label="Note", elem_classes=["note"]) if note else None
     # "max-content": the default and "auto" cap the grid at 550 px, which hides the second row.
     cams = gr.Gallery(overlays, label="Class activation maps per branch", columns=2, height="max-content",
                       allow_preview=True, object_fit="contain", elem_classes=["cams"])
