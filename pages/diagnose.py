@@ -116,7 +116,7 @@ def build(context: Workbench) -> gr.Blocks:
                 panel = prediction_panel(preview="What the model sees", note=True, opening=start)
                 with gr.Row():
                     report_go = gr.Button("Case report (HTML)", size="sm", scale=0)
-                    report_file = gr.File(label="Case report", interactive=False, height=60, scale=1)
+                    report_file = gr.File(label="Case report", interactive=False, scale=1, elem_classes=["report"])
                 with gr.Accordion("Model card", open=False):
                     card = gr.Markdown(context.zoo.entry(model.value).card_markdown() if model.value else "",
                                        elem_classes=["card"])

@@ -140,13 +140,13 @@ def auxiliary_class_name(model: ZooModel, k: int) -> str:
 
 
 BRANCH_MEANINGS = {
-    "diagnosis": "the diagnosis branch: the regions whose features raise the predicted diagnosis.",
-    "quality": "the quality branch: the regions behind the quality verdict (noise, blur, artefacts, exposure).",
-    "auxiliary": "the auxiliary ω branch: what drives the meta-learned ω class, a sub-class of one (diagnosis, "
-                 "quality) pair; its feature feeds the diagnosis through the Meta-knowledge Assistance Block.",
-    "fused": "the fused diagnosis: the shared backbone's map for the diagnosis head, which reads the diagnosis "
-             "and the ω features together.",
-    "shared backbone": "the shared backbone: its map for the diagnosis head (this model has no fused feature).",
+    "diagnosis": "the regions whose features raise the predicted diagnosis.",
+    "quality": "the regions behind the quality verdict (noise, blur, artefacts, exposure).",
+    "auxiliary": "what drives the meta-learned ω class, a sub-class of one (diagnosis, quality) pair; this "
+                 "feature feeds the diagnosis through the Meta-knowledge Assistance Block.",
+    "fused": "the shared backbone's map for the diagnosis head, which reads the diagnosis and the ω features "
+             "together.",
+    "shared backbone": "the backbone's map for the diagnosis head (this model has no fused feature).",
 }
 SAME_METHODS = ("On the branch maps Grad-CAM, XGrad-CAM and HiResCAM coincide: each branch map is averaged over "
                 "space before its head, so its gradient is the same at every position and the three reduce to one "
