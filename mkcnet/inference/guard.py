@@ -128,7 +128,7 @@ class Guard:
         inputs = InputRange(tuple(raw["inputs"]["colourfulness"]), tuple(raw["inputs"]["aspect"]))
         return cls(raw["method"], tensors["reference"].astype(np.float64),
                    None if "precision" not in tensors else tensors["precision"].astype(np.float64),
-                   float(raw["threshold"]), inputs, raw.get("feature", "fused"), raw.get("quantile", QUANTILE),
+                   float(raw["threshold"]), inputs, raw.get("feature", "backbone"), raw.get("quantile", QUANTILE),
                    raw.get("k", K), raw.get("measured", {}))
 
 
