@@ -22,9 +22,10 @@ import pandas as pd
 import torch
 
 from mkcnet.checkpoint import load_checkpoint
-from mkcnet.data.dataset import normalise, read_split
+from mkcnet.data.dataset import UNKNOWN, ImageSet, SplitTable, read_split
 from mkcnet.data.images import IMAGE_SUFFIXES, fit_to_model, read_image
 from mkcnet.inference.guard import fit_guard, input_statistics
+from mkcnet.inference.predict import predict_batches
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
@@ -45,17 +46,18 @@ def split_files(root: Path, split: str, limit: int | None = None) -> tuple[list[
     return (files, labels) if limit is None or len(files) <= limit else (files[:limit], labels[:limit])
 
 
-@torch.no_grad()
-def features(model, files: list[Path]) -> tuple[np.ndarray, np.ndarray]:
-    """The guard's feature and input statistics of each file (read once)."""
+def features(model, files: list[Path]) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """The guard's candidate features and the input statistics of each file (each read once)."""
     mc = model.config.model
     feats, stats = [], []
     for start in range(0, len(files), 64):
         images = [read_image(f) for f in files[start:start + 64]]
         stats += [input_statistics(im) for im in images]
         x = torch.from_numpy(np.stack([fit_to_model(im, mc.in_chans, mc.image_size) for im in images]))
-        out = model.task_net(normalise(x, mc.mean, mc.std))
-        feats.append({k: out.features[k].float().numpy() for k in FEATURES})
+        unknown = np.full(len(images), UNKNOWN)
+        chunk = ImageSet(SplitTable(Path("."), [str(f) for f in files[start:start + 64]], unknown, unknown), x,
+                         mc.mean, mc.std)
+        feats.append(predict_batches(model.task_net, chunk.batches(64), extra_features=FEATURES).features)
     return {k: np.concatenate([f[k] for f in feats]) for k in FEATURES}, np.array(stats)
 
 
@@ -72,7 +74,6 @@ def main(argv: list[str] | None = None) -> int:
         print("synthetic fundus set missing: run scripts/train_synth_fundus.sh (or mkcnet synth data/synth-fundus)",
               file=sys.stderr)
         return 1
-    torch.set_grad_enabled(False)
     sets = {"CT-IQAD val": split_files(SHARED / "ct-iqad", "val.csv")[0],
             "synthetic fundus val": split_files(synth, "val.csv")[0],
             "chest X-ray (cxr-kermany)": image_files(SHARED / "cxr-kermany", args.limit),

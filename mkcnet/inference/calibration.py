@@ -114,23 +114,32 @@ class Calibration:
                    raw.get("split", ""), raw.get("scores", {}))
 
 
+def calibration_scores(logits: dict[str, np.ndarray], diagnosis: np.ndarray, quality: np.ndarray, num_quality: int,
+                       temperatures: dict[str, float]) -> dict[str, float]:
+    """NLL, ECE and Brier per head on its labelled rows, before (raw softmax) and after temperature
+    scaling; the diagnosis head's also per HQ/LQ group: "diagnosis.before.ECE", "diagnosis.after.LQ.Brier"."""
+    labels = {"diagnosis": np.asarray(diagnosis), "quality": np.asarray(quality)}
+    scores = {}
+    for head in HEADS:
+        z = logits.get(head)
+        if z is None or not (labels[head] >= 0).any():
+            continue
+        known = labels[head] >= 0
+        group = labels["quality"][known] if head == "diagnosis" else None
+        for when, t in (("before", 1.0), ("after", temperatures.get(head, 1.0))):
+            scores[f"{head}.{when}.NLL"] = nll(z[known], labels[head][known], t)
+            metrics = calibration_metrics(labels[head][known], softmax(z[known], t), group, num_quality)
+            scores |= {f"{head}.{when}.{key}": value for key, value in metrics.items()}
+    return scores
+
+
 def fit_calibration(logits: dict[str, np.ndarray], diagnosis: np.ndarray, quality: np.ndarray, num_quality: int,
                     split: str = "") -> Calibration:
     """One temperature per head from its labelled rows, the before/after scores, and the bands."""
     labels = {"diagnosis": np.asarray(diagnosis), "quality": np.asarray(quality)}
-    temperatures, scores = {}, {}
-    for head in HEADS:
-        z = logits.get(head)
-        if z is None:
-            continue
-        known = labels[head] >= 0
-        temperatures[head] = fit_temperature(z[known], labels[head][known])
-        group = labels["quality"][known] if head == "diagnosis" else None
-        for when, t in (("before", 1.0), ("after", temperatures[head])):
-            probs = softmax(z[known], t)
-            scores[f"{head}.{when}.NLL"] = nll(z[known], labels[head][known], t)
-            for key, value in calibration_metrics(labels[head][known], probs, group, num_quality).items():
-                scores[f"{head}.{when}.{key}"] = value
+    temperatures = {head: fit_temperature(logits[head][labels[head] >= 0], labels[head][labels[head] >= 0])
+                    for head in HEADS if logits.get(head) is not None}
+    scores = calibration_scores(logits, diagnosis, quality, num_quality, temperatures)
     probs = softmax(logits["diagnosis"], temperatures["diagnosis"])
     known = labels["diagnosis"] >= 0
     predicted_quality = None if logits.get("quality") is None else logits["quality"].argmax(1)[known]

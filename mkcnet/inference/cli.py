@@ -43,12 +43,12 @@ def print_calibration(scores: dict[str, float]) -> None:
     print(f"{'calibration':16} {'ECE':>7} {'Brier':>7}   {'ECE':>7} {'Brier':>7}   (raw softmax | calibrated)")
     for head in ("diagnosis", "quality"):
         for group in ("", "HQ.", "LQ."):
-            raw, cal = (scores.get(f"{head}.{w}.{group}ECE") for w in ("raw", "calibrated"))
+            raw, cal = (scores.get(f"{head}.{w}.{group}ECE") for w in ("before", "after"))
             if raw is None:
                 continue
             label = f"{head} {group[:-1] or 'all'}"
-            print(f"{label:16} {raw:7.4f} {scores[f'{head}.raw.{group}Brier']:7.4f}   "
-                  f"{cal:7.4f} {scores[f'{head}.calibrated.{group}Brier']:7.4f}")
+            print(f"{label:16} {raw:7.4f} {scores[f'{head}.before.{group}Brier']:7.4f}   "
+                  f"{cal:7.4f} {scores[f'{head}.after.{group}Brier']:7.4f}")
 
 
 def run_calibrate(args: argparse.Namespace) -> int:

@@ -13,11 +13,11 @@ from mkcnet.data.dataset import UNKNOWN, ImageSet, SplitTable, read_split
 from mkcnet.data.images import IMAGE_SUFFIXES, fit_to_model, read_image
 from mkcnet.device import resolve_device
 from mkcnet.errors import UserError
-from mkcnet.inference.calibration import fit_calibration, softmax
+from mkcnet.inference.calibration import calibration_scores, fit_calibration
 from mkcnet.inference.guard import fit_guard, input_statistics
-from mkcnet.inference.predict import Predictions, predict_batches
+from mkcnet.inference.predict import predict_batches
 from mkcnet.inference.results import ResultsPack
-from mkcnet.metrics import calibration_metrics, evaluation_metrics
+from mkcnet.metrics import evaluation_metrics
 
 # Chosen by measurement (docs/workbench.md, "Out-of-distribution guard"): Mahalanobis on the shared
 # backbone's pooled map flags every chest X-ray for the CT model; on the fused feature 84-87 %.
@@ -39,28 +39,12 @@ def evaluate_split(checkpoint: str | Path | LoadedModel, split: str | Path, root
     header = {"checkpoint": str(model.path), "split": str(Path(split)), "root": str(table.root),
               "model": model.config.to_dict()["model"], "metrics": metrics,
               "temperatures": temperatures or {},
-              "calibration": calibration_scores(preds, table, mc.num_quality, temperatures)}
+              "calibration": calibration_scores(preds.logits, table.diagnosis, table.quality, mc.num_quality,
+                                                temperatures or {})}
     pack = ResultsPack.build(table.paths, table.diagnosis, table.quality, preds, header)
     if out_dir is not None:
         pack.save(out_dir)
     return pack
-
-
-def calibration_scores(preds: Predictions, table: SplitTable, num_quality: int,
-                       temperatures: dict[str, float] | None) -> dict[str, float]:
-    """ECE and Brier per head, overall and per quality group, before ("raw") and after ("calibrated")
-    temperature scaling: `diagnosis.raw.HQ.ECE`, `quality.calibrated.Brier`, ..."""
-    out = {}
-    labels = {"diagnosis": table.diagnosis, "quality": table.quality}
-    for head, z in preds.logits.items():
-        if head not in labels or not (labels[head] >= 0).any():
-            continue
-        known = labels[head] >= 0
-        group = table.quality[known] if head == "diagnosis" else None
-        for when, t in (("raw", 1.0), ("calibrated", (temperatures or {}).get(head, 1.0))):
-            for key, value in calibration_metrics(labels[head][known], softmax(z[known], t), group, num_quality).items():
-                out[f"{head}.{when}.{key}"] = value
-    return out
 
 
 def calibrate_checkpoint(checkpoint: str | Path, split: str | Path | None = None, train_split: str | Path | None = None,
