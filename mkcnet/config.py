@@ -64,6 +64,7 @@ class TrainConfig:
     channels_last: bool | None = None  # None: on for CUDA (faster convs with AMP), off on CPU
     train_lq_ratio: float | None = None  # subsample the training split to this share of LQ images
     grad_probe: bool = True  # log task-gradient cosines on the shared backbone, one batch per epoch
+    sync_bn: bool = False  # data-parallel runs on CUDA: Stage I BatchNorm over the global batch
 
 
 @dataclass

@@ -26,11 +26,12 @@ def auxiliary_loss(logits: torch.Tensor, soft_labels: torch.Tensor, meta_length:
     return focal_loss(logits, soft_labels, gamma) / meta_length
 
 
-def entropy_regulariser(soft_labels: torch.Tensor) -> torch.Tensor:
-    """R = Σ ȳ log ȳ (negative entropy) of the batch-mean auxiliary label distribution.
+def entropy_regulariser(soft_labels: torch.Tensor, mean: torch.Tensor | None = None) -> torch.Tensor:
+    """R = Σ ȳ log ȳ (negative entropy) of the batch-mean auxiliary label distribution ȳ.
 
     Minimising R spreads the labels over the auxiliary classes so y_ω cannot collapse
-    onto one sub-class per block.
+    onto one sub-class per block. R is not a mean over images, so a data-parallel step passes
+    the global batch's ȳ as `mean` (the ranks' means, all-reduced).
     """
-    mean = soft_labels.mean(dim=0)
+    mean = soft_labels.mean(dim=0) if mean is None else mean
     return (mean * torch.log(mean + 1e-20)).sum()

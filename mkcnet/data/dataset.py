@@ -222,33 +222,49 @@ class ImageSet:
 
     def batches(self, batch_size: int, shuffle: bool = False, augment: bool = False,
                 generator: torch.Generator | None = None, every: int = 1,
-                drop_singleton: bool = False) -> Iterator[Batch]:
+                drop_singleton: bool = False, shard: tuple[int, int] = (0, 1)) -> Iterator[Batch]:
         """Batches in order or shuffled; `every=k` yields only every k-th batch (and builds no others).
         `drop_singleton` leaves out a trailing batch of one image (training: BatchNorm cannot
-        normalise a single sample), unless the split holds just that one image."""
+        normalise a single sample), unless the split holds just that one image.
+
+        `shard=(rank, ranks)`: this rank's contiguous share of every global batch. Every rank draws
+        the same permutation and augmentation from the same generator, so the shares of one
+        global batch are exactly the single-process batch. A trailing batch that does not split
+        evenly loses its last (size mod ranks) images; one that would leave a rank a single image
+        (with drop_singleton) is left out."""
+        rank, ranks = shard
         order = torch.randperm(len(self), generator=generator) if shuffle else torch.arange(len(self))
         for start in range(0, len(self), batch_size * every):
             idx = order[start:start + batch_size]
-            if drop_singleton and len(idx) == 1 and len(self) > 1:
+            if ranks > 1:
+                idx = idx[:len(idx) - len(idx) % ranks]
+            per_rank = len(idx) // ranks
+            if per_rank == 0 or (drop_singleton and per_rank == 1 and len(self) > 1):
                 continue
-            images = self.images[idx]
-            if augment:
-                images = augment_batch(images, generator)
+            rows = range(rank * per_rank, (rank + 1) * per_rank)
+            if augment:  # drawn for the whole global batch, applied to this rank's rows
+                images = augment_batch(self.images[idx], generator, rows=rows)
+            else:
+                images = self.images[idx[rows.start:rows.stop]]
+            idx = idx[rows.start:rows.stop]
             yield Batch(normalise(images, self.mean, self.std), self.diagnosis[idx], self.quality[idx], idx)
 
 
-def augment_batch(images: torch.Tensor, generator: torch.Generator | None = None, shift: float = 0.08) -> torch.Tensor:
+def augment_batch(images: torch.Tensor, generator: torch.Generator | None = None, shift: float = 0.08,
+                  rows: Sequence[int] | None = None) -> torch.Tensor:
     """Random horizontal flips and translations (reflect-padded) of a uint8 batch, each image its
     own. torchvision's functional ops on uint8, with the parameters drawn from `generator` so a
-    seeded run augments identically (3-4x faster than one gather over the padded batch, on CPU)."""
+    seeded run augments identically (3-4x faster than one gather over the padded batch, on CPU).
+    `rows`: augment (and return) only these images, with the draws of the whole batch."""
     from torchvision.transforms.v2 import functional as F
 
     n, _, h, w = images.shape
     pad = max(1, int(round(shift * h)))
     flip = (torch.rand(n, generator=generator) < 0.5).tolist()
     dy, dx = torch.randint(0, 2 * pad + 1, (2, n), generator=generator).tolist()
-    out = torch.empty_like(images)
-    for i, image in enumerate(images):
-        image = F.horizontal_flip(image) if flip[i] else image
-        out[i] = F.crop(F.pad(image, [pad], padding_mode="reflect"), dy[i], dx[i], h, w)
+    rows = range(n) if rows is None else rows
+    out = torch.empty((len(rows), *images.shape[1:]), dtype=images.dtype)
+    for j, i in enumerate(rows):
+        image = F.horizontal_flip(images[i]) if flip[i] else images[i]
+        out[j] = F.crop(F.pad(image, [pad], padding_mode="reflect"), dy[i], dx[i], h, w)
     return out

@@ -36,6 +36,8 @@ from mkcnet.metrics import evaluation_metrics
 from mkcnet.models import build_networks
 from mkcnet.models.meta_learner import RandomLabels
 from mkcnet.models.task_net import TaskOutput
+from mkcnet.training import distributed
+from mkcnet.training.distributed import Ranks
 from mkcnet.training.gradients import gradient_cosines
 from mkcnet.training.meta_step import meta_step
 from mkcnet.training.mixup import mix_batch
@@ -60,13 +62,22 @@ class FitResult:
 
 
 class Trainer:
-    def __init__(self, config: RunConfig, run_dir: str | Path, progress: bool = True, verbose: bool = True):
+    def __init__(self, config: RunConfig, run_dir: str | Path, progress: bool = True, verbose: bool = True,
+                 ranks: Ranks | None = None):
         self.config = config
         self.run_dir = Path(run_dir)
-        self.progress = progress  # progress bars
-        self.verbose = verbose  # one summary line per epoch
+        # Data parallel (training/distributed.py): the joined process group's ranks, or one process.
+        self.ranks = distributed.current() if ranks is None else ranks
+        self.progress = progress and self.ranks.main  # progress bars
+        self.verbose = verbose and self.ranks.main  # one summary line per epoch
         tc = config.train
-        self.device = resolve_device(tc.device)
+        self.device = distributed.rank_device(resolve_device(tc.device), self.ranks)
+        self.sync_bn = tc.sync_bn and self.ranks.distributed
+        if self.sync_bn and self.device.type != "cuda":
+            raise UserError("--sync-bn needs CUDA ranks (SyncBatchNorm has no CPU kernel); "
+                            "without it each rank normalises its own share of the batch")
+        if self.ranks.distributed:
+            distributed.rank_batch(tc.batch_size, self.ranks, self.sync_bn)
         self.amp = tc.amp and self.device.type == "cuda"
         # channels_last speeds up CUDA convolutions under AMP; on CPU it slows the double backward.
         self.channels_last = tc.channels_last if tc.channels_last is not None else self.device.type == "cuda"
@@ -74,7 +85,15 @@ class Trainer:
         seed_everything(tc.seed)
         self.method = get_method(config.model.method)
         self.task_net, self.meta = build_networks(config.model)
+        self.local_group = None  # with SyncBatchNorm: a group of this rank alone, for Stage II
+        if self.sync_bn:
+            self.task_net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.task_net)
+            if self.meta is not None:
+                self.meta = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.meta)
+            self.local_group = distributed.own_group()
         self.task_net.to(self.device, memory_format=self.mem)
+        self.ranks.broadcast(self.task_net)
+        self.stage_one_net: torch.nn.Module = self.task_net  # DistributedDataParallel on several ranks (fit)
         self.optimizer = torch.optim.SGD(self.task_net.parameters(), lr=tc.lr, momentum=tc.momentum,
                                          weight_decay=tc.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, tc.step_size, tc.lr_gamma)
@@ -82,6 +101,7 @@ class Trainer:
         self.random_labels: RandomLabels | None = None  # the no-meta ablation's labels, made in fit()
         if self.meta is not None:
             self.meta.to(self.device, memory_format=self.mem)
+            self.ranks.broadcast(self.meta)
             self.meta_optimizer = torch.optim.SGD(self.meta.parameters(), lr=tc.meta_lr, momentum=tc.momentum,
                                                   weight_decay=tc.meta_weight_decay)
             self.meta_scheduler = torch.optim.lr_scheduler.StepLR(self.meta_optimizer, tc.step_size, tc.lr_gamma)
@@ -116,7 +136,7 @@ class Trainer:
         sums: dict[str, float] = {}
         steps = 0
         bar = tqdm(data.batches(tc.batch_size, shuffle=True, augment=tc.augment, generator=generator,
-                                drop_singleton=True),
+                                drop_singleton=True, shard=self.ranks.shard),
                    total=math.ceil(len(data) / tc.batch_size), desc=f"epoch {self.epoch + 1}/{tc.epochs} stage I",
                    disable=not self.progress, leave=False)
         # Stage I: θ on L_d + L_q + L_ω, auxiliary targets from φ (detached).
@@ -128,7 +148,7 @@ class Trainer:
             if self.method.mixup:
                 batch, partner, lam = mix_batch(batch, self.method.mixup, generator)
             with autocast(self.device, self.amp):
-                out = self.task_net(batch.images)
+                out = self.stage_one_net(batch.images)
                 parts = self.losses(out, batch)
                 if partner is not None:
                     parts = parts.mix(self.losses(out, partner), lam)
@@ -141,7 +161,7 @@ class Trainer:
                 if value is not None:
                     sums[f"loss.{key}"] = sums.get(f"loss.{key}", 0.0) + float(value.detach())
             bar.set_postfix(loss=f"{sums['loss.total'] / steps:.3f}")
-        stats = {k: v / max(steps, 1) for k, v in sums.items()}
+        stats = self.ranks.mean_stats({k: v / max(steps, 1) for k, v in sums.items()})
 
         # Stage II: φ through the pseudo-updated θ̃, on every `meta_every`-th batch.
         if self.meta is not None:
@@ -149,19 +169,21 @@ class Trainer:
             meta_sums: dict[str, float] = {}
             n_meta = 0
             batches = data.batches(tc.batch_size, shuffle=True, augment=tc.augment, generator=generator,
-                                   every=tc.meta_every, drop_singleton=True)
+                                   every=tc.meta_every, drop_singleton=True, shard=self.ranks.shard)
             for batch in tqdm(batches, total=math.ceil(len(data) / (tc.batch_size * tc.meta_every)),
                               desc=f"epoch {self.epoch + 1}/{tc.epochs} stage II", disable=not self.progress,
                               leave=False):
                 # In fp32 whatever Stage I uses: the first-order step is a finite difference of two
                 # forwards at ε‖v‖ = 0.01, which bf16 rounding swamps (cosine with the exact
                 # gradient 0.55 under bf16 autocast, 0.99 in fp32).
-                out = meta_step(self.task_net, self.meta, self.meta_optimizer, self._to_device(batch), lr,
-                                tc.weight_decay, tc.entropy_weight, tc.focal_gamma, tc.second_order)
+                with distributed.batch_norm_group(self.task_net, self.local_group):
+                    out = meta_step(self.task_net, self.meta, self.meta_optimizer, self._to_device(batch), lr,
+                                    tc.weight_decay, tc.entropy_weight, tc.focal_gamma, tc.second_order,
+                                    ranks=self.ranks)
                 n_meta += 1
                 for k, v in out.items():
                     meta_sums[k] = meta_sums.get(k, 0.0) + v
-            stats |= {k: v / max(n_meta, 1) for k, v in meta_sums.items()}
+            stats |= self.ranks.mean_stats({k: v / max(n_meta, 1) for k, v in meta_sums.items()})
         return stats
 
     def probe_gradients(self, batch: Batch) -> dict[str, float]:
@@ -190,37 +212,61 @@ class Trainer:
             self.random_labels = RandomLabels(self.config.model, len(train), tc.seed)
         # One fixed, unaugmented batch on which the gradient cosines are measured every epoch.
         probe = next(train.batches(tc.batch_size, shuffle=True, generator=torch.Generator().manual_seed(tc.seed)))
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self._remove_stale_temporaries()
+        main = self.ranks.main
+        if main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self._remove_stale_temporaries()
+        self.ranks.barrier()  # the others read the state file only after rank 0 has tidied the folder
         if resume:
             self._load_state()
-        else:
+        elif main:
             for stale in ("history.jsonl", "history.csv"):
                 (self.run_dir / stale).unlink(missing_ok=True)
-        self.config.save(self.run_dir / "config.json")
+        if main:
+            self.config.save(self.run_dir / "config.json")
+        self.stage_one_net = self._data_parallel(train)
         while self.epoch < tc.epochs:
             start = time.perf_counter()
             stats = self.train_epoch(train)
             self.scheduler.step()
             if self.meta_scheduler is not None:
                 self.meta_scheduler.step()
-            if tc.grad_probe:
-                stats |= self.probe_gradients(self._to_device(probe))
-            metrics = self.validate(val) if val is not None else {}
             self.epoch += 1
-            self.minutes += (time.perf_counter() - start) / 60
-            row = {"epoch": self.epoch, "lr": self.optimizer.param_groups[0]["lr"], "minutes": self.minutes,
-                   "train.n": len(train), **stats, **{f"val.{k}": v for k, v in metrics.items()}}
-            self._log(row)
-            score = metrics.get("diagnosis.auc", -stats["loss.total"])
-            score = -math.inf if score is None or np.isnan(score) else score
-            info = {"epoch": self.epoch, "metrics": metrics, "minutes": self.minutes}
-            if score > self.best_score or self.best_epoch < 0:
-                self.best_epoch, self.best_score, self.best_metrics = self.epoch, score, metrics
-                save_checkpoint(self.run_dir / "best", self.task_net, self.meta, self.config, info)
-            save_checkpoint(self.run_dir / "last", self.task_net, self.meta, self.config, info)
-            self._save_state()
+            if main:
+                self._finish_epoch(stats, train, val, probe, start)
+            self.ranks.barrier()
         return FitResult(self.run_dir, self.best_epoch, self.best_metrics, self.minutes)
+
+    def _data_parallel(self, train: ImageSet) -> torch.nn.Module:
+        """Stage I's network: the Task Net itself, or DistributedDataParallel over it on several ranks."""
+        if not self.ranks.distributed:
+            return self.task_net
+        from torch.nn.parallel import DistributedDataParallel
+
+        # Diagnosis-only rows (quality −1) can leave the quality head without a gradient in a batch.
+        unused = bool((train.table.quality < 0).any())
+        return DistributedDataParallel(self.task_net, device_ids=[self.device.index] if self.device.type == "cuda"
+                                       else None, find_unused_parameters=unused)
+
+    def _finish_epoch(self, stats: dict[str, float], train: ImageSet, val: ImageSet | None, probe: Batch,
+                      start: float) -> None:
+        """Rank 0: probe, validate, log and write the checkpoints and the state of the epoch just trained."""
+        if self.config.train.grad_probe:
+            stats |= self.probe_gradients(self._to_device(probe))
+        metrics = self.validate(val) if val is not None else {}
+        self.minutes += (time.perf_counter() - start) / 60
+        row = {"epoch": self.epoch, "lr": self.optimizer.param_groups[0]["lr"], "minutes": self.minutes,
+               "train.n": len(train), "ranks": self.ranks.world_size, **stats,
+               **{f"val.{k}": v for k, v in metrics.items()}}
+        self._log(row)
+        score = metrics.get("diagnosis.auc", -stats["loss.total"])
+        score = -math.inf if score is None or np.isnan(score) else score
+        info = {"epoch": self.epoch, "metrics": metrics, "minutes": self.minutes}
+        if score > self.best_score or self.best_epoch < 0:
+            self.best_epoch, self.best_score, self.best_metrics = self.epoch, score, metrics
+            save_checkpoint(self.run_dir / "best", self.task_net, self.meta, self.config, info)
+        save_checkpoint(self.run_dir / "last", self.task_net, self.meta, self.config, info)
+        self._save_state()
 
     def _check_labels(self, data: ImageSet) -> None:
         if (self.method.quality or self.method.mask_uses_quality) and (data.table.quality < 0).all():
@@ -294,6 +340,6 @@ class Trainer:
                     group["lr"] = base * scheduler.gamma ** (self.epoch // scheduler.step_size)
         # Keep only the history rows of epochs that the restored state has seen.
         log = self.run_dir / "history.jsonl"
-        if log.is_file():
+        if log.is_file() and self.ranks.main:
             rows = [r for r in log.read_text().splitlines() if json.loads(r)["epoch"] <= self.epoch]
             log.write_text("".join(r + "\n" for r in rows))
