@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from mkcnet.config import RunConfig
@@ -40,6 +41,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         if args.root:
             config.data.root = args.root
         config.data.allow_outside_root |= args.allow_outside_root
+        config.train.sync_bn |= args.sync_bn
         return apply_method(config)
     custom = args.dataset == "custom" or args.dataset_config
     dataset = custom_dataset(args) if custom else DATASETS[args.dataset]
@@ -58,31 +60,72 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     if len(config.model.mean) != config.model.in_chans or len(config.model.std) != config.model.in_chans:
         raise UserError(f"--mean/--std need {config.model.in_chans} value(s), one per channel")
     config.data.allow_outside_root = args.allow_outside_root
+    config.train.sync_bn = args.sync_bn
     return apply_method(config)
 
 
+def launch(nproc: int, argv: list[str]) -> int:
+    """`mkcnet train --nproc N ...`: torchrun's own launcher, N ranks on this machine."""
+    from torch.distributed.run import main as torchrun
+
+    rest, skip = [], False
+    for arg in argv:  # the same command without --nproc
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            rest.append(arg)
+    torchrun(["--standalone", f"--nproc-per-node={nproc}", "-m", "mkcnet", *rest])
+    return 0
+
+
 def run_train(args: argparse.Namespace) -> int:
+    from mkcnet.training import distributed
+
+    if args.nproc is not None:
+        if args.nproc < 1:
+            raise UserError(f"--nproc must be 1 or more, got {args.nproc}")
+        if distributed.launched():
+            raise UserError("--nproc starts torchrun itself; under torchrun, leave it out")
+        return launch(args.nproc, sys.argv[1:])
+    config = config_from_args(args)
+    ranks = distributed.initialise(config.train.device)
+    try:
+        return train_ranks(args, config, ranks)
+    finally:
+        distributed.shutdown()
+
+
+def train_ranks(args: argparse.Namespace, config, ranks) -> int:
+    """Train in this process: alone, or as one rank of a torchrun job (rank 0 reports)."""
     from mkcnet.data.dataset import ImageSet, read_split
     from mkcnet.training.trainer import Trainer
 
-    config = config_from_args(args)
     root = Path(config.data.root)
     if not root.is_dir():
         raise UserError(f"data-set root not found: {root}")
+    out = Path(args.out)
+    if not args.resume and (out / "state.safetensors").exists() and not args.overwrite:
+        raise UserError(f"{out} already holds a run; use --resume to continue it or --overwrite to start over")
     mc = config.model
     split_args = (root, config.data.diagnosis_map, mc.num_diagnosis, mc.num_quality, config.data.allow_outside_root)
     train_table = read_split(root / config.data.train_split, *split_args)
     val_table = read_split(root / config.data.val_split, *split_args) if config.data.val_split else None
-    train = ImageSet.load(train_table, mc.in_chans, mc.image_size, mc.mean, mc.std)
-    val = ImageSet.load(val_table, mc.in_chans, mc.image_size, mc.mean, mc.std) if val_table else None
-    out = Path(args.out)
-    if not args.resume and (out / "state.safetensors").exists() and not args.overwrite:
-        raise UserError(f"{out} already holds a run; use --resume to continue it or --overwrite to start over")
-    result = Trainer(config, out, progress=not args.quiet).fit(train, val, resume=args.resume)
+    if not ranks.main:
+        ranks.barrier()  # rank 0 decodes first; the others then read its image cache
+    train = ImageSet.load(train_table, mc.in_chans, mc.image_size, mc.mean, mc.std, progress=ranks.main)
+    val = ImageSet.load(val_table, mc.in_chans, mc.image_size, mc.mean, mc.std) if val_table and ranks.main else None
+    if ranks.main:
+        ranks.barrier()
+    result = Trainer(config, out, progress=not args.quiet, ranks=ranks).fit(train, val, resume=args.resume)
+    if not ranks.main:
+        return 0
     best = result.best_metrics
+    on = f" on {ranks.world_size} ranks" if ranks.distributed else ""
     print(f"done: {out}  best epoch {result.best_epoch}  val AUC {best.get('diagnosis.auc', float('nan')):.4f}  "
           f"ACC {best.get('diagnosis.acc', float('nan')):.4f}  F1 {best.get('diagnosis.f1', float('nan')):.4f}  "
-          f"({result.minutes:.1f} min)")
+          f"({result.minutes:.1f} min{on})")
     if val_table is not None:
         from mkcnet.inference.evaluate import calibrate_checkpoint
 
@@ -115,6 +158,11 @@ def register(subparsers) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last epoch")
     p.add_argument("--overwrite", action="store_true", help="start over in a run directory that holds a run")
     p.add_argument("--quiet", action="store_true", help="no progress bars (one line per epoch is still printed)")
+    d = p.add_argument_group("data parallel (see docs/distributed.md; or start the command under torchrun)")
+    d.add_argument("--nproc", type=int, metavar="N",
+                   help="train on N ranks of this machine (one per GPU, or N CPU processes with gloo) via torchrun")
+    d.add_argument("--sync-bn", action="store_true",
+                   help="CUDA ranks: Stage I BatchNorm statistics over the global batch (SyncBatchNorm)")
     g = p.add_argument_group("overrides of the preset")
     g.add_argument("--epochs", type=int)
     g.add_argument("--batch-size", type=int)
