@@ -99,3 +99,52 @@ def test_find_split_names_and_fallbacks(tiny_dataset):
     assert find_split(tiny_dataset, fallbacks=("missing.csv", "train.csv")) == tiny_dataset / "train.csv"
     with pytest.raises(UserError, match="split file nope.csv not found"):
         find_split(tiny_dataset, "nope")
+
+
+def grid_args(root, out, *extra):
+    """A 4-cell grid: 2 methods × 2 seeds on the tiny data set."""
+    return [*bench_args(root, out, 1), "--seeds", "0", "1", *extra]
+
+
+def cells(folder):
+    return {tuple(p.relative_to(folder / "runs").parts) for p in (folder / "runs").glob("*/*/seed*")
+            if (p / "eval-val" / "predictions.csv").is_file()}
+
+
+@pytest.mark.slow
+def test_three_shards_split_the_grid_and_collect_reproduces_its_table(tiny_dataset, tmp_path, capsys):
+    whole = tmp_path / "whole"
+    assert main(grid_args(tiny_dataset, whole)) == 0
+    grid = cells(whole)
+    assert len(grid) == 4
+    shards = [tmp_path / f"shard{i}" for i in (1, 2, 3)]
+    # The first shard trains its two cells at once, one worker process per device.
+    assert main(grid_args(tiny_dataset, shards[0], "--shard", "1/3", "--devices", "cpu,cpu")) == 0
+    assert "on cpu" in capsys.readouterr().out
+    for i in (2, 3):
+        assert main(grid_args(tiny_dataset, shards[i - 1], "--shard", f"{i}/3")) == 0
+    parts = [cells(s) for s in shards]
+    assert [len(p) for p in parts] == [2, 1, 1]
+    assert set().union(*parts) == grid and sum(map(len, parts)) == len(grid)  # disjoint, and they cover the grid
+    merged = tmp_path / "merged"
+    assert main(["bench", "--collect", *map(str, shards), "--out", str(merged), "--no-png"]) == 0
+    for table in ("table.csv", "table_hq.csv", "table_lq.csv"):
+        assert (merged / table).read_text() == (whole / table).read_text(), table
+    numbers = ["all.AUC", "all.ACC", "all.F1", "LQ.AUC", "best_epoch"]
+    expected, got = pd.read_csv(whole / "runs.csv"), pd.read_csv(merged / "runs.csv")
+    assert got[["dataset", "method", "seed"]].values.tolist() == expected[["dataset", "method", "seed"]].values.tolist()
+    pd.testing.assert_frame_equal(got[numbers], expected[numbers])
+    # Collecting overlapping folders is refused, naming the cell.
+    assert main(["bench", "--collect", str(whole), str(shards[1]), "--out", str(tmp_path / "bad")]) == 2
+    assert "must be disjoint" in capsys.readouterr().err
+
+
+def test_bench_shard_and_devices_are_checked(tiny_dataset, tmp_path, capsys):
+    assert main(grid_args(tiny_dataset, tmp_path, "--shard", "4/3")) == 2
+    assert "--shard wants i/n" in capsys.readouterr().err
+    assert main(grid_args(tiny_dataset, tmp_path, "--devices", "cpu,gpu0")) == 2
+    assert "--devices" in capsys.readouterr().err
+    assert main(grid_args(tiny_dataset, tmp_path, "--shard", "5/5")) == 0  # 4 cells: the 5th share is empty
+    assert "holds none" in capsys.readouterr().out
+    assert main(["bench", "--out", str(tmp_path)]) == 2
+    assert "--data NAME=ROOT is required" in capsys.readouterr().err

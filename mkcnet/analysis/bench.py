@@ -11,14 +11,23 @@ Layout of the output folder:
 A run is finished when its history reaches the last epoch and its results pack exists; finished
 runs are skipped, interrupted ones resume from their last epoch, so the command can be re-run
 after a crash, with more seeds, or with more methods.
+
+Many devices and machines: `devices` trains one cell per device at a time, each in a worker
+process of its own; `shard=(i, n)` keeps every n-th cell of the grid from the i-th, so n
+machines given the same command and shards 1/n … n/n split the grid with no overlap, and
+`collect` merges their output folders into the one table (docs/distributed.md).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import multiprocessing
+import os
+import re
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,7 +38,7 @@ from mkcnet.data.dataset import ImageSet, find_split, read_split
 from mkcnet.errors import UserError
 from mkcnet.inference.evaluate import evaluate_split
 from mkcnet.inference.results import ResultsPack
-from mkcnet.methods import apply_method
+from mkcnet.methods import METHODS, apply_method
 from mkcnet.presets import DATASETS, DatasetPreset, build_run_config, dataset_from_file
 from mkcnet.training.trainer import Trainer
 
@@ -127,9 +136,17 @@ class Bench:
     budget: Budget = field(default_factory=Budget)
     split: str = "test"
     log: Callable[[str], None] = print
+    shard: tuple[int, int] = (1, 1)  # (i, n): this machine's share of the grid, every n-th cell from the i-th
+    devices: Sequence[str] = ()  # train one cell per device concurrently (empty: one at a time on budget.device)
     _images: dict = field(default_factory=dict, repr=False)  # decoded splits, shared by the runs
 
+    def share(self) -> list[BenchRun]:
+        """The cells this machine runs: the whole grid, or its shard."""
+        i, n = self.shard
+        return self.runs()[i - 1::n]
+
     def runs(self) -> list[BenchRun]:
+        """Every cell of the grid, in one fixed order (data sets, then methods, then seeds)."""
         def run(dataset: DatasetSpec, method: str, seed: int) -> BenchRun:
             run_dir = self.out / "runs" / dataset.name / method / f"seed{seed}"
             return BenchRun(dataset, method, seed, run_dir, run_dir / f"eval-{Path(self.split_of(dataset)).stem}")
@@ -170,31 +187,141 @@ class Bench:
                               progress=False)
 
     def run(self, dry_run: bool = False) -> pd.DataFrame:
-        """Train and evaluate what is not finished; return runs.csv's table (finished runs only)."""
-        runs, rows = self.runs(), []
+        """Train and evaluate what is not finished in this share of the grid; return runs.csv's table."""
+        runs = self.share()
         for d in self.datasets:
             find_split(d.root, self.split_of(d))  # fail before hours of training, not after
-        for i, run in enumerate(runs, 1):
-            label = f"[{i}/{len(runs)}] {run.dataset.name} / {run.method} / seed {run.seed}"
-            epochs = self.budget.config(run.dataset, run.method, run.seed).train.epochs
-            if dry_run:
-                self.log(f"{label}: {'finished' if run.finished(epochs) else f'{run.epochs_done()}/{epochs} epochs'}")
-                continue
-            skip = run.finished(epochs)
-            start = time.perf_counter()
-            pack = self.run_one(run)
+        labels = {id(run): f"[{i}/{len(runs)}] {run.dataset.name} / {run.method} / seed {run.seed}"
+                  for i, run in enumerate(runs, 1)}
+        epochs = {id(run): self.budget.config(run.dataset, run.method, run.seed).train.epochs for run in runs}
+        if dry_run:
+            for run in runs:
+                state = "finished" if run.finished(epochs[id(run)]) else f"{run.epochs_done()}/{epochs[id(run)]} epochs"
+                self.log(f"{labels[id(run)]}: {state}")
+            return pd.DataFrame()
+        packs: dict[int, ResultsPack] = {}
+
+        def report(run: BenchRun, skipped: bool, minutes: float, device: str = "") -> None:
+            pack = packs[id(run)] = ResultsPack.load(run.pack_dir)
             m = pack.header["metrics"]
-            self.log(f"{label}: {'finished before, skipped' if skip else f'{(time.perf_counter() - start) / 60:.1f} min'}"
+            on = f" on {device}" if device else ""
+            self.log(f"{labels[id(run)]}: {'finished before, skipped' if skipped else f'{minutes:.1f} min{on}'}"
                      f"  AUC {m.get('diagnosis.auc', float('nan')):.4f}  ACC {m.get('diagnosis.acc', float('nan')):.4f}"
                      f"  F1 {m.get('diagnosis.f1', float('nan')):.4f}")
-            rows.append(run_row(run, pack))
-        return pd.DataFrame(rows)
+
+        todo = [run for run in runs if not run.finished(epochs[id(run)])]
+        for run in runs:
+            if run not in todo:
+                report(run, True, 0.0)
+        if len(self.devices) > 1:
+            self._run_on_devices(todo, report, labels)
+        else:
+            for run in todo:
+                start = time.perf_counter()
+                self.run_one(run)
+                report(run, False, (time.perf_counter() - start) / 60)
+        return pd.DataFrame([run_row(run.dataset.name, run.method, run.seed, run.run_dir, packs[id(run)])
+                             for run in runs])
+
+    def _run_on_devices(self, runs: list[BenchRun], report, labels: dict[int, str]) -> None:
+        """One worker process per device, each training one cell at a time; a failed cell is
+        reported and the others go on (re-running the command retries it)."""
+        context = multiprocessing.get_context("spawn")  # CUDA cannot be forked
+        free = context.Queue()
+        for device in self.devices:
+            free.put(device)
+        worker = dataclasses.replace(self, log=print, _images={})
+        failed = []
+        with ProcessPoolExecutor(len(self.devices), mp_context=context, initializer=_claim_device,
+                                 initargs=(free, len(self.devices))) as pool:
+            futures = {pool.submit(_train_cell, worker, run): run for run in runs}
+            for future in as_completed(futures):
+                run = futures[future]
+                try:
+                    device, minutes = future.result()
+                except Exception as err:  # noqa: BLE001 - one cell's failure must not stop the others
+                    failed.append(run)
+                    self.log(f"{labels[id(run)]}: FAILED ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})")
+                    continue
+                report(run, False, minutes, device)
+        if failed:
+            raise UserError(f"{len(failed)} of {len(runs)} run(s) failed (listed above); run the same command again "
+                            "to retry them (finished runs are kept)")
 
 
-def run_row(run: BenchRun, pack: ResultsPack) -> dict:
+# -- worker processes of `--devices` --------------------------------------------------------------
+_WORKER: dict = {}  # per worker process: its device and its Bench (whose decoded images it reuses)
+
+
+def _claim_device(free, workers: int) -> None:
+    _WORKER["device"] = device = free.get()
+    if device.startswith("cpu"):  # the CPU workers share the cores
+        import torch
+
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+
+
+def _train_cell(bench: Bench, run: BenchRun) -> tuple[str, float]:
+    device = _WORKER["device"]
+    if "bench" not in _WORKER:  # a worker serves one Bench.run: keep its decoded splits between cells
+        _WORKER["bench"] = dataclasses.replace(bench, budget=dataclasses.replace(bench.budget, device=device))
+    start = time.perf_counter()
+    _WORKER["bench"].run_one(run)
+    return device, (time.perf_counter() - start) / 60
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """`i/n`, 1 ≤ i ≤ n: the i-th of n disjoint shares of the grid."""
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+    if not match or not 1 <= int(match[1]) <= int(match[2]):
+        raise UserError(f"--shard wants i/n with 1 ≤ i ≤ n (e.g. 2/8), got {text!r}")
+    return int(match[1]), int(match[2])
+
+
+def collect(folders: Sequence[Path], split: str | None = None) -> tuple[pd.DataFrame, dict[str, list[tuple[str, Path]]]]:
+    """The finished runs of several bench output folders (the shards of one grid): runs.csv's
+    table, sorted by data set, method (in METHODS order) and seed, and per data set the
+    (method, run directory) pairs. Unfinished runs are counted and left out; a cell found in
+    two folders is refused (shards are disjoint)."""
+    rows, found, seen, unfinished = [], {}, {}, 0
+    for folder in folders:
+        if not (folder / "runs").is_dir():
+            raise UserError(f"{folder} holds no bench runs (no runs/ folder)")
+        for run_dir in sorted((folder / "runs").glob("*/*/seed*")):
+            dataset, method, seed = run_dir.parts[-3], run_dir.parts[-2], run_dir.name[len("seed"):]
+            if not seed.isdigit():
+                continue
+            packs = sorted(p for p in run_dir.glob("eval-*") if (p / "predictions.csv").is_file())
+            if split:
+                packs = [p for p in packs if p.name == f"eval-{Path(split).stem}"]
+            if not packs:
+                unfinished += 1
+                continue
+            if len(packs) > 1:
+                raise UserError(f"{dataset}/{method}/seed{seed} in {folder} was evaluated on several splits "
+                                f"({', '.join(p.name[5:] for p in packs)}); choose one with --split")
+            key = (dataset, method, int(seed))
+            if key in seen:
+                raise UserError(f"{dataset}/{method}/seed{seed} is in both {seen[key]} and {folder}; "
+                                "the folders must be disjoint shards of one grid")
+            seen[key] = folder
+            rows.append(run_row(dataset, method, int(seed), run_dir, ResultsPack.load(packs[0])))
+            found.setdefault(dataset, []).append((method, run_dir))
+    if not rows:
+        raise UserError(f"no finished runs in {', '.join(map(str, folders))}")
+    if unfinished:
+        print(f"left out {unfinished} unfinished run(s)")
+    order = {m: i for i, m in enumerate(METHODS)}
+    table = pd.DataFrame(rows)
+    table = table.sort_values(["dataset", "method", "seed"], key=lambda c: c.map(order) if c.name == "method" else c,
+                              kind="stable").reset_index(drop=True)
+    return table, found
+
+
+def run_row(dataset: str, method: str, seed: int, run_dir: Path, pack: ResultsPack) -> dict:
     m = pack.header["metrics"]
-    best, last = (json.loads((run.run_dir / f"{name}.json").read_text())["info"] for name in ("best", "last"))
-    row = {"dataset": run.dataset.name, "method": run.method, "seed": run.seed, "best_epoch": best["epoch"],
+    best, last = (json.loads((run_dir / f"{name}.json").read_text())["info"] for name in ("best", "last"))
+    row = {"dataset": dataset, "method": method, "seed": seed, "best_epoch": best["epoch"],
            "train_minutes": last["minutes"]}
     for group, prefix in GROUPS.items():
         row[f"{group}.n"] = m.get(f"diagnosis.{prefix}n")

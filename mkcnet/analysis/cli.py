@@ -55,29 +55,57 @@ def _config(path: Path) -> dict:
 
 # -- commands ------------------------------------------------------------------------------------
 def run_bench(args: argparse.Namespace) -> int:
-    from mkcnet.analysis.bench import Bench, Budget, DatasetSpec, parse_splits, write_tables
+    from mkcnet.analysis.bench import Bench, Budget, DatasetSpec, collect, parse_shard, parse_splits, write_tables
     from mkcnet.analysis.figures import save_figure
     from mkcnet.analysis.grads import gradient_history, grads_figure
+    from mkcnet.device import resolve_device
+    from mkcnet.methods import METHODS
 
-    budget = Budget(args.preset, args.epochs, args.image_size, args.batch_size, args.train_lq_ratio, args.device)
-    datasets, split = parse_splits([DatasetSpec.parse(d) for d in args.data], args.split or [])
-    bench = Bench(datasets, args.methods, args.seeds, Path(args.out), budget, split)
-    runs = bench.run(dry_run=args.dry_run)
-    if args.dry_run:
-        return 0
-    title = (f"# Benchmark: {', '.join(args.methods)} on {', '.join(d.name for d in bench.datasets)}\n\n"
-             f"Diagnosis metrics on the {bench.describe_splits()}, best-validation checkpoint, mean ± std over seeds "
-             f"{', '.join(map(str, args.seeds))}. Budget: preset `{args.preset}`"
-             + "".join(f", {k} {v}" for k, v in (("epochs", args.epochs), ("image size", args.image_size),
-                                                  ("batch", args.batch_size), ("train LQ ratio", args.train_lq_ratio))
-                       if v is not None) + ".")
-    written = write_tables(runs, bench.out, args.methods, title)
-    for dataset in bench.datasets:
-        history = gradient_history([(r.method, r.run_dir) for r in bench.runs() if r.dataset == dataset])
+    out = Path(args.out)
+    if args.collect:
+        splits = [s for s in args.split or [] if "=" not in s]
+        runs, by_dataset = collect([Path(f) for f in args.collect], splits[-1] if splits else None)
+        methods = [m for m in METHODS if m in set(runs["method"])]
+        title = (f"# Benchmark: {', '.join(methods)} on {', '.join(dict.fromkeys(runs['dataset']))}\n\n"
+                 f"Collected from {len(args.collect)} folder(s): {len(runs)} finished run(s); diagnosis metrics of "
+                 "each run's results pack, best-validation checkpoint, mean ± std over seeds.")
+    else:
+        if not args.data:
+            raise UserError("--data NAME=ROOT is required (or --collect FOLDERS to merge finished shards)")
+        devices = [d.strip() for d in (args.devices or "").split(",") if d.strip()]
+        for device in devices:
+            try:
+                resolve_device(device)
+            except ValueError as err:
+                raise UserError(f"--devices: {err}") from None
+        shard = parse_shard(args.shard) if args.shard else (1, 1)
+        budget = Budget(args.preset, args.epochs, args.image_size, args.batch_size, args.train_lq_ratio, args.device)
+        datasets, split = parse_splits([DatasetSpec.parse(d) for d in args.data], args.split or [])
+        bench = Bench(datasets, args.methods, args.seeds, out, budget, split, shard=shard, devices=devices)
+        if not bench.share():
+            print(f"shard {shard[0]}/{shard[1]} holds none of the grid's {len(bench.runs())} run(s); nothing to do")
+            return 0
+        runs = bench.run(dry_run=args.dry_run)
+        if args.dry_run:
+            return 0
+        methods, by_dataset = args.methods, {}
+        for run in bench.share():
+            by_dataset.setdefault(run.dataset.name, []).append((run.method, run.run_dir))
+        part = f" (shard {shard[0]}/{shard[1]}: {len(runs)} of the grid's {len(bench.runs())} runs)" if shard[1] > 1 else ""
+        title = (f"# Benchmark: {', '.join(args.methods)} on {', '.join(d.name for d in bench.datasets)}{part}\n\n"
+                 f"Diagnosis metrics on the {bench.describe_splits()}, best-validation checkpoint, mean ± std over "
+                 f"seeds {', '.join(map(str, args.seeds))}. Budget: preset `{args.preset}`"
+                 + "".join(f", {k} {v}" for k, v in (("epochs", args.epochs), ("image size", args.image_size),
+                                                      ("batch", args.batch_size),
+                                                      ("train LQ ratio", args.train_lq_ratio)) if v is not None) + ".")
+    out.mkdir(parents=True, exist_ok=True)
+    written = write_tables(runs, out, methods, title)
+    for dataset, pairs in by_dataset.items():
+        history = gradient_history(pairs)
         if len(history):
-            written += save_figure(grads_figure(history, f"Task-gradient cosine, {dataset.name} (mean over seeds)"),
-                                   bench.out / f"grads-{dataset.name}", png=not args.no_png)
-    print((bench.out / "table.md").read_text())
+            written += save_figure(grads_figure(history, f"Task-gradient cosine, {dataset} (mean over seeds)"),
+                                   out / f"grads-{dataset}", png=not args.no_png)
+    print((out / "table.md").read_text())
     print("wrote " + ", ".join(str(p) for p in written))
     return 0
 
@@ -202,7 +230,7 @@ def register(subparsers) -> None:
         description="Train and evaluate every (data set, method, seed) under one budget, then write the Table 2 "
                     "layout (AUC/ACC/F1 per data set and averaged, mean ± std over seeds; also on HQ and LQ "
                     "images only) as CSV and Markdown. Finished runs are skipped and interrupted ones resume.")
-    b.add_argument("--data", action="append", required=True, metavar="NAME=ROOT",
+    b.add_argument("--data", action="append", metavar="NAME=ROOT",
                    help=f"a data set: preset ({', '.join(DATASETS)}) or a .json data-set config, = its root; repeat")
     b.add_argument("--methods", nargs="+", default=list(TABLE2), choices=list(METHODS), metavar="METHOD",
                    help=f"methods, from: {', '.join(METHODS)}")
@@ -218,6 +246,13 @@ def register(subparsers) -> None:
     b.add_argument("--train-lq-ratio", type=float, metavar="R", help="train on a subsample with this LQ share")
     b.add_argument("--device", default="auto")
     b.add_argument("--dry-run", action="store_true", help="list the runs and their state; train nothing")
+    g = b.add_argument_group("many devices and machines (docs/distributed.md)")
+    g.add_argument("--devices", metavar="LIST",
+                   help="train one run per device at a time, e.g. cuda:0,cuda:1,cuda:2 (or cpu,cpu)")
+    g.add_argument("--shard", metavar="i/n",
+                   help="run only the i-th of n disjoint shares of the grid (1 ≤ i ≤ n), one per machine or job")
+    g.add_argument("--collect", nargs="+", metavar="FOLDER",
+                   help="train nothing: merge the finished runs of these bench folders (shards) into --out's tables")
     b.set_defaults(func=run_bench)
 
     o = subparsers.add_parser(
