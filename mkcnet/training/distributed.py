@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -58,7 +59,11 @@ class Ranks:
         if not self.distributed:
             return tensors
         flat = torch.cat([t.reshape(-1) for t in tensors])
-        flat = dist_nn.all_reduce(flat, op=dist.ReduceOp.SUM) / self.world_size
+        with warnings.catch_warnings():
+            # Deprecated in favour of a private module (_functional_collectives) whose all_reduce
+            # has no autograd; this one is still public and differentiable (torch pinned below 3).
+            warnings.simplefilter("ignore", FutureWarning)
+            flat = dist_nn.all_reduce(flat, op=dist.ReduceOp.SUM) / self.world_size
         return [part.view_as(t) for part, t in zip(flat.split([t.numel() for t in tensors]), tensors)]
 
     def mean_stats(self, stats: dict[str, float]) -> dict[str, float]:
