@@ -16,10 +16,10 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from safetensors.torch import load_file
 
-from conftest import tiny_config
 from mkcnet.data.dataset import ImageSet, SplitTable
 from mkcnet.training import distributed, trainer
 from mkcnet.training.distributed import Ranks
+from tests.conftest import tiny_config
 
 RANKS = 2
 
@@ -105,7 +105,7 @@ def test_two_ranks_take_the_one_process_step_on_the_global_batch(method, entropy
         for k in keys:
             for r, updates in enumerate(ranks):
                 torch.testing.assert_close(updates[k], single[k], rtol=0, atol=tolerance(scale),
-                                           msg=lambda m: f"rank {r} {k}: {m}")
+                                           msg=lambda m, r=r, k=k: f"rank {r} {k}: {m}")
 
 
 # -- the command: one run directory, resume across rank counts ----------------------------------

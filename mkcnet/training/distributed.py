@@ -90,6 +90,9 @@ class Ranks:
         return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
 
 
+ONE_PROCESS = Ranks()
+
+
 def current() -> Ranks:
     """The Ranks of the joined process group, or one process when there is none."""
     if dist.is_available() and dist.is_initialized():

@@ -24,13 +24,13 @@ from torch.func import functional_call
 from mkcnet.data.dataset import Batch
 from mkcnet.losses import auxiliary_loss, entropy_regulariser
 from mkcnet.models import MetaLearner, TaskNet
-from mkcnet.training.distributed import Ranks
+from mkcnet.training.distributed import ONE_PROCESS, Ranks
 from mkcnet.training.objective import task_losses
 
 
 def meta_gradients(task_net: TaskNet, meta: MetaLearner, batch: Batch, lr: float, weight_decay: float,
                    entropy_weight: float, gamma: float = 2.0, second_order: bool = True,
-                   fd_epsilon: float = 0.01, ranks: Ranks = Ranks()) -> tuple[list[torch.Tensor], dict[str, float]]:
+                   fd_epsilon: float = 0.01, ranks: Ranks = ONE_PROCESS) -> tuple[list[torch.Tensor], dict[str, float]]:
     """∇φ of the meta objective; returns (gradients aligned with meta.parameters(), stats)."""
     meta_length = task_net.config.meta_length
     names = [n for n, p in task_net.named_parameters() if p.requires_grad]
@@ -75,7 +75,7 @@ def meta_gradients(task_net: TaskNet, meta: MetaLearner, batch: Batch, lr: float
 
 def meta_step(task_net: TaskNet, meta: MetaLearner, optimizer: torch.optim.Optimizer, batch: Batch, lr: float,
               weight_decay: float, entropy_weight: float, gamma: float, second_order: bool,
-              ranks: Ranks = Ranks()) -> dict[str, float]:
+              ranks: Ranks = ONE_PROCESS) -> dict[str, float]:
     """One Stage II update of φ. Only φ's gradients are written; θ is untouched."""
     grads, stats = meta_gradients(task_net, meta, batch, lr, weight_decay, entropy_weight, gamma, second_order,
                                   ranks=ranks)
