@@ -6,6 +6,8 @@ import contextlib
 
 import torch
 
+from mkcnet.errors import UserError
+
 
 def resolve_device(name: str = "auto") -> torch.device:
     if name == "auto":
@@ -17,9 +19,9 @@ def resolve_device(name: str = "auto") -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise ValueError(f"unknown device {name!r} (use auto, cpu, cuda, cuda:N or mps)") from None
+        raise UserError(f"unknown device {name!r} (use auto, cpu, cuda, cuda:N or mps)") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device cuda requested but CUDA is not available")
+        raise UserError(f"device {name} requested but CUDA is not available on this machine")
     return device
 
 

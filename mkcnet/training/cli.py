@@ -76,7 +76,15 @@ def launch(nproc: int, argv: list[str]) -> int:
             skip = True
         elif not arg.startswith("--nproc="):
             rest.append(arg)
-    torchrun(["--standalone", f"--nproc-per-node={nproc}", "-m", "mkcnet", *rest])
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+
+    try:
+        torchrun(["--standalone", f"--nproc-per-node={nproc}", "-m", "mkcnet", *rest])
+    except ChildFailedError as err:  # each rank has printed its own one-line error above
+        code = next(iter(err.failures.values())).exitcode if err.failures else 1
+        print(f"mkcnet train: {len(err.failures)} of {nproc} ranks failed (their messages are above)",
+              file=sys.stderr)
+        return code if code > 0 else 1
     return 0
 
 
@@ -88,6 +96,13 @@ def run_train(args: argparse.Namespace) -> int:
             raise UserError(f"--nproc must be 1 or more, got {args.nproc}")
         if distributed.launched():
             raise UserError("--nproc starts torchrun itself; under torchrun, leave it out")
+        config = config_from_args(args)
+        if args.nproc > 1:  # refuse what every rank would refuse, before starting them
+            from mkcnet.device import resolve_device
+
+            if config.train.sync_bn:
+                distributed.check_sync_bn(resolve_device(config.train.device))
+            distributed.rank_batch(config.train.batch_size, distributed.Ranks(0, args.nproc), config.train.sync_bn)
         return launch(args.nproc, sys.argv[1:])
     config = config_from_args(args)
     ranks = distributed.initialise(config.train.device)

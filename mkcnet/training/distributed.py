@@ -128,6 +128,12 @@ def rank_device(device: torch.device, ranks: Ranks) -> torch.device:
     return device
 
 
+def check_sync_bn(device: torch.device) -> None:
+    if device.type != "cuda":
+        raise UserError("--sync-bn needs CUDA ranks (SyncBatchNorm has no CPU kernel); "
+                        "without it each rank normalises its own share of the batch")
+
+
 def rank_batch(batch_size: int, ranks: Ranks, sync_bn: bool) -> int:
     """Images per rank in a global batch of `batch_size`; refuses a batch the ranks cannot share."""
     if batch_size % ranks.world_size:

@@ -73,9 +73,8 @@ class Trainer:
         tc = config.train
         self.device = distributed.rank_device(resolve_device(tc.device), self.ranks)
         self.sync_bn = tc.sync_bn and self.ranks.distributed
-        if self.sync_bn and self.device.type != "cuda":
-            raise UserError("--sync-bn needs CUDA ranks (SyncBatchNorm has no CPU kernel); "
-                            "without it each rank normalises its own share of the batch")
+        if self.sync_bn:
+            distributed.check_sync_bn(self.device)
         if self.ranks.distributed:
             distributed.rank_batch(tc.batch_size, self.ranks, self.sync_bn)
         self.amp = tc.amp and self.device.type == "cuda"
