@@ -46,6 +46,9 @@ def write_dicom(path: Path, pixels: np.ndarray) -> None:
     ds.save_as(path, enforce_file_format=True)
 
 
+OPENING = "synth_NoDR_good.png"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=OUT)
@@ -63,6 +66,10 @@ def main() -> None:
         index.append({"file": name, "modality": "fundus", "source": "mkcnet.synth",
                       "caption": f"synthetic · {DIAGNOSES[diagnosis]} · quality {QUALITIES[quality]}",
                       "diagnosis": diagnosis, "quality": quality, "degradation": family})
+
+    # The first screen opens on the first example: one the bundled synthetic-fundus MKCNet reads
+    # correctly and plainly (NoDR 79 %, quality good), not a borderline PDR/NPDR case.
+    index.insert(0, index.pop(next(i for i, e in enumerate(index) if e["file"] == OPENING)))
 
     # The scikit-image retina, clean and degraded (the simulator's fundus families).
     from skimage import data

@@ -35,3 +35,20 @@ def test_bundled_models_fit_the_budget_with_cards_and_packs():
         if name.startswith("synth"):  # every image can be regenerated
             sources = pd.read_csv(folder / "results" / "synth.csv")
             assert set(sources["image"]) == set(pack.predictions["image"])
+
+
+def test_the_first_screen_opens_on_an_example_the_default_model_reads_correctly():
+    """A newcomer's first look: the default model's reading of the first example agrees with the
+    example's label, on both heads, and the guard lets it through."""
+    from mkcnet.workbench.context import Workbench
+    from mkcnet.workbench.imaging import load_for
+    from mkcnet.workbench.reading import read_out
+
+    context = Workbench()
+    name = context.zoo.choices(None)[0][1]
+    model = context.zoo.model(name)
+    example = context.examples(context.zoo.entry(name).modality)[0]
+    assert example.diagnosis is not None and example.quality is not None  # labelled, so the page can say so
+    reading = read_out(model, load_for(model, context.stage(example.path), context.images))
+    assert (reading.top_diagnosis, reading.top_quality) == (example.diagnosis, example.quality)
+    assert reading.calibrated and not reading.verdict.ood
