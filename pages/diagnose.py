@@ -31,6 +31,7 @@ from mkcnet.workbench.ui import (
     panel_values,
     prediction_panel,
     refresh_examples,
+    server_checked,
     status,
 )
 from mkcnet.workbench.zoo import ZooModel
@@ -96,9 +97,8 @@ def build(context: Workbench) -> gr.Blocks:
                 start = opening(context, model.value, first)
                 source = image_input(context, status_md, first, value=start[0] if start else None)
                 with gr.Accordion("What-if: degrade the image", open=True):
-                    # Custom values allowed: the API may name any model's family; prepare() checks it.
-                    family = gr.Dropdown(family_choices(first), value=NO_DEGRADATION, label="Degradation family",
-                                         allow_custom_value=True)
+                    # The families follow the model's modality; prepare() checks the value.
+                    family = server_checked(family_choices(first), value=NO_DEGRADATION, label="Degradation family")
                     severity = gr.Slider(0, 5, value=0, step=1, label="Severity (0 = none)")
                     seed = gr.Number(0, precision=0, label="Seed", minimum=0)
                     meaning = gr.Markdown(severity_text(first, None, 0), elem_classes=["meaning"])

@@ -17,7 +17,7 @@ from mkcnet.inference.predict import FEATURE_NAMES
 from mkcnet.workbench.context import Workbench
 from mkcnet.workbench.imaging import as_rgb
 from mkcnet.workbench.packs import PackStore
-from mkcnet.workbench.ui import add_typed_run, data_source, guarded, model_dropdown, page_frame, status
+from mkcnet.workbench.ui import add_typed_run, data_source, guarded, model_dropdown, page_frame, server_checked, status
 
 TITLE = "Embeddings"
 METHODS = [("t-SNE", "tsne"), ("UMAP", "umap"), ("PCA", "pca")]
@@ -70,7 +70,7 @@ def build(context: Workbench) -> gr.Blocks:
         with gr.Row(equal_height=False):
             with gr.Column(scale=1, min_width=300):
                 # Custom values: a pack this visitor added; looked up in their session, never as a path.
-                pack = gr.Dropdown(choices, value=first, label="Run (results pack)", allow_custom_value=True)
+                pack = server_checked(choices, value=first, label="Run (results pack)")
                 branch = gr.Radio([(label, b) for b, label in BRANCH_LABELS.items()], value="diagnosis",
                                   label="Branch", info="a branch the run lacks (vanilla: quality, ω) shows diagnosis")
                 method = gr.Radio(METHODS, value="tsne", label="Embedding")

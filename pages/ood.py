@@ -14,7 +14,7 @@ import pandas as pd
 from mkcnet.errors import UserError
 from mkcnet.workbench.context import Workbench
 from mkcnet.workbench.packs import PackStore
-from mkcnet.workbench.ui import add_typed_run, guarded, page_frame, status
+from mkcnet.workbench.ui import add_typed_run, guarded, page_frame, server_checked, status
 
 TITLE = "Out-of-distribution"
 METRICS = [("AUC", "auc"), ("ACC", "acc"), ("F1", "f1")]
@@ -45,11 +45,10 @@ def build(context: Workbench) -> gr.Blocks:
                     "(LQ) images. A quality-aware model should lose less as *r* grows.") as (page, status_md):
         with gr.Row(equal_height=False):
             with gr.Column(scale=1, min_width=300):
-                dataset = gr.Dropdown(datasets, value=first, label="Data set", allow_custom_value=True)
+                dataset = server_checked(datasets, value=first, label="Data set")
                 start = [k for _, k in runs_of(context.packs, first)]
                 # Custom values: runs this visitor added; looked up in their session, never as a path.
-                runs = gr.Dropdown(runs_of(context.packs, first), value=start, multiselect=True, label="Runs",
-                                   allow_custom_value=True)
+                runs = server_checked(runs_of(context.packs, first), value=start, multiselect=True, label="Runs")
                 metric = gr.Radio(METRICS, value="auc", label="Metric")
                 ratio = gr.Slider(0, 1, value=0.5, step=0.1, label="LQ ratio r")
                 if not context.hosting.hosted:

@@ -345,3 +345,21 @@ def test_api_outputs_have_readable_names(app):
     unnamed = {name: [r["label"] for r in ep["returns"] if r["label"].startswith("value_")]
                for name, ep in info["named_endpoints"].items()}
     assert not any(unnamed.values()), unnamed
+
+
+def test_declared_dropdown_choices_match_what_is_accepted(app):
+    """A dropdown that takes any value (its choices follow the model or the session) declares a
+    string; one that refuses other values declares exactly its choices."""
+    import gradio as gr
+
+    context, _ = app
+    demo = build_app(context)
+    dropdowns = [b for b in demo.blocks.values() if isinstance(b, gr.Dropdown)]
+    assert any(d.allow_custom_value for d in dropdowns) and any(not d.allow_custom_value for d in dropdowns)
+    for d in dropdowns:
+        info = d.api_info()
+        enum = (info["items"] if d.multiselect else info).get("enum")
+        if d.allow_custom_value:
+            assert enum is None, d.label
+        else:
+            assert enum == [value for _, value in d.choices], d.label

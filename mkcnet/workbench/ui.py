@@ -275,6 +275,23 @@ def refresh_examples(context: Workbench, modality: str | None, request: gr.Reque
 
 # ---- predictions ------------------------------------------------------------------------------
 
+def server_checked(*args, **kwargs) -> gr.Dropdown:
+    """A dropdown whose choices change with another control (the model, the visitor's own packs):
+    any string is accepted, so the API declares a string, not the choices it happened to open
+    with; the handler looks the value up in the server's list for this model or session.
+    (An instance attribute, not a subclass: Gradio draws subclasses as unknown components.)"""
+    dropdown = gr.Dropdown(*args, allow_custom_value=True, **kwargs)
+    declared = dropdown.api_info
+
+    def api_info() -> dict[str, Any]:
+        info = declared()
+        (info["items"] if dropdown.multiselect else info).pop("enum", None)
+        return info
+
+    dropdown.api_info = api_info
+    return dropdown
+
+
 def model_dropdown(context: Workbench, names: list[str] | None = None, label: str = "Model") -> gr.Dropdown:
     choices = context.zoo.choices(names)
     return gr.Dropdown(choices, value=choices[0][1] if choices else None, label=label)
