@@ -40,6 +40,8 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--dataset", default="ct-iqad")
+    p.add_argument("--meta-format", choices=["channels_last", "contiguous"], default="channels_last",
+                   help="the Meta Learner's memory format (the Trainer uses channels_last)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -47,6 +49,7 @@ def main() -> int:
     mc, tc = config.model, config.train
     task_net, meta = build_networks(mc)
     task_net.train(), meta.train()
+    meta.to(memory_format=getattr(torch, args.meta_format if args.meta_format == "channels_last" else "contiguous_format"))
     optimizer = torch.optim.SGD(task_net.parameters(), lr=tc.lr, momentum=tc.momentum, weight_decay=tc.weight_decay)
     meta_optimizer = torch.optim.SGD(meta.parameters(), lr=tc.meta_lr, momentum=tc.momentum,
                                      weight_decay=tc.meta_weight_decay)
