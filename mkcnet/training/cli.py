@@ -66,6 +66,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 
 def launch(nproc: int, argv: list[str]) -> int:
     """`mkcnet train --nproc N ...`: torchrun's own launcher, N ranks on this machine."""
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import main as torchrun
 
     rest, skip = [], False
@@ -76,8 +77,6 @@ def launch(nproc: int, argv: list[str]) -> int:
             skip = True
         elif not arg.startswith("--nproc="):
             rest.append(arg)
-    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
-
     try:
         torchrun(["--standalone", f"--nproc-per-node={nproc}", "-m", "mkcnet", *rest])
     except ChildFailedError as err:  # each rank has printed its own one-line error above
