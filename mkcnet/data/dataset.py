@@ -242,12 +242,10 @@ class ImageSet:
             if per_rank == 0 or (drop_singleton and per_rank == 1 and len(self) > 1):
                 continue
             rows = range(rank * per_rank, (rank + 1) * per_rank)
-            if augment:  # drawn for the whole global batch, applied to this rank's rows
-                images = augment_batch(self.images[idx], generator, rows=rows)
-            else:
-                images = self.images[idx[rows.start:rows.stop]]
-            idx = idx[rows.start:rows.stop]
-            yield Batch(normalise(images, self.mean, self.std), self.diagnosis[idx], self.quality[idx], idx)
+            local = idx[rows.start:rows.stop]
+            # Augmentation is drawn for the whole global batch, so every rank's generator stays in step.
+            images = augment_batch(self.images[idx], generator, rows=rows) if augment else self.images[local]
+            yield Batch(normalise(images, self.mean, self.std), self.diagnosis[local], self.quality[local], local)
 
 
 def augment_batch(images: torch.Tensor, generator: torch.Generator | None = None, shift: float = 0.08,
