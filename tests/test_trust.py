@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from mkcnet.inference.calibration import Band, Calibration, fit_calibration, fit_temperature, nll, softmax
-from mkcnet.inference.guard import Guard, InputRange, Verdict, fit_guard, input_statistics
+from mkcnet.inference.guard import Guard, InputRange, Verdict, conformal_threshold, fit_guard, input_statistics
 from mkcnet.metrics import brier_score, expected_calibration_error
 from mkcnet.workbench.reading import CONFIDENT, REASSURANCE, explain
 
@@ -70,10 +70,33 @@ def test_guard_separates_two_distributions(method):
     guard = fit_guard(train, labels, val, stats, method)
     grey = [(0.0, 1.0)] * 400
     share = lambda x: np.mean([v.ood for v in guard.verdicts(x, grey)])  # noqa: E731
-    assert share(val) == pytest.approx(0.05, abs=0.011)  # the threshold is the validation 95th percentile
+    assert share(val) == pytest.approx(19 / 400)  # the threshold is the 381st of 400 validation distances
     assert share(far) > 0.95
     fresh = rng.multivariate_normal(np.zeros(16), cov, 400)
     assert share(fresh) < 0.12
+
+
+def test_conformal_threshold_by_hand():
+    ranked = np.arange(1.0, 101.0)
+    assert conformal_threshold(ranked[:19]) == 19  # ⌈20 · 0.95⌉ = 19: the largest of 19
+    assert conformal_threshold(ranked[:39][::-1]) == 38  # ⌈40 · 0.95⌉ = 38, whatever the order
+    assert conformal_threshold(ranked[:60]) == 58  # ⌈61 · 0.95⌉ = 58 (the 95th percentile would be 57.05)
+    assert conformal_threshold(ranked[:10]) == 10  # too few for 95 %: the largest
+    assert conformal_threshold(ranked[:60], 0.9) == 55  # ⌈61 · 0.9⌉ = 55
+
+
+def test_conformal_threshold_flags_at_most_five_percent_of_unseen_images():
+    """Exchangeable images: a new one lies above the k-th of n with probability exactly 1 - k/(n+1),
+    here 3/61 for n = 60, whatever the distribution (a heavy-tailed one here). A plain 95th
+    percentile of the same 60 images flags about 6.5 %."""
+    rng = np.random.default_rng(0)
+    trials, n = 20000, 60
+    draws = rng.lognormal(0, 1.5, (trials, n + 1))
+    thresholds = np.array([conformal_threshold(row[:n]) for row in draws])
+    flagged = (draws[:, n] > thresholds).mean()
+    assert flagged == pytest.approx(3 / 61, abs=0.005)
+    percentile = (draws[:, n] > np.quantile(draws[:, :n], 0.95, axis=1)).mean()
+    assert percentile > 0.058  # what the 95th percentile rule flagged on held-out CT-IQAD images, too
 
 
 def test_mahalanobis_distance_by_hand():

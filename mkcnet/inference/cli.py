@@ -65,7 +65,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
               f"ECE {s[f'{head}.before.ECE']:.4f} → {s[f'{head}.after.ECE']:.4f}, "
               f"Brier {s[f'{head}.before.Brier']:.4f} → {s[f'{head}.after.Brier']:.4f}")
     print(f"out-of-distribution guard: {g.method} on the {g.feature} feature, threshold {g.threshold:.3f} "
-          f"({g.quantile:.0%} of validation images below it); flagged: "
+          f"(conformal: an unseen validation-like image passes with probability ≥ {g.coverage:.0%}); flagged: "
           + ", ".join(f"{name} {share:.1%}" for name, share in g.measured.items()))
     return 0
 
@@ -119,7 +119,7 @@ def register(subparsers) -> None:
     c = subparsers.add_parser(
         "calibrate", help="fit temperature scaling and the out-of-distribution guard; store them in the checkpoint",
         description="Fit one temperature per head on the validation split (NLL) and the out-of-distribution "
-                    "guard (reference: training features; threshold: the validation images' 95th percentile). "
+                    "guard (reference: training features; threshold: the validation images' conformal 95 % point). "
                     "`mkcnet train` runs this at the end; rerun it after changing the weights.")
     c.add_argument("checkpoint", help="run directory (uses best), model folder, or a .safetensors checkpoint")
     c.add_argument("--split", help="validation split file (default: the run's)")
