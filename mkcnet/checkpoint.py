@@ -76,12 +76,15 @@ def _write(stem: Path, tensors: dict[str, torch.Tensor], config: dict[str, Any],
     return stem.with_suffix(".safetensors")
 
 
-def update_trust(path: str | Path, calibration: Calibration, guard: Guard | None) -> Path:
-    """Store a calibration and a guard in an existing checkpoint (its weights unchanged)."""
+def update_trust(path: str | Path, calibration: Calibration, guard: Guard | None,
+                 info: dict[str, Any] | None = None) -> Path:
+    """Store a calibration and a guard (and, if given, a new `info`) in an existing checkpoint;
+    its weights unchanged."""
     weights = resolve_checkpoint(path)
     header = read_header(weights)
     tensors = {k: v for k, v in load_file(str(weights)).items() if not k.startswith("guard.")}
-    return _write(weights.with_suffix(""), tensors, header["config"], header.get("info", {}), calibration, guard)
+    info = header.get("info", {}) if info is None else info
+    return _write(weights.with_suffix(""), tensors, header["config"], info, calibration, guard)
 
 
 @dataclass

@@ -10,6 +10,7 @@ are never copied: a pack lists image paths only.
 
     python scripts/bundle_models.py --standard          # the four bundled models, from runs/
     python scripts/bundle_models.py RUN NAME [--root DATA] [--split val.csv] [--title T]
+    python scripts/bundle_models.py --refresh NAME...   # calibration, guard, pack, card only
 """
 
 from __future__ import annotations
@@ -27,8 +28,10 @@ import pandas as pd
 
 from mkcnet.analysis.embedding import embed
 from mkcnet.analysis.ood import lq_ratio_curves
-from mkcnet.checkpoint import load_checkpoint, save_checkpoint
+from mkcnet.analysis.reliability import reliability_tables
+from mkcnet.checkpoint import load_checkpoint, save_checkpoint, update_trust
 from mkcnet.inference.evaluate import calibrate_checkpoint, evaluate_split
+from mkcnet.inference.results import ResultsPack
 from mkcnet.presets import DATASETS, TRAINING
 from mkcnet.workbench.packs import EMBEDDINGS_FILE, OOD_FILE, OOD_REPEATS, SYNTH_SOURCES
 from mkcnet.workbench.zoo import MODALITY_OF_PRESET
@@ -125,11 +128,33 @@ def trust_rows(info: dict) -> str:
     lines.append(f"\nTemperatures fitted on `{c['split']}` (NLL); the workbench and `mkcnet predict` show the "
                  "calibrated probabilities.")
     if g:
+        coverage = g.get("coverage", g.get("quantile", 0.95))
         lines.append(f"Out-of-distribution guard: {g['method']} distance on the {g['feature']} feature, threshold "
-                     f"{g['threshold']:.2f} (the validation images' {g['quantile']:.0%} "
-                     f"point), plus input checks (colourfulness, aspect ratio); flags {g['measured'].get('val', 0):.1%} "
-                     f"of the validation and {g['measured'].get('train', 0):.1%} of the training images.")
+                     f"{g['threshold']:.2f} (split-conformal on the validation images: an unseen image like them "
+                     f"is flagged with probability at most {1 - coverage:.0%}), plus input checks (colourfulness, "
+                     f"aspect ratio); flags {g['measured'].get('val', 0):.1%} of the validation and "
+                     f"{g['measured'].get('train', 0):.1%} of the training images.")
     return "\n".join(lines)
+
+
+def reliability_rows(info: dict) -> str:
+    """The card's reliability diagram as a table: per band of diagnosis confidence, how often the
+    validation diagnosis was right, raw softmax against calibrated."""
+    curves = info.get("reliability")
+    if not curves:
+        return ""
+    bands = sorted({(r["low"], r["high"]) for rows in curves.values() for r in rows})
+    kinds = list(curves)
+    lines = ["| confidence | " + " | ".join(f"{k}: images, mean confidence, right" for k in kinds) + " |",
+             "|---|" + "---:|" * len(kinds)]
+    for low, high in bands:
+        cells = []
+        for kind in kinds:
+            row = next((r for r in curves[kind] if (r["low"], r["high"]) == (low, high)), None)
+            cells.append("–" if row is None else f"{row['n']}, {row['confidence']:.0%}, {row['accuracy']:.0%}")
+        lines.append(f"| {low:.0%}-{high:.0%} | " + " | ".join(cells) + " |")
+    return ("\n\n### Reliability (diagnosis, validation images)\n\nA calibrated model is right about as often as it "
+            "is confident; the workbench draws this as a diagram under the card.\n\n" + "\n".join(lines))
 
 
 def model_card(info: dict, config) -> str:
@@ -158,7 +183,7 @@ def model_card(info: dict, config) -> str:
 
 ## Calibrated confidence and the out-of-distribution guard
 
-{trust_rows(info)}
+{trust_rows(info)}{reliability_rows(info)}
 
 ## How it was made
 
@@ -174,6 +199,37 @@ backbone. It is not a medical device and must not be used for clinical decisions
 `{info['dataset']}` images: anything else (other scanners, other modalities) is out of distribution,
 and its probabilities are then not to be trusted.
 """
+
+
+def trust_pack_and_card(target: Path, info: dict, config, root: Path, split: str) -> ResultsPack:
+    """Fit temperatures and the guard on the bundled fp16 weights, evaluate them into the results
+    pack, and write what was measured into model.json's `info` and the card."""
+    weights = target / "model"
+    bundled = calibrate_checkpoint(weights, root / split, root / config.data.train_split, root,
+                                   device="cpu", progress=False)
+    pack = evaluate_split(bundled, root / split, root, device="cpu", progress=False)
+    pack.header["checkpoint"] = f"checkpoints/{target.name}/model.safetensors"
+    pack.header["root"] = str(root)
+    pack.save(target / "results")
+    info["metrics"] = pack.header["metrics"]
+    info["calibration"] = bundled.calibration.to_dict()
+    info["guard"] = bundled.guard.to_header()
+    info["reliability"] = {kind: curve.to_dict("records") for kind, curve in reliability_tables(pack).items()}
+    update_trust(weights, bundled.calibration, bundled.guard, info)
+    (target / "MODEL.md").write_text(model_card(info, config))
+    return pack
+
+
+def refresh(name: str, out: Path, root: str | None = None, split: str | None = None) -> dict:
+    """Refit a bundled model's calibration and guard, re-evaluate its pack and rewrite its card,
+    from its own weights (after a change to that code; the training run is not needed)."""
+    start = time.perf_counter()
+    target = out / name
+    model = load_checkpoint(target)
+    info = dict(model.info)
+    trust_pack_and_card(target, info, model.config, Path(root or model.config.data.root), split or info["split"])
+    print(f"{name}: refreshed calibration, guard, pack and card, {time.perf_counter() - start:.0f} s")
+    return info
 
 
 def bundle(run: Path, name: str, out: Path, root: str | None = None, split: str | None = None,
@@ -201,21 +257,8 @@ def bundle(run: Path, name: str, out: Path, root: str | None = None, split: str 
     }
     # Weights first (the pack is evaluated with exactly these fp16 weights), then the card.
     save_checkpoint(weights, source.task_net, None, config, info, half=True, include_meta=False)
-    # Temperatures and the out-of-distribution guard fitted on these fp16 weights, then the pack.
-    bundled = calibrate_checkpoint(weights, Path(root) / split, Path(root) / config.data.train_split, root,
-                                   device="cpu", progress=False)
-    pack = evaluate_split(bundled, Path(root) / split, root, device="cpu", progress=False)
-    pack.header["checkpoint"] = f"checkpoints/{name}/model.safetensors"
-    pack.header["root"] = str(root)
-    pack.save(target / "results")
-    info["metrics"] = pack.header["metrics"]
-    info["calibration"] = bundled.calibration.to_dict()
-    info["guard"] = bundled.guard.to_header()
     info["size_mb"] = weights.with_suffix(".safetensors").stat().st_size / 1e6
-    save_checkpoint(weights, source.task_net, None, config, info, half=True, include_meta=False,
-                    calibration=bundled.calibration, guard=bundled.guard)
-    (target / "MODEL.md").write_text(model_card(info, config))
-
+    pack = trust_pack_and_card(target, info, config, Path(root), split)
     coords = {f"{method}/{branch}": embed(features, method, seed=0).astype(np.float32)
               for branch, features in pack.features.items() for method in embeddings}
     np.savez_compressed(target / "results" / EMBEDDINGS_FILE, **coords)
@@ -237,11 +280,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=REPO / "checkpoints")
     p.add_argument("--root", help="data-set root for the validation pack (default: the run's)")
     p.add_argument("--split", help="validation split file, relative to the root (default: the run's)")
+    p.add_argument("--refresh", nargs="+", metavar="NAME", help="refit the calibration and guard of bundled "
+                   "models, re-evaluate their packs and rewrite their cards (no training run needed)")
     p.add_argument("--title")
     p.add_argument("--command", help="the training command to print on the card (default: reconstructed)")
     args = p.parse_args(argv)
+    if args.refresh:
+        for name in args.refresh:
+            if not (args.out / name / "model.safetensors").is_file():
+                p.error(f"no bundled model {name!r} in {args.out}")
+            refresh(name, args.out, args.root, args.split)
+        return 0
     if not args.standard and not (args.run and args.name):
-        p.error("give RUN and NAME, or --standard")
+        p.error("give RUN and NAME, --standard, or --refresh NAME...")
     if args.standard:
         jobs = [(Path(b.run), b.name, rank, b.script) for rank, b in enumerate(STANDARD)]
     else:  # a standard bundle's name keeps its rank and script

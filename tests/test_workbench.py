@@ -72,12 +72,35 @@ def test_bundle_holds_fp16_task_net_card_and_pack(zoo_dir):
         assert {f.get_tensor(k).dtype for k in keys if f.get_tensor(k).is_floating_point()} == {torch.float16}
     card = (bundle / "MODEL.md").read_text()
     assert "Validation metrics" in card and "mkcnet train" in card and "not a medical device" in card
-    assert "ECE raw → calibrated" in card and "Out-of-distribution guard" in card
+    assert "ECE raw → calibrated" in card and "Out-of-distribution guard" in card and "Reliability (diagnosis" in card
     info = json.loads((bundle / "model.json").read_text())["info"]
     assert info["modality"] == "ct" and "diagnosis.auc" in info["metrics"]
     for name in ("predictions.csv", "features.npz", "pack.json", "embeddings.npz", "ood.csv"):
         assert (bundle / "results" / name).is_file(), name
     assert not list(bundle.rglob("*.png"))  # paths only, never images
+
+
+def test_refresh_refits_the_guard_and_rewrites_the_card(zoo_dir, tmp_path):
+    """`bundle_models.py --refresh`: from the bundle alone (no run), the guard, pack and card come back."""
+    import shutil
+
+    from mkcnet.checkpoint import load_checkpoint, read_header
+
+    bundle_models = load_script("bundle_models")
+    out = tmp_path / "checkpoints"
+    shutil.copytree(zoo_dir / "tiny-vanilla", out / "tiny-vanilla")
+    before = load_checkpoint(out / "tiny-vanilla")
+    (out / "tiny-vanilla" / "MODEL.md").unlink()
+    shutil.rmtree(out / "tiny-vanilla" / "results")
+    assert bundle_models.main(["--refresh", "tiny-vanilla", "--out", str(out)]) == 0
+    after = load_checkpoint(out / "tiny-vanilla")
+    assert after.guard.threshold == pytest.approx(before.guard.threshold)  # same weights, same data
+    assert after.calibration.temperatures == pytest.approx(before.calibration.temperatures)
+    assert read_header(out / "tiny-vanilla" / "model.safetensors")["info"]["title"] == before.info["title"]
+    assert "Reliability (diagnosis" in (out / "tiny-vanilla" / "MODEL.md").read_text()
+    assert (out / "tiny-vanilla" / "results" / "predictions.csv").is_file()
+    with pytest.raises(SystemExit):
+        bundle_models.main(["--refresh", "no-such-model", "--out", str(out)])
 
 
 def test_bundled_embeddings_are_used_as_stored(context, zoo_dir):

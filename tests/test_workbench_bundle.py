@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from mkcnet.inference.results import ResultsPack
 from mkcnet.workbench.zoo import ModelZoo
@@ -35,6 +36,33 @@ def test_bundled_models_fit_the_budget_with_cards_and_packs():
         if name.startswith("synth"):  # every image can be regenerated
             sources = pd.read_csv(folder / "results" / "synth.csv")
             assert set(sources["image"]) == set(pack.predictions["image"])
+
+
+def test_the_card_reliability_tables_recount_the_packs():
+    """Each bundled card's reliability rows (raw and calibrated) against a recount from its own
+    pack: the calibrated rows from the probabilities in predictions.csv, the raw ones from the
+    logits those imply under the card's temperature."""
+    import json
+
+    from mkcnet.inference.calibration import softmax
+
+    for name in ("ct-iqad-mkcnet", "ct-iqad-vanilla", "synth-fundus-mkcnet", "synth-fundus-vanilla"):
+        folder = REPO / "checkpoints" / name
+        info = json.loads((folder / "model.json").read_text())["info"]
+        table = pd.read_csv(folder / "results" / "predictions.csv")
+        calibrated = table.filter(regex=r"^prob_diagnosis_").to_numpy(np.float64)
+        t = info["calibration"]["temperatures"]["diagnosis"]
+        for kind, probs in (("calibrated", calibrated), ("raw", softmax(np.log(calibrated) * t))):
+            rows = info["reliability"][kind]
+            assert len(rows) >= 3 and sum(r["n"] for r in rows) == len(table)  # more than one band to get wrong
+            confidence, right = probs.max(1), probs.argmax(1) == table["diagnosis"].to_numpy()
+            for r in rows:
+                inside = (confidence >= r["low"] - 1e-6) & ((confidence < r["high"] - 1e-6) | (r["high"] == 1.0))
+                assert r["n"] == inside.sum(), (name, kind, r)
+                assert r["accuracy"] == pytest.approx(right[inside].mean(), abs=1e-9)
+                assert r["confidence"] == pytest.approx(confidence[inside].mean(), abs=1e-3)  # fp32 csv
+        card = (folder / "MODEL.md").read_text()
+        assert all(f"| {r['low']:.0%}-{r['high']:.0%} |" in card for r in info["reliability"]["calibrated"])
 
 
 def test_the_first_screen_opens_on_an_example_the_default_model_reads_correctly():

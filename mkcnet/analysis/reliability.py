@@ -17,12 +17,20 @@ from mkcnet.metrics import expected_calibration_error
 
 
 def reliability_curve(labels: np.ndarray, probs: np.ndarray, bins: int = 10) -> pd.DataFrame:
-    """Per equal-width confidence bin (empty ones left out): mean confidence, accuracy, count."""
+    """Per equal-width confidence bin [low, high) (empty ones left out): mean confidence, accuracy, count."""
     confidence, correct = probs.max(axis=1), probs.argmax(axis=1) == labels
     band = np.minimum((confidence * bins).astype(int), bins - 1)
-    rows = [{"confidence": confidence[band == b].mean(), "accuracy": correct[band == b].mean(),
-             "n": int((band == b).sum())} for b in np.unique(band)]
-    return pd.DataFrame(rows)
+    rows = [{"low": b / bins, "high": (b + 1) / bins, "confidence": confidence[band == b].mean(),
+             "accuracy": correct[band == b].mean(), "n": int((band == b).sum())} for b in np.unique(band)]
+    return pd.DataFrame(rows, columns=["low", "high", "confidence", "accuracy", "n"])
+
+
+def reliability_tables(pack: ResultsPack, head: str = "diagnosis", bins: int = 10) -> dict[str, pd.DataFrame]:
+    """{"raw": curve, "calibrated": curve} of a pack's images with a known label (see `reliability_curve`)."""
+    labels = pack.predictions[head].to_numpy()
+    known = labels >= 0
+    return {kind: reliability_curve(labels[known], probs[known], bins)
+            for kind, probs in pack_probabilities(pack, head).items()}
 
 
 def pack_probabilities(pack: ResultsPack, head: str = "diagnosis") -> dict[str, np.ndarray]:
