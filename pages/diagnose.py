@@ -120,6 +120,8 @@ def build(context: Workbench) -> gr.Blocks:
                 with gr.Accordion("Model card", open=False):
                     card = gr.Markdown(context.zoo.entry(model.value).card_markdown() if model.value else "",
                                        elem_classes=["card"])
+                    card_reliability = gr.Plot(label="Reliability diagram (diagnosis, validation images)",
+                                               elem_id="card-reliability")
         preview, what_if = panel.preview, panel.note
 
         @guarded(6)
@@ -146,13 +148,28 @@ def build(context: Workbench) -> gr.Blocks:
             prepared = load_for(zoo_model, file, context.images, family_name, level, seed_value)
             return panel_values(zoo_model, prepared, cam_method, weight, context.session(request))[1][3], status()
 
-        @guarded(7)
+        @guarded(8)
         def change_model(model_name: str, request: gr.Request):
             entry = context.zoo.entry(model_name)
             gallery, shown = refresh_examples(context, entry.modality, request)
             return (gr.update(choices=family_choices(entry.modality), value=NO_DEGRADATION),
-                    severity_text(entry.modality, None, 0), entry.card_markdown(), gallery, shown,
-                    gr.update(), status())
+                    severity_text(entry.modality, None, 0), entry.card_markdown(), reliability_of(model_name),
+                    gallery, shown, gr.update(), status())
+
+        def reliability_of(model_name: str):
+            """The card's reliability diagram, from the model's bundled validation pack (none without one)."""
+            from mkcnet.analysis.reliability import reliability_figure
+
+            entry = context.zoo.entry(model_name)
+            if entry.pack_dir is None:
+                return None
+            figure = reliability_figure({entry.title: context.zoo.pack(model_name)})
+            figure.update_layout(height=380, title=None)
+            return figure
+
+        @guarded(2)
+        def show_card_reliability(model_name: str):
+            return reliability_of(model_name), status()
 
         @guarded(3)
         def change_data(model_name: str, request: gr.Request):
@@ -203,8 +220,9 @@ def build(context: Workbench) -> gr.Blocks:
         gr.on([family.change, severity.change], describe, [model, family, severity], meaning,
               api_visibility="private")
         model.input(change_model, model,
-                    [family, meaning, card, source.gallery, source.shown, preview, status_md],
+                    [family, meaning, card, card_reliability, source.gallery, source.shown, preview, status_md],
                     api_visibility="private")
+        page.load(show_card_reliability, model, [card_reliability, status_md], api_visibility="private")
         for changed in data_changed:
             changed.then(change_data, model, [source.gallery, source.shown, status_md], api_visibility="private")
     return page

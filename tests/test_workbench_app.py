@@ -258,6 +258,11 @@ def test_every_page_in_a_browser(app, tmp_path):
         page.locator(".upload input[type=file]").set_input_files(str(CT_EXAMPLE))
         page.get_by_text("does not look like the model's training data").first.wait_for()
         assert "Do not use the diagnosis" in page.inner_text(".reading")
+        # The model card: its reliability table and, drawn under it, the reliability diagram.
+        page.get_by_role("button", name="Model card").click()
+        page.locator("#card-reliability .js-plotly-plot .scatterlayer .trace").first.wait_for()
+        assert page.locator("#card-reliability .js-plotly-plot").first.is_visible()
+        assert "Reliability (diagnosis, validation images)" in page.inner_text(".card")
 
         # Embeddings: click a point, see its image.
         page.goto(url + "embeddings")
