@@ -22,12 +22,15 @@ gr = pytest.importorskip("gradio")
 gradio_client = pytest.importorskip("gradio_client")
 
 from app import build_app, launch_options  # noqa: E402
-from mkcnet.analysis.cam import cam_targets  # noqa: E402
+from mkcnet.analysis.cam import DEFAULT_METHOD, cam_targets  # noqa: E402
 from mkcnet.project import project_path  # noqa: E402
 from mkcnet.workbench.context import Workbench  # noqa: E402
+from mkcnet.workbench.imaging import load_for  # noqa: E402
+from mkcnet.workbench.reading import analyse  # noqa: E402
 from mkcnet.workbench.zoo import ModelZoo  # noqa: E402
 from tests.bad_images import BAD_FILES  # noqa: E402
 from tests.conftest import write_dataset  # noqa: E402
+from tests.drawn_xray import drawn_chest_xray  # noqa: E402
 
 CHROMIUM = Path("/usr/bin/chromium")
 ASSETS = project_path("assets")
@@ -230,6 +233,8 @@ def test_every_page_in_a_browser(app, tmp_path):
     context, url = app
     shots = Path(os.environ.get("MKCNET_SCREENSHOTS") or tmp_path)
     shots.mkdir(parents=True, exist_ok=True)
+    xray = tmp_path / "chest_xray.png"
+    Image.fromarray(drawn_chest_xray()).save(xray)
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM),
                                     args=["--headless", "--no-sandbox", "--disable-gpu",
@@ -258,6 +263,21 @@ def test_every_page_in_a_browser(app, tmp_path):
         page.locator(".upload input[type=file]").set_input_files(str(CT_EXAMPLE))
         page.get_by_text("does not look like the model's training data").first.wait_for()
         assert "Do not use the diagnosis" in page.inner_text(".reading")
+        # A chest X-ray (drawn: real ones stay out of the repository) through the CT model: the warning.
+        page.get_by_label("Model", exact=True).click()
+        page.get_by_role("option", name="MKCNet · CT-IQAD chest CT").click()
+        page.locator(".upload button[aria-label=Clear]").click()
+        page.locator(".upload input[type=file]").set_input_files(str(xray))
+        page.locator(f".upload [aria-label='{xray.name}']").wait_for()
+        ct_model = context.zoo.model(model(context, "ct-iqad"))
+        expected = analyse(ct_model, load_for(ct_model, str(xray), context.images), DEFAULT_METHOD, 0.5)[0]
+        said = expected.text.rsplit("(it would say", 1)[-1]  # what tells this image's reading from others
+        assert expected.verdict.ood and "it would say" in expected.text
+        page.wait_for_function("([sel, text]) => document.querySelector(sel)?.innerText.includes(text)",
+                               arg=[".reading", said])
+        reading = page.inner_text(".reading")
+        assert "does not look like the model's training data" in reading and "Do not use the diagnosis" in reading
+        page.screenshot(path=str(shots / "diagnose-xray-warning.png"), full_page=True)
         # The model card: its reliability table and, drawn under it, the reliability diagram.
         page.get_by_role("button", name="Model card").click()
         page.locator("#card-reliability .js-plotly-plot .scatterlayer .trace").first.wait_for()

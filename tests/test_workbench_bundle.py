@@ -65,6 +65,22 @@ def test_the_card_reliability_tables_recount_the_packs():
         assert all(f"| {r['low']:.0%}-{r['high']:.0%} |" in card for r in info["reliability"]["calibrated"])
 
 
+def test_the_ct_models_flag_a_chest_xray_by_its_features(tmp_path):
+    """A drawn chest radiograph passes the CT models' input checks (grey, square) and is flagged by
+    the feature score alone; 500 real pediatric X-rays: docs/ood_guard.csv."""
+    from PIL import Image
+
+    from mkcnet.checkpoint import load_checkpoint
+    from mkcnet.inference.evaluate import predict_images
+    from tests.drawn_xray import drawn_chest_xray
+
+    path = tmp_path / "xray.png"
+    Image.fromarray(drawn_chest_xray()).save(path)
+    for name in ("ct-iqad-mkcnet", "ct-iqad-vanilla"):
+        row = predict_images(load_checkpoint(REPO / "checkpoints" / name), [path], device="cpu").iloc[0]
+        assert bool(row["ood"]) and row["ood_score"] > 1.2 and "features are far" in row["ood_reason"], name
+
+
 def test_the_first_screen_opens_on_an_example_the_default_model_reads_correctly():
     """A newcomer's first look: the default model's reading of the first example agrees with the
     example's label, on both heads, and the guard lets it through."""
