@@ -88,11 +88,11 @@ def test_the_exact_meta_gradient_matches_finite_differences(meta_problem):
         with torch.no_grad():
             for p, d in zip(phi, direction):
                 p.add_(h * d)
-        plus = float(meta_objective(task_net, meta, batch, lr, wd, w))
+        plus = float(meta_objective(task_net, meta, batch, lr, wd, w).detach())
         with torch.no_grad():
             for p, d in zip(phi, direction):
                 p.sub_(2 * h * d)
-        minus = float(meta_objective(task_net, meta, batch, lr, wd, w))
+        minus = float(meta_objective(task_net, meta, batch, lr, wd, w).detach())
         with torch.no_grad():
             for p, d in zip(phi, direction):
                 p.add_(h * d)
