@@ -1,7 +1,7 @@
 """Would one temperature per predicted quality class calibrate better than one per head?
 
 Cross-validated on each bundled model's validation pack (no data needed: the logits are
-recovered from the pack's calibrated probabilities and the card's temperature, up to a per-row
+recovered from the pack's calibrated probabilities and its temperature, up to a per-row
 constant): 5 folds, 20 random fold assignments; the temperature(s) fitted on four folds, the
 held-out fold scored. Prints NLL and ECE (15 bins), overall and in the worst predicted quality.
 
@@ -10,14 +10,14 @@ held-out fold scored. Prints NLL and ECE (15 bins), overall and in the worst pre
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
+from mkcnet.analysis.reliability import pack_probabilities
 from mkcnet.inference.calibration import MIN_BAND, fit_temperature, softmax
+from mkcnet.inference.results import ResultsPack
 from mkcnet.metrics import expected_calibration_error
 
 REPO = Path(__file__).resolve().parents[1]
@@ -42,13 +42,11 @@ def held_out(z: np.ndarray, y: np.ndarray, groups: np.ndarray | None, rng: np.ra
 
 def main() -> int:
     for folder in sorted((REPO / "checkpoints").iterdir()):
-        info = json.loads((folder / "model.json").read_text())["info"]
-        table = pd.read_csv(folder / "results" / "predictions.csv")
-        if "pred_quality" not in table:
+        pack = ResultsPack.load(folder / "results")
+        if "pred_quality" not in pack.predictions:
             continue  # no quality head: nothing to group by
-        t = info["calibration"]["temperatures"]["diagnosis"]
-        z = np.log(np.clip(table.filter(regex=r"^prob_diagnosis_").to_numpy(np.float64), 1e-12, 1)) * t
-        y, quality = table["diagnosis"].to_numpy(), table["pred_quality"].to_numpy()
+        z = np.log(np.clip(pack_probabilities(pack)["raw"], 1e-12, 1))  # the logits, up to a per-row constant
+        y, quality = pack.predictions["diagnosis"].to_numpy(), pack.predictions["pred_quality"].to_numpy()
         worst = quality == quality.min()
         for kind, groups in (("one temperature", None), ("one per predicted quality", quality)):
             rng = np.random.default_rng(0)
