@@ -80,6 +80,13 @@ def test_bundle_holds_fp16_task_net_card_and_pack(zoo_dir):
     assert not list(bundle.rglob("*.png"))  # paths only, never images
 
 
+def test_the_page_script_looks_for_the_flagged_reading_words():
+    """assets/workbench_head.html strikes out a flagged panel's diagnosis by the reading's words."""
+    from mkcnet.workbench.reading import OUT_OF_DISTRIBUTION
+
+    assert f'"{OUT_OF_DISTRIBUTION}"' in (ASSETS / "workbench_head.html").read_text()
+
+
 def test_refresh_refits_the_guard_and_rewrites_the_card(zoo_dir, tmp_path):
     """`bundle_models.py --refresh`: from the bundle alone (no run), the guard, pack and card come back."""
     import shutil

@@ -255,6 +255,7 @@ def test_every_page_in_a_browser(app, tmp_path):
         images_shown(page, ".cams img", maps)
         body = page.inner_text("body")
         assert "Image quality" in body and "fused diagnosis" in body and "⚠️" not in body
+        assert page.locator(".diagnosis.out-of-distribution").count() == 0  # read as a diagnosis
         assert page.locator(".limits").first.is_visible()  # the limits in plain sight, nothing to open
         assert page.locator(".colour-bar").first.is_visible()  # the maps' colour scale
         page.screenshot(path=str(shots / "diagnose.png"), full_page=True)
@@ -277,6 +278,9 @@ def test_every_page_in_a_browser(app, tmp_path):
                                arg=[".reading", said])
         reading = page.inner_text(".reading")
         assert "does not look like the model's training data" in reading and "Do not use the diagnosis" in reading
+        page.locator(".diagnosis.out-of-distribution").first.wait_for()  # the top class struck out
+        assert "not a diagnosis" in page.evaluate(
+            "getComputedStyle(document.querySelector('.diagnosis.out-of-distribution'), '::after').content")
         page.screenshot(path=str(shots / "diagnose-xray-warning.png"), full_page=True)
         # The model card: its reliability table and, drawn under it, the reliability diagram.
         page.get_by_role("button", name="Model card").click()

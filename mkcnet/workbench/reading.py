@@ -41,6 +41,11 @@ def _metric(card: dict, group: str) -> float | None:
     return None if value is None or value != value else float(value)
 
 
+# The flagged reading's first words; assets/workbench_head.html looks for them to strike out the
+# panel's diagnosis box (a gr.Label update would change the /predict API's output).
+OUT_OF_DISTRIBUTION = "This image does not look like the model's training data"
+
+
 def explain(model: ZooModel, diagnosis: np.ndarray, quality: np.ndarray | None, verdict: Verdict | None = None) -> str:
     """The plain-language reading, driven by the calibrated diagnosis confidence, the quality head's
     own confidence and the out-of-distribution guard, never by a top class alone."""
@@ -48,7 +53,7 @@ def explain(model: ZooModel, diagnosis: np.ndarray, quality: np.ndarray | None, 
     dnames, k = model.class_names("diagnosis"), int(diagnosis.argmax())
     p = float(diagnosis[k])
     if verdict is not None and verdict.ood:
-        return (f"**This image does not look like the model's training data** ({verdict.reason}). "
+        return (f"**{OUT_OF_DISTRIBUTION}** ({verdict.reason}). "
                 f"Do not use the diagnosis: the model has only seen `{dataset}` images, and on anything else "
                 f"its output means nothing (it would say {dnames[k]} {p:.0%}).")
     kind = "calibrated" if calibration else "raw softmax, not calibrated"

@@ -328,7 +328,7 @@ def prediction_panel(title: str | None = None, preview: str | None = None, note:
     with gr.Row(equal_height=True):
         shown = gr.Image(display, label=preview, height=240, interactive=False, buttons=[], scale=1,
                          elem_classes=["preview"]) if preview else None
-        diagnosis = gr.Label(diagnosis_value, label="Diagnosis", num_top_classes=5, scale=1)
+        diagnosis = gr.Label(diagnosis_value, label="Diagnosis", num_top_classes=5, scale=1, elem_classes=["diagnosis"])
         quality = gr.Label(quality_value, label="Image quality", num_top_classes=5, scale=1)
     # Labels name the outputs in the API ("Reading", not value_38); Markdown does not show them.
     reading = gr.Markdown(text, label="Reading", elem_classes=["reading"])
