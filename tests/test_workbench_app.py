@@ -318,6 +318,11 @@ def test_every_page_in_a_browser(app, tmp_path):
         page.locator("#reliability-plot .js-plotly-plot .scatterlayer .trace").first.wait_for()
         assert page.locator(".limits").first.is_visible()
         page.screenshot(path=str(shots / "compare.png"), full_page=True)
+        # A grey X-ray through both colour fundus models: each panel strikes out its own diagnosis.
+        assert page.locator(".diagnosis.out-of-distribution").count() == 0
+        page.locator(".upload button[aria-label=Clear]").click()
+        page.locator(".upload input[type=file]").set_input_files(str(xray))
+        page.wait_for_function("document.querySelectorAll('.diagnosis.out-of-distribution').length === 2")
         browser.close()
     assert not outside, f"the app reached outside the machine: {outside[:3]}"
 
