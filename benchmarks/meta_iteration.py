@@ -22,7 +22,7 @@ from mkcnet.data.dataset import Batch
 from mkcnet.methods import apply_method
 from mkcnet.models import build_networks
 from mkcnet.presets import build_run_config
-from mkcnet.training.meta_step import meta_step
+from mkcnet.training.meta_step import PseudoStep, meta_step
 from mkcnet.training.objective import task_losses
 
 
@@ -64,8 +64,8 @@ def main() -> int:
         optimizer.zero_grad(set_to_none=True)
         parts.total.backward()
         optimizer.step()
-        meta_step(task_net, meta, meta_optimizer, batch, tc.lr, tc.weight_decay, tc.entropy_weight, tc.focal_gamma,
-                  second_order=True)
+        meta_step(task_net, meta, meta_optimizer, batch, PseudoStep.of(optimizer, task_net), tc.entropy_weight,
+                  tc.focal_gamma, second_order=True)
 
     iteration()  # warm-up
     times = []

@@ -1,8 +1,10 @@
-"""Training speed at a preset: images/s for vanilla, MKCNet first order and second order,
-and MKCNet's epoch cost as a multiple of vanilla's. Not a test: it takes a few minutes.
+"""Training speed at a preset: images/s for the official vanilla, multitask and MKCNet as the
+preset trains it, and each epoch's cost as a multiple of vanilla's (interleaved, median of
+pairs). Not a test: it takes a few minutes.
 
     python benchmarks/train_speed.py                 # cpu preset, CT-IQAD shapes (1 channel)
-    python benchmarks/train_speed.py --images 512 --meta-every 1
+    python benchmarks/train_speed.py --images 512 --compare network:1 network:10
+        # adds MKCNet with the exact whole-network pseudo step on every batch and on every 10th
 
 Uses random images of the preset's size, so it needs no data set.
 """
@@ -23,9 +25,18 @@ from mkcnet.presets import build_run_config
 from mkcnet.training.trainer import Trainer
 
 
-def make_trainer(method: str, args, data_cache: dict, workdir: str) -> tuple[Trainer, ImageSet]:
-    config = apply_method(build_run_config(args.dataset, args.preset, method, epochs=1, meta_every=args.meta_every,
-                                           device=args.device))
+def make_trainer(label: str, args, data_cache: dict, workdir: str) -> tuple[Trainer, ImageSet]:
+    """`label`: a method name, or "mkcnet@STEP:EVERY" for MKCNet with another Stage II schedule, STEP
+    one of aligned, network, top, heads (the last three: the exact pseudo step over that scope)."""
+    method, _, schedule = label.partition("@")
+    overrides = {}
+    if schedule:
+        step, every = schedule.split(":")
+        overrides = {"meta_every": int(every)} | ({"meta_step": "aligned"} if step == "aligned" else
+                                                  {"meta_step": "pseudo", "meta_scope": step})
+    config = apply_method(build_run_config(args.dataset, args.preset, method, epochs=1, device=args.device,
+                                           channels_last=args.channels_last, meta_image_size=args.meta_image_size,
+                                           **overrides))
     mc = config.model
     key = (mc.in_chans, mc.image_size)
     if key not in data_cache:
@@ -35,13 +46,13 @@ def make_trainer(method: str, args, data_cache: dict, workdir: str) -> tuple[Tra
                            rng.integers(0, mc.num_quality, n))
         images = torch.from_numpy(rng.integers(0, 255, (n, mc.in_chans, mc.image_size, mc.image_size), np.uint8))
         data_cache[key] = ImageSet(table, images, mc.mean, mc.std)
-    return Trainer(config, f"{workdir}/{method}", progress=False, verbose=False), data_cache[key]
+    return Trainer(config, f"{workdir}/{label}", progress=False, verbose=False), data_cache[key]
 
 
 def measure(args) -> dict[str, list[float]]:
     """Seconds per epoch for each method, the methods taking turns in every repeat, so a burst of
     other load on the machine hits them alike; ratios are taken repeat by repeat."""
-    methods = ("vanilla", "mkcnet-fo", "mkcnet")
+    methods = ("vanilla", "multitask", "mkcnet", *(f"mkcnet@{c}" for c in args.compare))
     cache: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
         runs = {m: make_trainer(m, args, cache, tmp) for m in methods}
@@ -62,16 +73,19 @@ def main() -> None:
     p.add_argument("--preset", default="cpu")
     p.add_argument("--images", type=int, default=256, help="images per measured epoch")
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--meta-every", type=int, default=None, help="override the preset's Stage II period")
+    p.add_argument("--compare", nargs="*", default=[], metavar="SCOPE:EVERY",
+                   help="also time MKCNet with these Stage II schedules, e.g. network:1 heads:1 aligned:2")
     p.add_argument("--device", default="auto")
+    p.add_argument("--channels-last", action="store_true", default=None, help="the Task Net in channels_last (all methods)")
+    p.add_argument("--meta-image-size", type=int, help="the Meta Learner's input size")
     args = p.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, preset {args.preset}, "
           f"{args.images} images per epoch")
     times = measure(args)
-    print(f"{'method':12} {'img/s (median)':>15} {'epoch x vanilla (median of pairs)':>34}")
+    print(f"{'method':22} {'img/s (median)':>15} {'epoch x vanilla (median of pairs)':>34}")
     for method, seconds in times.items():
         ratios = [s / v for s, v in zip(seconds, times["vanilla"])]
-        print(f"{method:12} {args.images / statistics.median(seconds):15.1f} {statistics.median(ratios):34.2f}"
+        print(f"{method:22} {args.images / statistics.median(seconds):15.1f} {statistics.median(ratios):34.2f}"
               f"   ({', '.join(f'{r:.2f}' for r in ratios)})")
 
 

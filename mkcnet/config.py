@@ -17,6 +17,7 @@ class ModelConfig:
     method: str = "mkcnet"
     backbone: str = "resnet18"
     meta_backbone: str | None = None  # None: same as `backbone`
+    meta_image_size: int | None = None  # the Meta Learner reads the image resized to this (None: image_size)
     output_stride: int | None = None  # e.g. 16: a finer last feature map (sharper CAMs), more compute
     backbone_args: dict[str, Any] = field(default_factory=dict)  # extra timm.create_model arguments
     in_chans: int = 3
@@ -35,6 +36,7 @@ class ModelConfig:
     use_attention: bool = True  # Global Attention Blocks
     use_assistance: bool = True  # Meta-knowledge Assistance Block: the diagnosis head also reads the auxiliary feature
     head_act: str = "relu"  # the heads' hidden activation: ReLU as the official code ("gelu": runs made before)
+    revision: int = 2  # 1: saved when "vanilla" named the Global-Attention-Block baseline (now "vanilla-gab")
 
     @property
     def num_auxiliary(self) -> int:
@@ -56,8 +58,15 @@ class TrainConfig:
     focal_gamma: float = 2.0
     entropy_weight: float = 0.2
     second_order: bool = True
-    meta_every: int = 1  # Stage II runs on every k-th batch (1 = the paper)
-    augment: bool = True
+    meta_outer: bool = True  # Stage II minimises L_d + L_q at θ̃ (+ w·R); False: w·R alone (a control)
+    meta_outer_weight: float = 1.0  # the outer loss's weight in Stage II's objective (1: the paper)
+    meta_optimizer: str = "sgd"  # φ's optimiser: "sgd" (the official code, momentum as θ's) or "adam"
+    meta_every: int = 1  # Stage II runs on every k-th batch (1 = the paper: one φ update per θ update)
+    meta_step: str = "pseudo"  # "pseudo": through θ̃ (order, scope below); "aligned": first order around θ
+    meta_scope: str = "network"  # the pseudo step covers the whole Task Net, or "heads" over held backbone features
+    augment: str = "flip-shift"  # "flip-shift" (random flips, ±8 % shifts) or "none" (the official code)
+    val_every: int = 1  # validate (and choose the best epoch) every N epochs; the last epoch always
+    select: str = "auc"  # the best epoch's validation metric: "auc" (probabilities) or "auc_hard" (the paper's)
     seed: int = 0
     device: str = "auto"
     amp: bool = True  # bf16 autocast, CUDA only
@@ -74,6 +83,7 @@ class DataConfig:
     train_split: str = "train.csv"
     val_split: str | None = "val.csv"
     diagnosis_map: dict[int, int] | None = None  # raw label -> class index
+    quality_map: dict[int, int] | None = None  # raw quality label -> index ("higher is better")
     allow_outside_root: bool = False  # split rows may name files outside `root` (trusted local data only)
 
 
@@ -90,7 +100,7 @@ class RunConfig:
     def from_dict(cls, raw: dict[str, Any]) -> RunConfig:
         return cls(
             model=model_config_from_dict(raw.get("model", {})),
-            train=_from_dict(TrainConfig, raw.get("train", {})),
+            train=_train_config_from_dict(raw.get("train", {})),
             data=_data_config_from_dict(raw.get("data", {})),
         )
 
@@ -113,14 +123,24 @@ def _from_dict(kind, raw: dict[str, Any]):
 def model_config_from_dict(raw: dict[str, Any]) -> ModelConfig:
     raw = dict(raw)
     raw.setdefault("head_act", "gelu")  # configs saved before the field existed had GELU heads
+    if raw.setdefault("revision", 1) == 1 and raw.get("method") == "vanilla":
+        raw["method"] = "vanilla-gab"
     for key in ("mean", "std", "diagnosis_names", "quality_names"):
         if key in raw:
             raw[key] = tuple(raw[key])
     return _from_dict(ModelConfig, raw)
 
 
+def _train_config_from_dict(raw: dict[str, Any]) -> TrainConfig:
+    raw = dict(raw)
+    if isinstance(raw.get("augment"), bool):  # configs saved before augment named its kind
+        raw["augment"] = "flip-shift" if raw["augment"] else "none"
+    return _from_dict(TrainConfig, raw)
+
+
 def _data_config_from_dict(raw: dict[str, Any]) -> DataConfig:
     raw = dict(raw)
-    if raw.get("diagnosis_map"):
-        raw["diagnosis_map"] = {int(k): int(v) for k, v in raw["diagnosis_map"].items()}
+    for key in ("diagnosis_map", "quality_map"):  # JSON keys are strings
+        if raw.get(key):
+            raw[key] = {int(k): int(v) for k, v in raw[key].items()}
     return _from_dict(DataConfig, raw)

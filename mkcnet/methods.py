@@ -21,6 +21,7 @@ class Method:
     # fixed seeded labels (RandomLabels), None = no auxiliary branch, head or loss.
     aux_labels: str | None = "meta"
     second_order: bool = True
+    meta_outer: bool = True  # Stage II's objective includes L_d + L_q at θ̃ (False: the regulariser alone, a control)
     mask: str = "joint"
     attention: bool = True  # Global Attention Blocks
     assistance: bool = True  # Meta-knowledge Assistance Block (diagnosis head reads the ω feature)
@@ -44,7 +45,10 @@ class Method:
 METHODS: dict[str, Method] = {
     m.name: m
     for m in (
-        Method("vanilla", "diagnosis only: backbone + diagnosis branch and head", quality=False, aux_labels=None),
+        Method("vanilla", "diagnosis only, the official VanillaNet: backbone → global pooling → MLP", quality=False,
+               aux_labels=None, attention=False, assistance=False, architecture="vanilla_net"),
+        Method("vanilla-gab", "diagnosis only: backbone + a Global Attention Block branch and head (this project's "
+               "vanilla before the official one)", quality=False, aux_labels=None),
         Method("mixup", "vanilla trained with Mixup (α = 0.2), a domain-generalisation augmentation baseline",
                quality=False, aux_labels=None, mixup=0.2),
         Method("multitask", "diagnosis + quality heads on a shared backbone, no meta learner", aux_labels=None),
@@ -61,6 +65,8 @@ METHODS: dict[str, Method] = {
                attention=False),
         Method("mkcnet-no-mab", "MKCNet without the Meta-knowledge Assistance Block (the diagnosis head "
                "reads the diagnosis feature only)", assistance=False),
+        Method("mkcnet-reg-only", "control: MKCNet whose Stage II keeps only the entropy regulariser (no "
+               "L_d + L_q at θ̃): what φ's labels become without the meta objective", meta_outer=False),
         Method("mkcnet-no-meta", "MKCNet without the Meta Learner: fixed random soft labels per image, "
                "JEM-masked", aux_labels="random"),
         Method("mkcnet-mask-diagnosis", "MKCNet with auxiliary labels masked by diagnosis only", mask="diagnosis"),
@@ -87,5 +93,6 @@ def apply_method(config: RunConfig) -> RunConfig:
     m.use_quality, m.use_auxiliary = method.quality, method.auxiliary
     m.use_attention, m.use_assistance, m.mask = method.attention, method.assistance, method.mask
     config.train.second_order = method.second_order
+    config.train.meta_outer = method.meta_outer
     return config
 

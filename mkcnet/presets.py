@@ -37,6 +37,7 @@ class DatasetPreset:
     batch_size: int
     lr: float = 0.01
     diagnosis_map: dict[int, int] | None = None
+    quality_map: dict[int, int] | None = None  # the split files' quality labels -> "higher is better"
     description: str = ""
 
 
@@ -55,9 +56,12 @@ DATASETS: dict[str, DatasetPreset] = {
         DatasetPreset("ct-iqad", 1, ("non-COVID", "COVID-19"), HQ_LQ, (0.6269,), (0.2909,),
                       meta_length=5, entropy_weight=0.2, meta_lr=0.01, step_size=20, epochs=200, batch_size=4,
                       description="CT-IQAD chest CT, COVID-19 + HQ/LQ"),
-        DatasetPreset("cxr-iqad", 1, ("normal", "pneumonia"), EYEQ_QUALITY, (0.4813,), (0.2361,),
+        # The official CXR-IQAD split files number quality 0 = HQ, 1 = LQ-C, 2 = LQ-A (2929 / 2927 /
+        # 2431 images, Table 1's HQ / LQ-C / LQ-A): reversed here so that HQ is the top index.
+        DatasetPreset("cxr-iqad", 1, ("normal", "pneumonia"), ("LQ-A", "LQ-C", "HQ"), (0.4813,), (0.2361,),
                       meta_length=7, entropy_weight=0.3, meta_lr=0.001, step_size=20, epochs=200, batch_size=8,
-                      description="CXR-IQAD chest X-ray, pneumonia + 3-level simulated quality"),
+                      quality_map={0: 2, 1: 1, 2: 0},
+                      description="CXR-IQAD chest X-ray, pneumonia + 3-level simulated quality (split: 0 = HQ)"),
         DatasetPreset("synth-fundus", 3, DR_NAMES, EYEQ_QUALITY, (0.45, 0.25, 0.12), (0.30, 0.18, 0.10),
                       meta_length=5, entropy_weight=0.2, meta_lr=0.001, step_size=25, epochs=100, batch_size=4,
                       description="the project's synthetic fundus set (mkcnet synth), EyeQ-style labels"),
@@ -76,13 +80,23 @@ def dataset_from_file(path: str | Path) -> DatasetPreset:
     for key in ("diagnosis_names", "quality_names", "mean", "std"):
         if key in raw:
             raw[key] = tuple(raw[key])
-    if raw.get("diagnosis_map"):
-        raw["diagnosis_map"] = {int(k): int(v) for k, v in raw["diagnosis_map"].items()}
+    for key in ("diagnosis_map", "quality_map"):
+        if raw.get(key):
+            raw[key] = {int(k): int(v) for k, v in raw[key].items()}
     base = DATASETS["ct-iqad"].__dict__ | {"description": "custom"}
     try:
         return DatasetPreset(**(base | raw))
     except TypeError as err:
         raise UserError(f"{path}: {err}") from None
+
+
+# How a run is validated and selected. "official" is the official code's: no augmentation,
+# validation every 20 epochs, the best epoch chosen on the metric the paper reports (for binary
+# tasks roc_auc_score of hard predictions). "project" validates every epoch on probability AUC.
+PROTOCOLS: dict[str, dict] = {
+    "official": {"augment": "none", "val_every": 20, "select": "auc_hard"},
+    "project": {"augment": "flip-shift", "val_every": 1, "select": "auc"},
+}
 
 
 @dataclass(frozen=True)
@@ -98,23 +112,33 @@ class TrainingPreset:
     output_stride: int | None = None
     backbone_args: dict | None = None  # settings for `backbone` only; another backbone gets its own defaults
     momentum: float = 0.9
+    protocol: str = "project"
+    meta_step: str = "pseudo"
+    meta_scope: str = "network"
+    meta_optimizer: str = "sgd"
+    meta_lr: float | None = None  # None: the data set's
+    meta_weight_decay: float = 5e-4
+    meta_outer_weight: float = 1.0
     description: str = ""
 
 
 TRAINING: dict[str, TrainingPreset] = {
     # The official optimiser: SGD without momentum.
-    "paper": TrainingPreset("paper", "vgg16_bn", 256, None, None, meta_every=1, momentum=0.0,
+    "paper": TrainingPreset("paper", "vgg16_bn", 256, None, None, meta_every=1, momentum=0.0, protocol="official",
                             description="VGG16-BN from scratch at 256 px, the paper's batch and epochs (GPU job)"),
     # A ResNet-10-T with a 384-wide last stage at output stride 16: ~95 img/s at 128 px on 2
     # cores, 8x8 maps for the CAMs, ~8 MB in fp16 so the bundled models stay small. (Depthwise
-    # nets such as MobileNetV3 train as fast, but their double backward, which the exact
-    # second-order step needs, is ~5x slower.) A second-order Stage II step costs ~6 plain steps
-    # here, so Stage II runs on every 10th batch (a random tenth of the data each epoch): an
-    # MKCNet epoch then stays within ~2x a vanilla one (benchmarks/train_speed.py).
-    "cpu": TrainingPreset("cpu", "resnet10t", 128, 32, 24, meta_every=10, output_stride=16,
-                          backbone_args={"channels": [64, 128, 256, 384]},
-                          description="ResNet-10-T (384-wide top, stride 16) @128 px, 24 epochs, "
-                                      "Stage II every 10th batch"),
+    # nets such as MobileNetV3 train as fast, but their double backward is ~5x slower.)
+    # Stage II on every batch, as the official schedule, with the first-order step around θ
+    # (one extra forward and backward; `aligned_meta_gradients`). φ's raw meta gradient is ~1e-3
+    # of its weight decay and ~1e-2 of the regulariser's at this scale, so φ never moved from
+    # uniform labels: the outer term is weighted by 100 (= 1/α at the starting LR), φ has no
+    # weight decay and takes Adam steps (docs/RESULTS.md, "What the Meta Learner learns").
+    "cpu": TrainingPreset("cpu", "resnet10t", 128, 32, 24, meta_every=1, output_stride=16,
+                          backbone_args={"channels": [64, 128, 256, 384]}, meta_step="aligned",
+                          meta_optimizer="adam", meta_lr=1e-3, meta_weight_decay=0.0, meta_outer_weight=100.0,
+                          description="ResNet-10-T (384-wide top, stride 16) @128 px, 24 epochs, Stage II on "
+                                      "every batch (first order around θ, Adam)"),
 }
 
 
@@ -138,11 +162,18 @@ def build_run_config(dataset: str | DatasetPreset, training: str = "cpu", method
         diagnosis_names=ds.diagnosis_names, quality_names=ds.quality_names, meta_length=ds.meta_length,
     )
     train = TrainConfig(
-        epochs=epochs, batch_size=tp.batch_size or ds.batch_size, lr=ds.lr, meta_lr=ds.meta_lr,
+        epochs=epochs, batch_size=tp.batch_size or ds.batch_size, lr=ds.lr, meta_lr=tp.meta_lr or ds.meta_lr,
         step_size=step, entropy_weight=ds.entropy_weight, meta_every=tp.meta_every, momentum=tp.momentum,
+        meta_step=tp.meta_step, meta_scope=tp.meta_scope, meta_optimizer=tp.meta_optimizer,
+        meta_weight_decay=tp.meta_weight_decay, meta_outer_weight=tp.meta_outer_weight, **PROTOCOLS[tp.protocol],
     )
-    data = DataConfig(preset=ds.name, root=root, diagnosis_map=ds.diagnosis_map)
+    data = DataConfig(preset=ds.name, root=root, diagnosis_map=ds.diagnosis_map, quality_map=ds.quality_map)
     config = RunConfig(model=model, train=train, data=data)
+    protocol = overrides.pop("protocol", None)
+    if protocol is not None:
+        if protocol not in PROTOCOLS:
+            raise UserError(f"unknown protocol {protocol!r}; choose from {', '.join(PROTOCOLS)}")
+        apply_overrides(config, PROTOCOLS[protocol])
     return apply_overrides(config, overrides)
 
 

@@ -14,7 +14,8 @@ if [ ! -f "$DATA/train.csv" ]; then
   mkcnet make-iqad "$SRC/labels.csv" "$DATA" --modality xray --seed 0
 fi
 for method in ${METHODS:-vanilla mkcnet}; do
-  mkcnet train --dataset cxr-iqad --root "$DATA" --method "$method" --preset cpu ${EPOCHS:+--epochs "$EPOCHS"} \
+  # make-iqad numbers quality worst first (2 = good); the preset's map is for the official split files.
+  mkcnet train --dataset cxr-iqad --quality-map none --root "$DATA" --method "$method" --preset cpu ${EPOCHS:+--epochs "$EPOCHS"} \
     --out "$OUT/$method" --overwrite --quiet
   mkcnet evaluate "$OUT/$method" "$DATA/val.csv" --quiet
 done

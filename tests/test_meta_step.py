@@ -2,7 +2,7 @@ import torch
 
 from mkcnet.data.dataset import Batch
 from mkcnet.models import build_networks
-from mkcnet.training.meta_step import meta_gradients, meta_step
+from mkcnet.training.meta_step import PseudoStep, meta_gradients, meta_step
 from tests.conftest import tiny_config
 
 
@@ -22,7 +22,7 @@ def test_stage_two_changes_phi_only():
     phi = {k: v.clone() for k, v in meta.named_parameters()}
     optimizer = torch.optim.SGD(meta.parameters(), lr=0.1)
     for second_order in (True, False):
-        meta_step(task_net, meta, optimizer, batch, lr=0.01, weight_decay=5e-4, entropy_weight=0.2, gamma=2.0,
+        meta_step(task_net, meta, optimizer, batch, PseudoStep(lr=0.01, weight_decay=5e-4), entropy_weight=0.2, gamma=2.0,
                   second_order=second_order)
     for k, v in task_net.state_dict().items():
         assert torch.equal(v, theta[k]), f"{k} changed"
@@ -36,9 +36,9 @@ def test_first_and_second_order_meta_gradients_agree_in_direction():
         config, task_net, meta, batch = _setup(seed)
         task_net.train()
         # Entropy weight 0: compare the parts that go through the pseudo step only.
-        exact, _ = meta_gradients(task_net, meta, batch, lr=0.1, weight_decay=5e-4, entropy_weight=0.0,
+        exact, _ = meta_gradients(task_net, meta, batch, PseudoStep(lr=0.1, weight_decay=5e-4), entropy_weight=0.0,
                                   second_order=True)
-        approx, _ = meta_gradients(task_net, meta, batch, lr=0.1, weight_decay=5e-4, entropy_weight=0.0,
+        approx, _ = meta_gradients(task_net, meta, batch, PseudoStep(lr=0.1, weight_decay=5e-4), entropy_weight=0.0,
                                    second_order=False)
         a = torch.cat([g.flatten() for g in exact])
         b = torch.cat([g.flatten() for g in approx])

@@ -17,7 +17,7 @@ from mkcnet.data.dataset import ImageSet, read_split
 from mkcnet.errors import UserError
 from mkcnet.methods import METHODS, apply_method
 from mkcnet.models import build_networks
-from mkcnet.training.meta_step import meta_gradients
+from mkcnet.training.meta_step import PseudoStep, meta_gradients
 from mkcnet.training.trainer import Trainer
 from tests.conftest import tiny_config, write_dataset
 
@@ -37,8 +37,10 @@ def focal(logits: torch.Tensor, target: torch.Tensor, gamma: float = 2.0) -> tor
     return -(target * (1 - p) ** gamma * torch.log(p)).sum(1).mean()
 
 
-def meta_objective(task_net, meta, batch, lr, weight_decay, entropy_weight) -> torch.Tensor:
-    """φ → L_d(θ̃) + L_q(θ̃) + w·R(y_ω(φ)), with θ̃ = θ − α(∇θ[L_d + L_q + L_ω/ψ] + λθ), from scratch."""
+def meta_objective(task_net, meta, batch, lr, weight_decay, entropy_weight, scope="network") -> torch.Tensor:
+    """φ → L_d(θ̃) + L_q(θ̃) + w·R(y_ω(φ)), with θ̃ = θ − α(∇θ[L_d + L_q + L_ω/ψ] + λθ), from scratch.
+    scope "heads": θ̃ moves every parameter but the backbone's, which stays as it is; "top" also moves
+    the backbone's last stage (layer4 of the ResNet used here)."""
     cfg = task_net.config
     theta = {n: p for n, p in task_net.named_parameters()}
     buffers = {n: b.clone() for n, b in task_net.named_buffers()}
@@ -52,7 +54,10 @@ def meta_objective(task_net, meta, batch, lr, weight_decay, entropy_weight) -> t
              + focal(out.quality, one_hot(batch.quality, cfg.num_quality))
              + focal(out.auxiliary, labels) / cfg.meta_length)
     grads = torch.autograd.grad(inner, list(theta.values()), create_graph=True, allow_unused=True)
-    fast = {n: p - lr * ((g if g is not None else 0) + weight_decay * p) for (n, p), g in zip(theta.items(), grads)}
+    held = {"network": (), "heads": ("backbone.",), "top": tuple(f"backbone.{m}" for m in
+                                                                 ("conv1", "bn1", "layer1", "layer2", "layer3"))}[scope]
+    fast = {n: p if n.startswith(held) else p - lr * ((g if g is not None else 0) + weight_decay * p)
+            for (n, p), g in zip(theta.items(), grads)}
     out = functional_call(task_net, (fast, {n: b.clone() for n, b in task_net.named_buffers()}), (batch.images,))
     mean_label = labels.mean(0)
     regulariser = (mean_label * torch.log(mean_label + 1e-20)).sum()
@@ -75,7 +80,8 @@ def meta_problem(tiny_dataset):
 def test_the_exact_meta_gradient_matches_finite_differences(meta_problem):
     task_net, meta, batch = meta_problem
     lr, wd, w = 0.05, 5e-4, 0.3
-    grads, _ = meta_gradients(task_net, meta, batch, lr, wd, w, 2.0, second_order=True)
+    scope = "network"
+    grads, _ = meta_gradients(task_net, meta, batch, PseudoStep(lr, wd), w, 2.0, second_order=True, scope=scope)
     phi = [p for p in meta.parameters() if p.requires_grad]
     assert sum(float(g.abs().sum()) for g in grads) > 1e-6  # non-trivial first
     rng = torch.Generator().manual_seed(1)
@@ -88,11 +94,11 @@ def test_the_exact_meta_gradient_matches_finite_differences(meta_problem):
         with torch.no_grad():
             for p, d in zip(phi, direction):
                 p.add_(h * d)
-        plus = float(meta_objective(task_net, meta, batch, lr, wd, w).detach())
+        plus = float(meta_objective(task_net, meta, batch, lr, wd, w, scope).detach())
         with torch.no_grad():
             for p, d in zip(phi, direction):
                 p.sub_(2 * h * d)
-        minus = float(meta_objective(task_net, meta, batch, lr, wd, w).detach())
+        minus = float(meta_objective(task_net, meta, batch, lr, wd, w, scope).detach())
         with torch.no_grad():
             for p, d in zip(phi, direction):
                 p.add_(h * d)
@@ -101,10 +107,29 @@ def test_the_exact_meta_gradient_matches_finite_differences(meta_problem):
         assert analytic == pytest.approx(numeric, rel=1e-2), (analytic, numeric)
 
 
+@pytest.mark.parametrize("scope", ["network", "top", "heads"])
+def test_every_scope_is_the_gradient_of_its_objective_written_from_scratch(meta_problem, scope):
+    """The pseudo step's scopes (held input, functional heads, the split at φ's logits) against
+    autograd through `meta_objective` above, which the finite-difference test checks in turn."""
+    task_net, meta, batch = meta_problem
+    phi = [p for p in meta.parameters() if p.requires_grad]
+    grads, _ = meta_gradients(task_net, meta, batch, PseudoStep(0.05, 5e-4), 0.3, 2.0, second_order=True, scope=scope)
+    expected = torch.autograd.grad(meta_objective(task_net, meta, batch, 0.05, 5e-4, 0.3, scope), phi,
+                                   allow_unused=True)
+    a = torch.cat([g.flatten() for g in grads])
+    b = torch.cat([(torch.zeros_like(p) if g is None else g).flatten() for p, g in zip(phi, expected)])
+    assert float(b.norm()) > 1e-6
+    assert float((a - b).norm() / b.norm()) < 1e-10
+    if scope != "network":  # and the scope does change the gradient: it is not the whole network's
+        whole, _ = meta_gradients(task_net, meta, batch, PseudoStep(0.05, 5e-4), 0.0, 2.0, scope="network")
+        part, _ = meta_gradients(task_net, meta, batch, PseudoStep(0.05, 5e-4), 0.0, 2.0, scope=scope)
+        assert not torch.allclose(torch.cat([g.flatten() for g in whole]), torch.cat([g.flatten() for g in part]))
+
+
 def test_first_order_points_where_second_order_does(meta_problem):
     task_net, meta, batch = meta_problem
-    exact, _ = meta_gradients(task_net, meta, batch, 0.05, 5e-4, 0.3, 2.0, second_order=True)
-    approx, _ = meta_gradients(task_net, meta, batch, 0.05, 5e-4, 0.3, 2.0, second_order=False)
+    exact, _ = meta_gradients(task_net, meta, batch, PseudoStep(0.05, 5e-4), 0.3, 2.0, second_order=True)
+    approx, _ = meta_gradients(task_net, meta, batch, PseudoStep(0.05, 5e-4), 0.3, 2.0, second_order=False)
     a, b = torch.cat([g.flatten() for g in exact]), torch.cat([g.flatten() for g in approx])
     assert float(a @ b / (a.norm() * b.norm())) >= 0.9
 
@@ -220,7 +245,7 @@ def test_models_learn_the_tiny_task(method, tmp_path):
     (root / "val.csv").write_text("\n".join([header] + rows[::3]) + "\n")  # 16 held out, every cell
     (root / "train.csv").write_text("\n".join([header] + [r for i, r in enumerate(rows) if i % 3]) + "\n")
     config = run_config(method, 4, lr=0.03)
-    config.train.augment = False  # a horizontal flip would move the blob to the other label's side
+    config.train.augment = "none"  # a horizontal flip would move the blob to the other label's side
     train, val = image_set(root, "train.csv", config), image_set(root, "val.csv", config)
     result = Trainer(config, tmp_path / "run", progress=False, verbose=False).fit(train, val)
     assert result.best_metrics["diagnosis.auc"] >= 0.9, result.best_metrics

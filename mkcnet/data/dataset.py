@@ -63,8 +63,8 @@ def find_split(root: Path, name: str | None = None, fallbacks: Sequence[str] = (
 
 def read_split(path: str | Path, root: str | Path | None = None, diagnosis_map: dict[int, int] | None = None,
                num_diagnosis: int | None = None, num_quality: int | None = None,
-               allow_outside_root: bool = False) -> SplitTable:
-    """Read a split file, remap diagnosis labels, and check every label is in range and every
+               allow_outside_root: bool = False, quality_map: dict[int, int] | None = None) -> SplitTable:
+    """Read a split file, remap diagnosis and quality labels, and check every label is in range and every
     image path stays inside the data-set root (split files are untrusted: a row may name any
     file; `allow_outside_root` is for trusted local data only)."""
     path = Path(path)
@@ -99,10 +99,9 @@ def read_split(path: str | Path, root: str | Path | None = None, diagnosis_map: 
         raise UserError(f"{path.name}, row {row + 2}: diagnosis {diagnosis[row]}: every row needs a diagnosis label "
                         f"(-1, unlabelled, is accepted for the quality only)")
     if diagnosis_map:
-        unknown = sorted(set(diagnosis.tolist()) - set(diagnosis_map))
-        if unknown:
-            raise UserError(f"{path.name}: diagnosis values {unknown} have no mapping in {diagnosis_map}")
-        diagnosis = np.array([diagnosis_map[int(v)] for v in diagnosis], np.int64)
+        diagnosis = _remap(path, "diagnosis", diagnosis, diagnosis_map)
+    if quality_map:
+        quality = _remap(path, "quality", quality, quality_map)
     for name, values, count in (("diagnosis", diagnosis, num_diagnosis), ("quality", quality, num_quality)):
         if count is None:
             continue
@@ -117,6 +116,14 @@ def read_split(path: str | Path, root: str | Path | None = None, diagnosis_map: 
     if not allow_outside_root:
         check_inside_root(path, root, paths)
     return SplitTable(root, paths, diagnosis, quality)
+
+
+def _remap(path: Path, name: str, values: np.ndarray, mapping: dict[int, int]) -> np.ndarray:
+    """Labels through a data set's own mapping (unknown quality, −1, stays −1)."""
+    unknown = sorted(set(values.tolist()) - set(mapping) - {UNKNOWN})
+    if unknown:
+        raise UserError(f"{path.name}: {name} values {unknown} have no mapping in {mapping}")
+    return np.array([v if v == UNKNOWN else mapping[int(v)] for v in values], np.int64)
 
 
 def check_duplicates(split: Path, paths: list[str], diagnosis: np.ndarray, quality: np.ndarray) -> None:

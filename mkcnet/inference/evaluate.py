@@ -29,7 +29,8 @@ def evaluate_split(checkpoint: str | Path | LoadedModel, split: str | Path, root
                    progress: bool = True, allow_outside_root: bool = False) -> ResultsPack:
     model = checkpoint if isinstance(checkpoint, LoadedModel) else load_checkpoint(checkpoint)
     mc, dc = model.config.model, model.config.data
-    table = read_split(split, root, dc.diagnosis_map, mc.num_diagnosis, mc.num_quality, allow_outside_root)
+    table = read_split(split, root, dc.diagnosis_map, mc.num_diagnosis, mc.num_quality, allow_outside_root,
+                       quality_map=dc.quality_map)
     data = ImageSet.load(table, mc.in_chans, mc.image_size, mc.mean, mc.std, progress=progress)
     dev = resolve_device(device)
     model.task_net.to(dev)
@@ -61,7 +62,8 @@ def calibrate_checkpoint(checkpoint: str | Path, split: str | Path | None = None
     model.task_net.to(dev)
     seen = {}
     for name, path in (("val", split), ("train", train_split)):
-        table = read_split(path, root, dc.diagnosis_map, mc.num_diagnosis, mc.num_quality, dc.allow_outside_root)
+        table = read_split(path, root, dc.diagnosis_map, mc.num_diagnosis, mc.num_quality, dc.allow_outside_root,
+                           quality_map=dc.quality_map)
         data = ImageSet.load(table, mc.in_chans, mc.image_size, mc.mean, mc.std, progress=progress)
         preds = predict_batches(model.task_net, data.batches(64), dev, extra_features=(GUARD_FEATURE,))
         stats = np.array([input_statistics(read_image(f)) for f in table.files()])

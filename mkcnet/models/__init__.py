@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from mkcnet.config import ModelConfig
 from mkcnet.methods import get_method
-from mkcnet.models.baselines import CANet, DetachNet
+from mkcnet.models.baselines import CANet, DetachNet, VanillaNet
 from mkcnet.models.meta_learner import MetaLearner, masked_softmax
 from mkcnet.models.task_net import TaskNet, TaskOutput
 
-ARCHITECTURES: dict[str, type[TaskNet]] = {"task_net": TaskNet, "canet": CANet, "detach": DetachNet}
+ARCHITECTURES: dict[str, type[TaskNet]] = {"task_net": TaskNet, "vanilla_net": VanillaNet, "canet": CANet,
+                                           "detach": DetachNet}
 
 
 def build_networks(config: ModelConfig) -> tuple[TaskNet, MetaLearner | None]:

@@ -1,6 +1,7 @@
-"""Multi-task baselines of the paper's Table 2 that wire the Task Net's parts differently.
+"""Baselines of the paper's Table 2 that wire the Task Net's parts differently.
 
-Both reuse the Task Net's backbone, Global Attention Blocks and heads and override only its
+`VanillaNet` is the official single-task baseline: backbone → global pooling → MLP, no branch.
+CANet and DETACH reuse the Task Net's backbone, Global Attention Blocks and heads and override only its
 fusion hooks, so they return the same `TaskOutput` (features, maps, attention) and every
 evaluation, prediction and CAM tool works on them unchanged.
 """
@@ -11,7 +12,34 @@ import torch
 from torch import nn
 
 from mkcnet.models.attention import CrossTaskAttention
-from mkcnet.models.task_net import TaskNet
+from mkcnet.models.task_net import TaskNet, TaskOutput, head
+
+
+class VanillaNet(TaskNet):
+    """The official VanillaNet: backbone → global average pooling → Linear(C, C) → ReLU →
+    Linear(C, classes). No attention block, no projection, no quality or auxiliary head. (The
+    official hidden width is 512, VGG16's C; here it follows the backbone's C.)
+
+    Example:
+        >>> from mkcnet.presets import build_run_config
+        >>> net = VanillaNet(build_run_config("ct-iqad", "cpu", "vanilla").model)
+        >>> sorted(name for name, _ in net.named_children())
+        ['backbone', 'branches', 'heads']
+    """
+
+    def __init__(self, config):
+        nn.Module.__init__(self)
+        self.config = config
+        self.backbone = self.create_backbone()
+        channels = self.backbone.feature_info.channels()[-1]
+        self.branches = nn.ModuleDict()  # none: the CAM tools then explain the backbone's map alone
+        self.assistance = None
+        self.heads = nn.ModuleDict({"diagnosis": head(channels, channels, config.num_diagnosis, "relu")})
+
+    def forward_head(self, fmap: torch.Tensor) -> TaskOutput:
+        pooled = fmap.mean(dim=(2, 3))
+        return TaskOutput(diagnosis=self.heads["diagnosis"](pooled), maps={"backbone": fmap},
+                          features={"diagnosis": pooled, "fused": pooled, "backbone": pooled})
 
 
 class CANet(TaskNet):

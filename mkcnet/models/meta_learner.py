@@ -10,6 +10,7 @@ All masks split the same Σψ auxiliary classes, so ablations compare equal-size
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from mkcnet.config import ModelConfig
@@ -69,6 +70,9 @@ class MetaLearner(nn.Module):
         self.head = head(width, width, config.num_auxiliary, "relu")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        size = self.config.meta_image_size
+        if size and x.shape[-1] != size:  # a cheaper input: φ's labels need no fine detail
+            x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
         return self.head(self.backbone(x)[-1].mean(dim=(2, 3)))
 
     def labels(self, x: torch.Tensor, diagnosis: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:

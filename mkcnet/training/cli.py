@@ -9,7 +9,7 @@ from pathlib import Path
 from mkcnet.config import RunConfig
 from mkcnet.errors import UserError
 from mkcnet.methods import METHODS, apply_method
-from mkcnet.presets import DATASETS, TRAINING, DatasetPreset, build_run_config, dataset_from_file
+from mkcnet.presets import DATASETS, PROTOCOLS, TRAINING, DatasetPreset, build_run_config, dataset_from_file
 
 
 def _names(text: str) -> tuple[str, ...]:
@@ -18,6 +18,15 @@ def _names(text: str) -> tuple[str, ...]:
 
 def _floats(text: str) -> tuple[float, ...]:
     return tuple(float(s) for s in text.split(","))
+
+
+def _mapping(text: str) -> dict[int, int]:
+    if text.strip().lower() == "none":
+        return {}
+    try:
+        return {int(k): int(v) for k, v in (pair.split(":") for pair in text.split(","))}
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected RAW:INDEX pairs such as 0:2,1:1,2:0 or 'none', got {text!r}") from None
 
 
 def custom_dataset(args: argparse.Namespace) -> DatasetPreset:
@@ -54,12 +63,17 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         meta_every=args.meta_every, in_chans=args.channels, meta_length=args.meta_length,
         entropy_weight=args.entropy_weight, train_split=args.train_split, val_split=args.val_split,
         mean=args.mean, std=args.std, output_stride=args.output_stride, train_lq_ratio=args.train_lq_ratio,
+        protocol=args.protocol, augment=args.augment, val_every=args.val_every, select=args.select,
+        meta_scope=args.meta_scope, meta_step=args.meta_step, meta_optimizer=args.meta_optimizer,
+        meta_outer_weight=args.meta_outer_weight, meta_weight_decay=args.meta_weight_decay,
     )
     if args.output_stride == 0:
         config.model.output_stride = None
     if len(config.model.mean) != config.model.in_chans or len(config.model.std) != config.model.in_chans:
         raise UserError(f"--mean/--std need {config.model.in_chans} value(s), one per channel")
     config.data.allow_outside_root = args.allow_outside_root
+    if args.quality_map is not None:
+        config.data.quality_map = args.quality_map or None
     config.train.sync_bn = args.sync_bn
     return apply_method(config)
 
@@ -124,8 +138,9 @@ def train_ranks(args: argparse.Namespace, config, ranks) -> int:
         raise UserError(f"{out} already holds a run; use --resume to continue it or --overwrite to start over")
     mc = config.model
     split_args = (root, config.data.diagnosis_map, mc.num_diagnosis, mc.num_quality, config.data.allow_outside_root)
-    train_table = read_split(root / config.data.train_split, *split_args)
-    val_table = read_split(root / config.data.val_split, *split_args) if config.data.val_split else None
+    train_table = read_split(root / config.data.train_split, *split_args, quality_map=config.data.quality_map)
+    val_table = (read_split(root / config.data.val_split, *split_args, quality_map=config.data.quality_map)
+                 if config.data.val_split else None)
     if not ranks.main:
         ranks.barrier()  # rank 0 decodes first; the others then read its image cache
     train = ImageSet.load(train_table, mc.in_chans, mc.image_size, mc.mean, mc.std, progress=ranks.main)
@@ -187,6 +202,22 @@ def register(subparsers) -> None:
     g.add_argument("--image-size", type=int)
     g.add_argument("--output-stride", type=int, help="backbone output stride (16: finer maps; 0: the net's own)")
     g.add_argument("--meta-every", type=int, help="run Stage II on every k-th batch")
+    g.add_argument("--meta-step", choices=("pseudo", "aligned"),
+                   help="Stage II through the pseudo-updated θ̃ (the paper), or its first-order expansion around θ "
+                        "(one extra forward)")
+    g.add_argument("--meta-scope", choices=("network", "top", "heads"),
+                   help="what the pseudo step covers: the whole Task Net (the paper), its last backbone stage and up, "
+                        "or the branches and heads over held backbone features")
+    g.add_argument("--meta-optimizer", choices=("sgd", "adam"), help="the Meta Learner's optimiser")
+    g.add_argument("--meta-weight-decay", type=float, help="the Meta Learner's weight decay")
+    g.add_argument("--meta-outer-weight", type=float, help="weight of L_d + L_q at θ̃ in Stage II's objective")
+    g.add_argument("--protocol", choices=tuple(PROTOCOLS),
+                   help="official: no augmentation, validate every 20 epochs, select on hard AUC (the official "
+                        "code); project: flips and shifts, validate every epoch, select on AUC")
+    g.add_argument("--augment", choices=("none", "flip-shift"), help="training augmentation")
+    g.add_argument("--val-every", type=int, metavar="N", help="validate (and choose the best epoch) every N epochs")
+    g.add_argument("--select", choices=("auc", "auc_hard"),
+                   help="the best epoch's validation metric: probability AUC or hard-prediction AUC")
     g.add_argument("--seed", type=int)
     g.add_argument("--train-lq-ratio", type=float, metavar="R",
                    help="train on a subsample of the training split with this share of LQ images (0..1; "
@@ -199,6 +230,9 @@ def register(subparsers) -> None:
     c.add_argument("--channels", type=int, help="1 (grey) or 3 (RGB)")
     c.add_argument("--mean", type=_floats, help="normalisation mean per channel, e.g. 0.5 or 0.4,0.3,0.2")
     c.add_argument("--std", type=_floats, help="normalisation std per channel")
+    c.add_argument("--quality-map", type=_mapping, metavar="RAW:INDEX,...",
+                   help="the split files' quality labels to indices, higher = better (e.g. 0:2,1:1,2:0 for "
+                        "split files where 0 is the best); 'none' reads them as they are")
     c.add_argument("--meta-length", type=int, help="auxiliary classes per (diagnosis, quality) pair")
     c.add_argument("--entropy-weight", type=float, help="weight of the entropy regulariser")
     p.set_defaults(func=run_train)

@@ -10,6 +10,7 @@ Run directory layout:
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import random
@@ -22,6 +23,7 @@ import pandas as pd
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
+from torch.func import functional_call
 from tqdm.auto import tqdm
 
 from mkcnet.checkpoint import atomic_write, load_into, save_checkpoint
@@ -34,12 +36,20 @@ from mkcnet.inference.predict import predict_batches
 from mkcnet.methods import get_method
 from mkcnet.metrics import evaluation_metrics
 from mkcnet.models import build_networks
-from mkcnet.models.meta_learner import RandomLabels
+from mkcnet.models.meta_learner import RandomLabels, mask_labels
 from mkcnet.models.task_net import TaskOutput
 from mkcnet.training import distributed
 from mkcnet.training.distributed import Ranks
 from mkcnet.training.gradients import gradient_cosines
-from mkcnet.training.meta_step import meta_step
+from mkcnet.training.label_stats import head_mutual_information, meta_label_stats
+from mkcnet.training.meta_step import (
+    SCOPES,
+    PseudoStep,
+    aligned_meta_gradients,
+    apply_meta_gradients,
+    meta_gradients,
+    top_stage,
+)
 from mkcnet.training.mixup import mix_batch
 from mkcnet.training.objective import LossParts, task_losses
 
@@ -61,6 +71,29 @@ class FitResult:
     minutes: float
 
 
+def _record_input(store: list, module, args) -> None:
+    store.append(args[0])
+
+
+def check_train_config(tc) -> None:
+    """The settings spelled as words, checked before anything runs."""
+    for name, value, allowed in (("augment", tc.augment, ("none", "flip-shift")), ("select", tc.select, ("auc", "auc_hard")),
+                                 ("meta_scope", tc.meta_scope, SCOPES), ("meta_optimizer", tc.meta_optimizer, ("sgd", "adam")),
+                                 ("meta_step", tc.meta_step, ("pseudo", "aligned"))):
+        if value not in allowed:
+            raise UserError(f"unknown {name} {value!r}; choose from {', '.join(allowed)}")
+    if tc.val_every < 1 or tc.meta_every < 1:
+        raise UserError("val_every and meta_every must be 1 or more")
+
+
+def meta_optimizer(meta: torch.nn.Module, tc) -> torch.optim.Optimizer:
+    """φ's optimiser. SGD as the official code; Adam divides each step by the gradient's running
+    scale, so φ moves at `meta_lr` however small the meta term's raw gradient is (see RESULTS.md)."""
+    if tc.meta_optimizer == "sgd":
+        return torch.optim.SGD(meta.parameters(), lr=tc.meta_lr, momentum=tc.momentum, weight_decay=tc.meta_weight_decay)
+    return torch.optim.Adam(meta.parameters(), lr=tc.meta_lr, weight_decay=tc.meta_weight_decay)
+
+
 class Trainer:
     def __init__(self, config: RunConfig, run_dir: str | Path, progress: bool = True, verbose: bool = True,
                  ranks: Ranks | None = None):
@@ -71,6 +104,7 @@ class Trainer:
         self.progress = progress and self.ranks.main  # progress bars
         self.verbose = verbose and self.ranks.main  # one summary line per epoch
         tc = config.train
+        check_train_config(tc)
         self.device = distributed.rank_device(resolve_device(tc.device), self.ranks)
         self.sync_bn = tc.sync_bn and self.ranks.distributed
         if self.sync_bn:
@@ -104,10 +138,10 @@ class Trainer:
             # Task Net's double backward is slower in channels_last there.
             self.meta.to(self.device, memory_format=torch.channels_last)
             self.ranks.broadcast(self.meta)
-            self.meta_optimizer = torch.optim.SGD(self.meta.parameters(), lr=tc.meta_lr, momentum=tc.momentum,
-                                                  weight_decay=tc.meta_weight_decay)
+            self.meta_optimizer = meta_optimizer(self.meta, tc)
             self.meta_scheduler = torch.optim.lr_scheduler.StepLR(self.meta_optimizer, tc.step_size, tc.lr_gamma)
         self.epoch = 0
+        self.meta_updates = 0  # φ updates so far, over the whole run
         self.best_epoch, self.best_score, self.best_metrics = -1, -math.inf, {}
         self.minutes = 0.0
 
@@ -132,28 +166,50 @@ class Trainer:
         return task_losses(out, batch, self.aux_targets(batch), tc.focal_gamma, self.config.model.meta_length)
 
     def train_epoch(self, data: ImageSet) -> dict[str, float]:
+        """One epoch. On every batch Stage I updates θ; on every `meta_every`-th batch Stage II first
+        updates φ on the same batch, through the pseudo step that Stage I's update is about to take
+        (the same labels, batch, gradients and optimiser state: θ̃ is that update, exactly, for the
+        parameters the pseudo step covers). One φ forward serves both stages."""
         tc = self.config.train
         generator = torch.Generator().manual_seed(tc.seed * 100_003 + self.epoch)
         self.task_net.train()
-        sums: dict[str, float] = {}
-        steps = 0
-        bar = tqdm(data.batches(tc.batch_size, shuffle=True, augment=tc.augment, generator=generator,
-                                drop_singleton=True, shard=self.ranks.shard),
-                   total=math.ceil(len(data) / tc.batch_size), desc=f"epoch {self.epoch + 1}/{tc.epochs} stage I",
-                   disable=not self.progress, leave=False)
-        # Stage I: θ on L_d + L_q + L_ω, auxiliary targets from φ (detached).
         if self.meta is not None:
             self.meta.train()
+        phi_before = self._phi_vector()
+        sums: dict[str, float] = {}
+        meta_sums: dict[str, float] = {}
+        steps = n_meta = 0
+        bar = tqdm(data.batches(tc.batch_size, shuffle=True, augment=tc.augment == "flip-shift", generator=generator,
+                                drop_singleton=True, shard=self.ranks.shard),
+                   total=math.ceil(len(data) / tc.batch_size), desc=f"epoch {self.epoch + 1}/{tc.epochs}",
+                   disable=not self.progress, leave=False)
         for batch in bar:
             batch = self._to_device(batch)
+            meta_due = self.meta is not None and steps % tc.meta_every == 0
+            logits = labels = None
+            if meta_due:  # φ's outputs with their graph: Stage II differentiates them, Stage I reads them detached
+                logits = self.meta(batch.images)
+                labels = mask_labels(self.config.model, logits.detach(), batch.diagnosis, batch.quality)
             partner = None
             if self.method.mixup:
                 batch, partner, lam = mix_batch(batch, self.method.mixup, generator)
+            held: list[torch.Tensor] = []  # scope "top": the last stage's input, recorded by Stage I's forward
+            hook = (top_stage(self.task_net)[1].register_forward_pre_hook(functools.partial(_record_input, held))
+                    if meta_due and tc.meta_scope == "top" else None)
             with autocast(self.device, self.amp):
                 out = self.stage_one_net(batch.images)
-                parts = self.losses(out, batch)
+            if hook is not None:
+                hook.remove()
+            with autocast(self.device, self.amp):
+                targets = labels.float() if labels is not None else self.aux_targets(batch)
+                parts = task_losses(out, batch, targets, tc.focal_gamma, self.config.model.meta_length)
                 if partner is not None:
                     parts = parts.mix(self.losses(out, partner), lam)
+            if meta_due:
+                stats = self._stage_two(batch, logits, out, parts, held)
+                n_meta += 1
+                for k, v in stats.items():
+                    meta_sums[k] = meta_sums.get(k, 0.0) + v
             self.optimizer.zero_grad(set_to_none=True)
             parts.total.backward()
             self.optimizer.step()
@@ -164,29 +220,57 @@ class Trainer:
                     sums[f"loss.{key}"] = sums.get(f"loss.{key}", 0.0) + float(value.detach())
             bar.set_postfix(loss=f"{sums['loss.total'] / steps:.3f}")
         stats = self.ranks.mean_stats({k: v / max(steps, 1) for k, v in sums.items()})
-
-        # Stage II: φ through the pseudo-updated θ̃, on every `meta_every`-th batch.
         if self.meta is not None:
-            lr = self.optimizer.param_groups[0]["lr"]
-            meta_sums: dict[str, float] = {}
-            n_meta = 0
-            batches = data.batches(tc.batch_size, shuffle=True, augment=tc.augment, generator=generator,
-                                   every=tc.meta_every, drop_singleton=True, shard=self.ranks.shard)
-            for batch in tqdm(batches, total=math.ceil(len(data) / (tc.batch_size * tc.meta_every)),
-                              desc=f"epoch {self.epoch + 1}/{tc.epochs} stage II", disable=not self.progress,
-                              leave=False):
-                # In fp32 whatever Stage I uses: the first-order step is a finite difference of two
-                # forwards at ε‖v‖ = 0.01, which bf16 rounding swamps (cosine with the exact
-                # gradient 0.55 under bf16 autocast, 0.99 in fp32).
-                with distributed.batch_norm_group(self.task_net, self.local_group):
-                    out = meta_step(self.task_net, self.meta, self.meta_optimizer, self._to_device(batch), lr,
-                                    tc.weight_decay, tc.entropy_weight, tc.focal_gamma, tc.second_order,
-                                    ranks=self.ranks)
-                n_meta += 1
-                for k, v in out.items():
-                    meta_sums[k] = meta_sums.get(k, 0.0) + v
+            self.meta_updates += n_meta
             stats |= self.ranks.mean_stats({k: v / max(n_meta, 1) for k, v in meta_sums.items()})
+            stats["meta_updates"] = self.meta_updates
+            stats["phi_step"] = float((self._phi_vector() - phi_before).norm() / phi_before.norm())
         return stats
+
+    def _stage_two(self, batch: Batch, logits: torch.Tensor, out: TaskOutput, parts: LossParts,
+                   held: list[torch.Tensor]) -> dict[str, float]:
+        """Update φ on this batch before Stage I's step is taken (θ and its optimiser untouched).
+
+        In fp32 whatever Stage I uses: the first-order steps are finite differences of forwards at
+        ε‖v‖ = 0.01, which bf16 rounding swamps (cosine with the exact gradient 0.55 under bf16
+        autocast, 0.99 in fp32)."""
+        tc = self.config.train
+        outer_weight = tc.meta_outer_weight if tc.meta_outer else 0.0
+        with distributed.batch_norm_group(self.task_net, self.local_group):
+            if tc.meta_step == "aligned":
+                theta = [p for p in self.task_net.parameters() if p.requires_grad]
+                primary = torch.autograd.grad(parts.primary, theta, retain_graph=True, allow_unused=True)
+                auxiliary = out.auxiliary
+                if self.amp:  # Stage I's logits are bf16: the finite difference needs fp32 ones
+                    with torch.no_grad():
+                        buffers = {n: b.clone() for n, b in self.task_net.named_buffers()}
+                        auxiliary = functional_call(self.task_net, (dict(self.task_net.named_parameters()), buffers),
+                                                    (batch.images,)).auxiliary
+                grads, stats = aligned_meta_gradients(self.task_net, self.meta, batch, logits, list(primary),
+                                                      auxiliary.float(), self.optimizer.param_groups[0]["lr"],
+                                                      tc.entropy_weight, tc.focal_gamma, ranks=self.ranks,
+                                                      outer_weight=outer_weight)
+            else:
+                grads, stats = meta_gradients(self.task_net, self.meta, batch, PseudoStep.of(self.optimizer, self.task_net),
+                                              tc.entropy_weight, tc.focal_gamma, tc.second_order, tc.meta_scope,
+                                              logits=logits, features=self._held_features(out, held), ranks=self.ranks,
+                                              outer_weight=outer_weight)
+        apply_meta_gradients(self.meta, self.meta_optimizer, grads)
+        return stats
+
+    def _held_features(self, out: TaskOutput, held: list[torch.Tensor]) -> torch.Tensor | None:
+        """What Stage II's pseudo step holds fixed, taken from Stage I's forward (in fp32)."""
+        scope = self.config.train.meta_scope
+        if scope == "heads":
+            return out.maps["backbone"].float()
+        if scope == "top":
+            return held[0].float()
+        return None
+
+    def _phi_vector(self) -> torch.Tensor | None:
+        if self.meta is None:
+            return None
+        return torch.cat([p.detach().flatten().float().cpu() for p in self.meta.parameters()])
 
     def probe_gradients(self, batch: Batch) -> dict[str, float]:
         """Gradient cosines between the task losses on the shared backbone (see training/gradients.py)."""
@@ -201,7 +285,19 @@ class Trainer:
         preds = predict_batches(self.task_net, data.batches(self.config.train.batch_size * 2), self.device,
                                 amp=self.amp, channels_last=self.channels_last)
         return evaluation_metrics(data.table.diagnosis, preds.diagnosis, data.table.quality, preds.quality,
-                                  self.config.model.num_quality)
+                                  self.config.model.num_quality) | self._label_stats(data, preds)
+
+    def _label_stats(self, data: ImageSet, preds) -> dict[str, float]:
+        """What φ's labels carry inside each block (`aux_mi`, label_stats.py), and how much of it the
+        Task Net's ω head reproduces (`aux_head_mi`), on these images."""
+        stats = {}
+        known = data.table.quality >= 0
+        if self.meta is not None and self.method.mask_uses_quality and known.all():
+            stats |= meta_label_stats(self.meta, data.batches(self.config.train.batch_size * 2), self.device)
+        if preds.auxiliary is not None and known.any():
+            stats["aux_head_mi"] = head_mutual_information(preds.auxiliary, data.table.diagnosis,
+                                                           data.table.quality, self.config.model)
+        return stats
 
     # -- the run ---------------------------------------------------------------------------
     def fit(self, train: ImageSet, val: ImageSet | None = None, resume: bool = False) -> FitResult:
@@ -255,16 +351,23 @@ class Trainer:
         """Rank 0: probe, validate, log and write the checkpoints and the state of the epoch just trained."""
         if self.config.train.grad_probe:
             stats |= self.probe_gradients(self._to_device(probe))
-        metrics = self.validate(val) if val is not None else {}
+        tc = self.config.train
+        # Validation (and so the choice of the best epoch) every `val_every` epochs, and the last.
+        due = self.epoch % max(tc.val_every, 1) == 0 or self.epoch == tc.epochs
+        metrics = self.validate(val) if val is not None and due else {}
         self.minutes += (time.perf_counter() - start) / 60
         row = {"epoch": self.epoch, "lr": self.optimizer.param_groups[0]["lr"], "minutes": self.minutes,
                "train.n": len(train), "ranks": self.ranks.world_size, **stats,
                **{f"val.{k}": v for k, v in metrics.items()}}
         self._log(row)
-        score = metrics.get("diagnosis.auc", -stats["loss.total"])
-        score = -math.inf if score is None or np.isnan(score) else score
         info = {"epoch": self.epoch, "metrics": metrics, "minutes": self.minutes}
-        if score > self.best_score or self.best_epoch < 0:
+        if val is None:
+            score = -stats["loss.total"]
+        else:
+            score = metrics.get(f"diagnosis.{tc.select}", math.nan) if due else None
+            if score is not None and np.isnan(score):
+                score = -math.inf
+        if score is not None and (score > self.best_score or self.best_epoch < 0):
             self.best_epoch, self.best_score, self.best_metrics = self.epoch, score, metrics
             save_checkpoint(self.run_dir / "best", self.task_net, self.meta, self.config, info)
         save_checkpoint(self.run_dir / "last", self.task_net, self.meta, self.config, info)
@@ -300,11 +403,11 @@ class Trainer:
         for name, opt, module in self._optimizers():
             tensors |= {f"{name}.{k}": v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
             for i, p in enumerate(module.parameters()):
-                buf = opt.state.get(p, {}).get("momentum_buffer")
-                if buf is not None:
-                    tensors[f"optim.{name}.{i}"] = buf.detach().cpu().contiguous()
+                for key, value in opt.state.get(p, {}).items():  # SGD's momentum buffer; Adam's moments and step
+                    if torch.is_tensor(value):
+                        tensors[f"optim.{name}.{i}.{key}"] = value.detach().cpu().contiguous()
         info = {"epoch": self.epoch, "best_epoch": self.best_epoch, "best_score": self.best_score,
-                "best_metrics": self.best_metrics, "minutes": self.minutes}
+                "best_metrics": self.best_metrics, "minutes": self.minutes, "meta_updates": self.meta_updates}
         metadata = {STATE_KEY: json.dumps(info, default=float)}
         atomic_write(self.run_dir / STATE_FILE, lambda p: save_file(tensors, str(p), metadata=metadata))
 
@@ -330,11 +433,15 @@ class Trainer:
         for name, opt, module in self._optimizers():
             load_into(module, tensors, name, weights)
             for i, p in enumerate(module.parameters()):
-                key = f"optim.{name}.{i}"
-                if key in tensors:
-                    opt.state[p]["momentum_buffer"] = tensors[key].to(p.device)
+                if f"optim.{name}.{i}" in tensors:  # state files written before every state key was saved
+                    opt.state[p]["momentum_buffer"] = tensors[f"optim.{name}.{i}"].to(p.device)
+                prefix = f"optim.{name}.{i}."
+                for key in (k for k in tensors if k.startswith(prefix)):
+                    value = tensors[key]
+                    opt.state[p][key[len(prefix):]] = value if key.endswith(".step") else value.to(p.device)
         self.epoch, self.best_epoch = info["epoch"], info["best_epoch"]
         self.best_score, self.best_metrics, self.minutes = info["best_score"], info["best_metrics"], info["minutes"]
+        self.meta_updates = info.get("meta_updates", 0)
         for scheduler in (self.scheduler, self.meta_scheduler):
             if scheduler is not None:  # StepLR's closed form at the restored epoch
                 scheduler.last_epoch = self.epoch
