@@ -129,16 +129,17 @@ TRAINING: dict[str, TrainingPreset] = {
     # A ResNet-10-T with a 384-wide last stage at output stride 16: ~95 img/s at 128 px on 2
     # cores, 8x8 maps for the CAMs, ~8 MB in fp16 so the bundled models stay small. (Depthwise
     # nets such as MobileNetV3 train as fast, but their double backward is ~5x slower.)
-    # Stage II on every batch, as the official schedule, with the first-order step around θ
-    # (one extra forward and backward; `aligned_meta_gradients`). φ's raw meta gradient is ~1e-3
-    # of its weight decay and ~1e-2 of the regulariser's at this scale, so φ never moved from
-    # uniform labels: the outer term is weighted by 100 (= 1/α at the starting LR), φ has no
-    # weight decay and takes Adam steps (docs/RESULTS.md, "What the Meta Learner learns").
-    "cpu": TrainingPreset("cpu", "resnet10t", 128, 32, 24, meta_every=1, output_stride=16,
+    # Stage II with the first-order step around θ (`aligned_meta_gradients`: one extra forward
+    # and backward), on every second batch: on every batch an MKCNet epoch costs 2.7-3.0x a
+    # vanilla one, on every second 2.0x (benchmarks/train_speed.py). φ's raw meta gradient is
+    # ~1e-3 of its weight decay and ~1e-2 of the regulariser's at this scale, so with the official
+    # settings φ never left uniform labels: the outer term is weighted by 100 (= 1/α at the
+    # starting LR), φ has no weight decay and takes Adam steps (docs/RESULTS.md).
+    "cpu": TrainingPreset("cpu", "resnet10t", 128, 32, 24, meta_every=2, output_stride=16,
                           backbone_args={"channels": [64, 128, 256, 384]}, meta_step="aligned",
                           meta_optimizer="adam", meta_lr=1e-3, meta_weight_decay=0.0, meta_outer_weight=100.0,
                           description="ResNet-10-T (384-wide top, stride 16) @128 px, 24 epochs, Stage II on "
-                                      "every batch (first order around θ, Adam)"),
+                                      "every 2nd batch (first order around θ, Adam)"),
 }
 
 

@@ -157,6 +157,37 @@ def reliability_rows(info: dict) -> str:
             "is confident; the workbench draws this as a diagram under the card.\n\n" + "\n".join(lines))
 
 
+def meta_learner_statistics(run: Path, epoch: int) -> dict | None:
+    """What the Meta Learner's labels carried at the bundled epoch, from the run's history (None for
+    methods without one, or runs logged before these statistics existed)."""
+    history = run / "history.csv"
+    if not history.is_file():
+        return None
+    frame = pd.read_csv(history)
+    row = frame[frame["epoch"] == epoch]
+    if row.empty or "val.aux_mi" not in row or pd.isna(row["val.aux_mi"].iloc[0]):
+        return None
+    keys = {"aux_mi": "val.aux_mi", "aux_entropy": "val.aux_entropy", "aux_head_mi": "val.aux_head_mi",
+            "meta_updates": "meta_updates", "meta_outer_share": "meta_outer_share"}
+    return {name: float(row[key].iloc[0]) for name, key in keys.items() if key in row}
+
+
+def meta_learner_rows(info: dict) -> str:
+    stats = info.get("meta_learner")
+    if not stats:
+        return ""
+    return f"""
+
+### What the Meta Learner's labels carried (epoch {info['best_epoch']}, validation images)
+
+| | |
+|---|---|
+| aux_mi: image ↔ auxiliary sub-class in its (diagnosis, quality) block | {stats['aux_mi']:.4f} nats (0: none; log ψ at most) |
+| the ω head's own (aux_head_mi) | {stats.get('aux_head_mi', float('nan')):.4f} nats |
+| Meta Learner updates by then | {stats.get('meta_updates', float('nan')):.0f} |
+"""
+
+
 def model_card(info: dict, config) -> str:
     m, t = config.model, config.train
     done = info.get("epochs_done", t.epochs)
@@ -183,7 +214,7 @@ def model_card(info: dict, config) -> str:
 
 ## Calibrated confidence and the out-of-distribution guard
 
-{trust_rows(info)}{reliability_rows(info)}
+{trust_rows(info)}{reliability_rows(info)}{meta_learner_rows(info)}
 
 ## How it was made
 
@@ -255,6 +286,9 @@ def bundle(run: Path, name: str, out: Path, root: str | None = None, split: str 
         "bundle_command": shlex.join(["python", "scripts/bundle_models.py", str(run), name]),
         "source_run": str(run), "rank": rank, "script": script,  # the workbench lists models by rank (0 = default)
     }
+    meta = meta_learner_statistics(run, info["best_epoch"])
+    if meta is not None:
+        info["meta_learner"] = meta
     # Weights first (the pack is evaluated with exactly these fp16 weights), then the card.
     save_checkpoint(weights, source.task_net, None, config, info, half=True, include_meta=False)
     info["size_mb"] = weights.with_suffix(".safetensors").stat().st_size / 1e6

@@ -3,8 +3,10 @@
 For a run's saved state (Task Net θ, Meta Learner φ and θ's momentum buffers, as `--resume`
 reads them), on N training batches: ∇φ of the exact second-order step over the whole network
 ("network"), of the second-order step over the branches and heads on held backbone features
-("heads") and of the first-order finite-difference step; the cosine of each with the exact one,
-for the outer term alone (w = 0: what the pseudo step changes) and for the whole objective.
+("heads"), of the same over the last backbone stage too ("top"), of the official first-order
+finite-difference step through θ̃ and of the first-order step around θ (the `cpu` preset's,
+"aligned"); the cosine of each with the exact one, for the outer term alone (w = 0: what the
+pseudo step changes) and for the whole objective.
 
     python scripts/meta_gradient_cosine.py runs/ct/mkcnet --data ../shared/data/ct-iqad --batches 8
 
@@ -20,12 +22,14 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
+from torch.func import functional_call
 
 from mkcnet.checkpoint import load_into
 from mkcnet.config import RunConfig
 from mkcnet.data.dataset import ImageSet, read_split
 from mkcnet.models import build_networks
-from mkcnet.training.meta_step import PseudoStep, meta_gradients
+from mkcnet.training.meta_step import PseudoStep, aligned_meta_gradients, meta_gradients
+from mkcnet.training.objective import task_losses
 
 
 def flat(grads: list[torch.Tensor]) -> torch.Tensor:
@@ -35,6 +39,19 @@ def flat(grads: list[torch.Tensor]) -> torch.Tensor:
 def cosine(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
     a, b = flat(a), flat(b)
     return float(a @ b / (a.norm() * b.norm() + 1e-30))
+
+
+def aligned(task_net, meta, batch, tc, entropy_weight: float) -> list[torch.Tensor]:
+    """The `cpu` preset's step: first order around θ, from one forward of the Task Net, its cloned
+    BatchNorm buffers leaving the module as it was."""
+    buffers = {n: b.clone() for n, b in task_net.named_buffers()}
+    out = functional_call(task_net, (dict(task_net.named_parameters()), buffers), (batch.images,))
+    theta = [p for p in task_net.parameters() if p.requires_grad]
+    primary = task_losses(out, batch, None, tc.focal_gamma, task_net.config.meta_length).primary
+    grads = torch.autograd.grad(primary, theta, allow_unused=True)
+    result, _ = aligned_meta_gradients(task_net, meta, batch, meta(batch.images), list(grads),
+                                       out.auxiliary.detach(), tc.lr, entropy_weight, tc.focal_gamma)
+    return result
 
 
 def main() -> int:
@@ -72,6 +89,8 @@ def main() -> int:
                 cheap, _ = meta_gradients(task_net, meta, batch, step, weight, tc.focal_gamma, True, scope)
                 rows.setdefault(f"{scope} vs exact ({tag})", []).append(cosine(cheap, exact))
             first, _ = meta_gradients(task_net, meta, batch, step, weight, tc.focal_gamma, False, "network")
+            rows.setdefault(f"aligned vs exact ({tag})", []).append(cosine(aligned(task_net, meta, batch, tc, weight),
+                                                                            exact))
             rows.setdefault(f"first order vs exact ({tag})", []).append(cosine(first, exact))
     print(f"{args.run}: {args.batches} training batches of {tc.batch_size}, cosine of ∇φ with the exact step's")
     for name, values in rows.items():

@@ -43,7 +43,7 @@ from mkcnet.presets import DATASETS, DatasetPreset, build_run_config, dataset_fr
 from mkcnet.training.trainer import Trainer
 
 GROUPS = {"all": "", "HQ": "HQ.", "LQ": "LQ."}
-METRICS = {"AUC": "auc", "ACC": "acc", "F1": "f1"}
+METRICS = {"AUC": "auc", "AUC(hard)": "auc_hard", "ACC": "acc", "F1": "f1"}
 
 
 @dataclass(frozen=True)
@@ -328,7 +328,34 @@ def run_row(dataset: str, method: str, seed: int, run_dir: Path, pack: ResultsPa
         row[f"{group}.n"] = m.get(f"diagnosis.{prefix}n")
         for label, key in METRICS.items():
             row[f"{group}.{label}"] = m.get(f"diagnosis.{prefix}{key}")
+    # What the Meta Learner's labels carry at the chosen epoch (NaN for methods without one).
+    history = pd.read_csv(run_dir / "history.csv") if (run_dir / "history.csv").is_file() else pd.DataFrame()
+    chosen = history[history["epoch"] == best["epoch"]] if "epoch" in history else history
+    for key in ("val.aux_mi", "meta_updates"):
+        row[key.removeprefix("val.")] = float(chosen[key].iloc[0]) if key in chosen and len(chosen) else float("nan")
     return row
+
+
+def paired_differences(runs: pd.DataFrame, method: str, baselines: Sequence[str]) -> pd.DataFrame:
+    """Per data set, group and metric: `method` − each baseline, seed by seed (the same seed trains
+    both from the same initial draw of shared parts and the same batches), with mean, std and the
+    per-seed values."""
+    value_cols = [f"{g}.{m}" for g in GROUPS for m in METRICS]
+    rows = []
+    for dataset, part in runs.groupby("dataset", sort=False):
+        own = part[part["method"] == method].set_index("seed")
+        for baseline in baselines:
+            other = part[part["method"] == baseline].set_index("seed")
+            seeds = sorted(set(own.index) & set(other.index))
+            if not seeds:
+                continue
+            for col in value_cols:
+                diffs = [float(own.at[s, col] - other.at[s, col]) for s in seeds]
+                group, metric = col.split(".", 1)
+                rows.append({"dataset": dataset, "comparison": f"{method} − {baseline}", "group": group,
+                             "metric": metric, "mean": pd.Series(diffs).mean(), "std": pd.Series(diffs).std(),
+                             "per_seed": " ".join(f"{d:+.4f}" for d in diffs), "seeds": len(seeds)})
+    return pd.DataFrame(rows)
 
 
 def summarise(runs: pd.DataFrame) -> pd.DataFrame:
@@ -368,5 +395,23 @@ def write_tables(runs: pd.DataFrame, out: Path, methods: Sequence[str], title: s
         flat.to_csv(out / f"table{suffix}.csv")
         written.append(out / f"table{suffix}.csv")
         sections += [f"## {caption}", "", flat.to_markdown(), ""]
+    present = set(runs["method"])
+    with_meta = [m for m in methods if m in present and METHODS[m].meta_learner]
+    baselines = [b for b in ("vanilla", "multitask") if b in present]
+    if with_meta and baselines:
+        paired = pd.concat([paired_differences(runs, m, baselines) for m in with_meta], ignore_index=True)
+        paired.to_csv(out / "paired.csv", index=False)
+        written.append(out / "paired.csv")
+        paired["cell"] = [f"{m:+.4f} ± {sd:.4f} ({seeds})" for m, sd, seeds in
+                          zip(paired["mean"], paired["std"].fillna(0), paired["per_seed"])]
+        wide = paired.pivot_table(index=["dataset", "comparison", "group"], columns="metric", values="cell",
+                                  aggfunc="first", sort=False)[list(METRICS)]
+        labels = runs[runs["method"].isin(with_meta)][["dataset", "method", "seed", "best_epoch", "aux_mi"]]
+        sections += ["## Paired differences, seed by seed", "",
+                     "mean ± std over seeds (each seed's difference); positive: the first method is ahead.", "",
+                     wide.to_markdown(), "", "## What the Meta Learner's labels carry at the chosen epoch", "",
+                     "`aux_mi`: nats of information between the image and its auxiliary sub-class inside its "
+                     "(diagnosis, quality) block, on the validation images (0: uninformative; log ψ at most).", "",
+                     labels.to_markdown(index=False, floatfmt=".4f"), ""]
     (out / "table.md").write_text("\n".join(sections))
     return [*written, out / "table.md"]

@@ -78,7 +78,8 @@ def head_mutual_information(auxiliary_probs: np.ndarray, diagnosis: np.ndarray, 
                             config) -> float:
     """`aux_mutual_information` of the Task Net's ω head (its softmax, restricted to each image's
     true block): how much of φ's within-block structure the head reproduces."""
-    block = block_index(config.mask, torch.as_tensor(diagnosis), torch.as_tensor(quality), config.num_diagnosis)
-    known = (torch.as_tensor(quality) >= 0).numpy()
+    diagnosis, quality = torch.tensor(np.asarray(diagnosis)), torch.tensor(np.asarray(quality))
+    block = block_index(config.mask, diagnosis, quality, config.num_diagnosis)
+    known = (quality >= 0).numpy()
     return aux_mutual_information(np.asarray(auxiliary_probs)[known], block.numpy()[known], block_size(config))
 
