@@ -11,8 +11,6 @@ truncated checkpoint.
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,22 +22,13 @@ from torch import nn
 
 from mkcnet.config import RunConfig
 from mkcnet.errors import UserError
-from mkcnet.inference.calibration import Calibration
-from mkcnet.inference.guard import Guard
+from mkcnet.files import atomic_write
 from mkcnet.models import TaskNet, build_networks
 from mkcnet.models.meta_learner import MetaLearner
+from mkcnet.trust.calibration import Calibration
+from mkcnet.trust.guard import Guard
 
 FORMAT = "mkcnet-checkpoint/1"
-
-
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _state(prefix: str, module: nn.Module | None, half: bool) -> dict[str, torch.Tensor]:

@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from mkcnet.analysis.reliability import pack_probabilities
-from mkcnet.inference.calibration import MIN_BAND, fit_temperature, softmax
 from mkcnet.inference.results import ResultsPack
 from mkcnet.metrics import expected_calibration_error
+from mkcnet.trust.calibration import MIN_BAND, fit_temperature, softmax
 
 REPO = Path(__file__).resolve().parents[1]
 FOLDS, REPEATS = 5, 20

@@ -28,8 +28,8 @@ import torch
 from mkcnet.checkpoint import load_checkpoint
 from mkcnet.data.dataset import UNKNOWN, ImageSet, SplitTable, read_split
 from mkcnet.data.images import IMAGE_SUFFIXES, fit_to_model, read_image
-from mkcnet.inference.guard import conformal_threshold, fit_guard, input_statistics
 from mkcnet.inference.predict import predict_batches
+from mkcnet.trust.guard import conformal_threshold, fit_guard, input_statistics
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"

@@ -85,6 +85,43 @@ def test_no_import_cycle_in_the_package():
     assert cycle is None, "import cycle: " + " → ".join(cycle)
 
 
+# The package's layers, lowest first: a module may import its own layer and the ones below, never
+# one above (docs/architecture.md draws them). The longest matching prefix places a module.
+LAYERS = (
+    ("mkcnet", "mkcnet.errors", "mkcnet.project", "mkcnet.files", "mkcnet.config", "mkcnet.methods", "mkcnet.device"),
+    ("mkcnet.presets", "mkcnet.metrics", "mkcnet.losses", "mkcnet.data", "mkcnet.trust", "mkcnet.degradation",
+     "mkcnet.synth"),
+    ("mkcnet.models",),
+    ("mkcnet.checkpoint",),
+    ("mkcnet.training", "mkcnet.inference"),
+    ("mkcnet.analysis",),
+    ("mkcnet.workbench",),
+    ("mkcnet.cli", "mkcnet.__main__"),
+)
+
+
+def layer_of(module: str) -> int | None:
+    matches = [(len(prefix), i) for i, layer in enumerate(LAYERS) for prefix in layer
+               if module == prefix or module.startswith(prefix + ".")]
+    return max(matches)[1] if matches else None
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    return [f"{a} (layer {layer_of(a)}) imports {b} (layer {layer_of(b)})" for a, targets in sorted(graph.items())
+            for b in sorted(targets) if layer_of(b) > layer_of(a)]
+
+
+def test_every_module_has_a_layer_and_no_import_points_up():
+    graph = import_graph()
+    assert [m for m in graph if layer_of(m) is None] == []
+    assert upward_imports(graph) == []
+
+
+def test_an_upward_import_is_found():
+    graph = {"mkcnet.checkpoint": {"mkcnet.inference.evaluate"}, "mkcnet.inference.evaluate": {"mkcnet.checkpoint"}}
+    assert upward_imports(graph) == ["mkcnet.checkpoint (layer 3) imports mkcnet.inference.evaluate (layer 4)"]
+
+
 def test_the_command_line_starts_without_torch_or_gradio():
     code = ("import sys\nfrom mkcnet.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
             "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'gradio', 'timm', 'sklearn'}), "

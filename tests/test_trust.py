@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mkcnet.inference.calibration import Band, Calibration, fit_calibration, fit_temperature, nll, softmax
-from mkcnet.inference.guard import Guard, InputRange, Verdict, conformal_threshold, fit_guard, input_statistics
 from mkcnet.metrics import brier_score, expected_calibration_error
+from mkcnet.trust.calibration import Band, Calibration, fit_calibration, fit_temperature, nll, softmax
+from mkcnet.trust.guard import Guard, InputRange, Verdict, conformal_threshold, fit_guard, input_statistics
 from mkcnet.workbench.reading import CONFIDENT, REASSURANCE, explain
 
 

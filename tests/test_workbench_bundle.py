@@ -44,7 +44,7 @@ def test_the_card_reliability_tables_recount_the_packs():
     logits those imply under the card's temperature."""
     import json
 
-    from mkcnet.inference.calibration import softmax
+    from mkcnet.trust.calibration import softmax
 
     for name in ("ct-iqad-mkcnet", "ct-iqad-vanilla", "synth-fundus-mkcnet", "synth-fundus-vanilla"):
         folder = REPO / "checkpoints" / name

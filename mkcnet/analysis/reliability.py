@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from mkcnet.inference.calibration import softmax
 from mkcnet.inference.results import ResultsPack
 from mkcnet.metrics import expected_calibration_error
+from mkcnet.trust.calibration import softmax
 
 
 def reliability_curve(labels: np.ndarray, probs: np.ndarray, bins: int = 10) -> pd.DataFrame:

@@ -13,11 +13,11 @@ from mkcnet.data.dataset import UNKNOWN, ImageSet, SplitTable, read_split
 from mkcnet.data.images import IMAGE_SUFFIXES, fit_to_model, read_image
 from mkcnet.device import resolve_device
 from mkcnet.errors import UserError
-from mkcnet.inference.calibration import calibration_scores, fit_calibration
-from mkcnet.inference.guard import fit_guard, input_statistics
 from mkcnet.inference.predict import predict_batches
 from mkcnet.inference.results import ResultsPack
 from mkcnet.metrics import evaluation_metrics
+from mkcnet.trust.calibration import calibration_scores, fit_calibration
+from mkcnet.trust.guard import fit_guard, input_statistics
 
 # Chosen by measurement (docs/workbench.md, "Out-of-distribution guard"): Mahalanobis on the shared
 # backbone's pooled map flags every chest X-ray for the CT model; on the fused feature 84-87 %.

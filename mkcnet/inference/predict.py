@@ -10,8 +10,8 @@ import torch
 
 from mkcnet.data.dataset import Batch
 from mkcnet.device import autocast, memory_format
-from mkcnet.inference.calibration import softmax
 from mkcnet.models import TaskNet
+from mkcnet.trust.calibration import softmax
 
 FEATURE_NAMES = ("diagnosis", "quality", "auxiliary", "fused")
 

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mkcnet.checkpoint import atomic_write
 from mkcnet.errors import UserError
+from mkcnet.files import atomic_write
 from mkcnet.inference.predict import Predictions
 
 

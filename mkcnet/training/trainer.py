@@ -26,12 +26,13 @@ from safetensors.torch import load_file, save_file
 from torch.func import functional_call
 from tqdm.auto import tqdm
 
-from mkcnet.checkpoint import atomic_write, load_into, save_checkpoint
+from mkcnet.checkpoint import load_into, save_checkpoint
 from mkcnet.config import RunConfig
 from mkcnet.data.dataset import Batch, ImageSet
 from mkcnet.data.shift import lq_subset
 from mkcnet.device import autocast, memory_format, resolve_device
 from mkcnet.errors import UserError
+from mkcnet.files import atomic_write
 from mkcnet.inference.predict import predict_batches
 from mkcnet.methods import get_method
 from mkcnet.metrics import evaluation_metrics

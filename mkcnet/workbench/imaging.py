@@ -23,7 +23,7 @@ from mkcnet.data.dataset import normalise
 from mkcnet.data.images import load_resized, read_image, to_channels
 from mkcnet.degradation import degrade, list_families
 from mkcnet.errors import UserError
-from mkcnet.inference.guard import input_statistics
+from mkcnet.trust.guard import input_statistics
 from mkcnet.workbench.zoo import ZooModel
 
 WORKING_SIZE = 256  # the degradation simulator's reference side

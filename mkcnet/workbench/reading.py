@@ -13,10 +13,10 @@ import numpy as np
 import torch
 
 from mkcnet.analysis.cam import DEFAULT_METHOD, cam_targets, compute_cams, overlay
-from mkcnet.inference.guard import Verdict
 from mkcnet.inference.predict import probabilities
 from mkcnet.models import TaskOutput
 from mkcnet.models.meta_learner import num_blocks
+from mkcnet.trust.guard import Verdict
 from mkcnet.workbench.imaging import Prepared
 from mkcnet.workbench.zoo import ZooModel
 
