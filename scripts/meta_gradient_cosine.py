@@ -6,7 +6,7 @@ reads them), on N training batches: ∇φ of the exact second-order step over th
 ("heads"), of the same over the last backbone stage too ("top"), of the official first-order
 finite-difference step through θ̃ and of the first-order step around θ (the `cpu` preset's,
 "aligned"); the cosine of each with the exact one, for the outer term alone (w = 0: what the
-pseudo step changes) and for the whole objective.
+pseudo step changes) and for the whole objective (with the run's outer weight).
 
     python scripts/meta_gradient_cosine.py runs/ct/mkcnet --data ../shared/data/ct-iqad --batches 8
 
@@ -50,7 +50,8 @@ def aligned(task_net, meta, batch, tc, entropy_weight: float) -> list[torch.Tens
     primary = task_losses(out, batch, None, tc.focal_gamma, task_net.config.meta_length).primary
     grads = torch.autograd.grad(primary, theta, allow_unused=True)
     result, _ = aligned_meta_gradients(task_net, meta, batch, meta(batch.images), list(grads),
-                                       out.auxiliary.detach(), tc.lr, entropy_weight, tc.focal_gamma)
+                                       out.auxiliary.detach(), tc.lr, entropy_weight, tc.focal_gamma,
+                                       outer_weight=tc.meta_outer_weight)
     return result
 
 
@@ -84,11 +85,12 @@ def main() -> int:
     rows: dict[str, list[float]] = {}
     for _, batch in zip(range(args.batches), batches):
         for weight, tag in ((0.0, "outer"), (tc.entropy_weight, "whole")):
-            exact, _ = meta_gradients(task_net, meta, batch, step, weight, tc.focal_gamma, True, "network")
+            kw = {"outer_weight": tc.meta_outer_weight}  # the run's weight of the outer term against w·R
+            exact, _ = meta_gradients(task_net, meta, batch, step, weight, tc.focal_gamma, True, "network", **kw)
             for scope in ("top", "heads"):
-                cheap, _ = meta_gradients(task_net, meta, batch, step, weight, tc.focal_gamma, True, scope)
+                cheap, _ = meta_gradients(task_net, meta, batch, step, weight, tc.focal_gamma, True, scope, **kw)
                 rows.setdefault(f"{scope} vs exact ({tag})", []).append(cosine(cheap, exact))
-            first, _ = meta_gradients(task_net, meta, batch, step, weight, tc.focal_gamma, False, "network")
+            first, _ = meta_gradients(task_net, meta, batch, step, weight, tc.focal_gamma, False, "network", **kw)
             rows.setdefault(f"aligned vs exact ({tag})", []).append(cosine(aligned(task_net, meta, batch, tc, weight),
                                                                             exact))
             rows.setdefault(f"first order vs exact ({tag})", []).append(cosine(first, exact))
