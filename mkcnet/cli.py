@@ -8,19 +8,18 @@ as `UserError` and printed as one line, without a traceback.
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 
+# Each group's module imports argparse only; the heavy parts load inside the commands that run.
+from mkcnet.analysis import cli as analysis_cli
+from mkcnet.degradation import cli as degradation_cli
 from mkcnet.errors import UserError
+from mkcnet.inference import cli as inference_cli
+from mkcnet.synth import cli as synth_cli
+from mkcnet.training import cli as training_cli
+from mkcnet.workbench import cli as workbench_cli
 
-COMMAND_GROUPS = (
-    "mkcnet.training.cli",
-    "mkcnet.inference.cli",
-    "mkcnet.degradation.cli",
-    "mkcnet.synth.cli",
-    "mkcnet.analysis.cli",
-    "mkcnet.workbench.cli",
-)
+COMMAND_GROUPS = (training_cli, inference_cli, degradation_cli, synth_cli, analysis_cli, workbench_cli)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,8 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="MKCNet: image quality-aware diagnosis (train, evaluate, predict, degrade, ...).",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in COMMAND_GROUPS:
-        importlib.import_module(name).register(subparsers)
+    for group in COMMAND_GROUPS:
+        group.register(subparsers)
     return parser
 
 

@@ -27,6 +27,7 @@ class Method:
     assistance: bool = True  # Meta-knowledge Assistance Block (diagnosis head reads the ω feature)
     architecture: str = "task_net"  # a key of mkcnet.models.ARCHITECTURES
     mixup: float = 0.0  # Stage I mixup of images and targets with λ ~ Beta(α, α); 0 = off
+    stands_for: str | None = None  # the method this variant answers for where one is asked by name (the workbench)
 
     @property
     def auxiliary(self) -> bool:
@@ -48,7 +49,7 @@ METHODS: dict[str, Method] = {
         Method("vanilla", "diagnosis only, the official VanillaNet: backbone → global pooling → MLP", quality=False,
                aux_labels=None, attention=False, assistance=False, architecture="vanilla_net"),
         Method("vanilla-gab", "diagnosis only: backbone + a Global Attention Block branch and head (this project's "
-               "vanilla before the official one)", quality=False, aux_labels=None),
+               "vanilla before the official one)", quality=False, aux_labels=None, stands_for="vanilla"),
         Method("mixup", "vanilla trained with Mixup (α = 0.2), a domain-generalisation augmentation baseline",
                quality=False, aux_labels=None, mixup=0.2),
         Method("multitask", "diagnosis + quality heads on a shared backbone, no meta learner", aux_labels=None),

@@ -12,8 +12,8 @@ import gradio as gr
 import numpy as np
 import pandas as pd
 
+from mkcnet.branches import BRANCHES, FEATURE_NAMES
 from mkcnet.errors import UserError
-from mkcnet.inference.predict import FEATURE_NAMES
 from mkcnet.workbench.context import Workbench
 from mkcnet.workbench.imaging import as_rgb
 from mkcnet.workbench.packs import PackStore
@@ -23,7 +23,6 @@ TITLE = "Embeddings"
 METHODS = [("t-SNE", "tsne"), ("UMAP", "umap"), ("PCA", "pca")]
 COLOURS = [("diagnosis", "diagnosis"), ("quality", "quality"), ("joint label", "joint"), ("correct?", "correct")]
 SCORE_COLUMNS = {"silhouette_diagnosis": "by diagnosis", "silhouette_quality": "by quality"}
-BRANCH_LABELS = {"diagnosis": "diagnosis", "quality": "quality", "auxiliary": "auxiliary ω", "fused": "fused diagnosis"}
 
 
 def available_branches(packs: PackStore, key: str) -> list[str]:
@@ -71,7 +70,7 @@ def build(context: Workbench) -> gr.Blocks:
             with gr.Column(scale=1, min_width=300):
                 # Custom values: a pack this visitor added; looked up in their session, never as a path.
                 pack = server_checked(choices, value=first, label="Run (results pack)")
-                branch = gr.Radio([(label, b) for b, label in BRANCH_LABELS.items()], value="diagnosis",
+                branch = gr.Radio([(b.label, b.key) for b in BRANCHES.values()], value="diagnosis",
                                   label="Branch", info="a branch the run lacks (vanilla: quality, ω) shows diagnosis")
                 method = gr.Radio(METHODS, value="tsne", label="Embedding")
                 colour = gr.Radio(COLOURS, value="diagnosis", label="Colour by")
@@ -107,7 +106,7 @@ def build(context: Workbench) -> gr.Blocks:
             pack = packs.entry(key).pack
             figure = embedding_figure(table, by, class_names(pack))
             figure.update_layout(height=480, margin={"l": 10, "r": 10, "t": 30, "b": 10},
-                                 title=f"{packs.entry(key).label} · {BRANCH_LABELS[branch_name]} features")
+                                 title=f"{packs.entry(key).label} · {BRANCHES[branch_name].label} features")
             return (figure, branch_name,
                     separation_scores(pack).round(3).rename(columns=SCORE_COLUMNS), status())
 

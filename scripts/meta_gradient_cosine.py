@@ -46,10 +46,8 @@ def aligned(task_net, meta, batch, tc, entropy_weight: float) -> list[torch.Tens
     BatchNorm buffers leaving the module as it was."""
     buffers = {n: b.clone() for n, b in task_net.named_buffers()}
     out = functional_call(task_net, (dict(task_net.named_parameters()), buffers), (batch.images,))
-    theta = [p for p in task_net.parameters() if p.requires_grad]
     primary = task_losses(out, batch, None, tc.focal_gamma, task_net.config.meta_length).primary
-    grads = torch.autograd.grad(primary, theta, allow_unused=True)
-    result, _ = aligned_meta_gradients(task_net, meta, batch, meta(batch.images), list(grads),
+    result, _ = aligned_meta_gradients(task_net, meta, batch, meta(batch.images), primary,
                                        out.auxiliary.detach(), tc.lr, entropy_weight, tc.focal_gamma,
                                        outer_weight=tc.meta_outer_weight)
     return result

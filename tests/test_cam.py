@@ -144,7 +144,7 @@ def test_the_diagnosis_map_points_at_the_evidence(tmp_path):
         return present, side, torch.from_numpy(np.stack(images))
 
     torch.manual_seed(0)
-    config = tiny_config("vanilla", output_stride=8)
+    config = tiny_config("vanilla-gab", output_stride=8)  # a diagnosis branch whose map is asked
     config.train.epochs, config.train.step_size, config.train.grad_probe = 4, 4, False
     config.train.lr = 0.03
     present, _, images = blobs(64)

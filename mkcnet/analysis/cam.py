@@ -27,6 +27,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from mkcnet.branches import BRANCHES, SHARED_BACKBONE
 from mkcnet.errors import UserError
 from mkcnet.models import TaskNet, TaskOutput
 
@@ -46,12 +47,6 @@ CAM_METHODS = {
     "EigenGrad-CAM": "EigenGradCAM",
 }
 DEFAULT_METHOD = "Grad-CAM"
-BRANCH_LABELS = {
-    "diagnosis": "diagnosis branch",
-    "quality": "quality branch",
-    "auxiliary": "auxiliary ω branch",
-    "fused": "fused diagnosis",
-}
 
 
 def cam_class(method: str) -> type[BaseCAM]:
@@ -85,7 +80,7 @@ def fused_label(task_net: TaskNet) -> str:
     """The backbone-level diagnosis map is a *fused* map only where the diagnosis head reads the
     ω feature too (the Meta-knowledge Assistance Block); elsewhere it is the shared backbone's."""
     c = task_net.config
-    return BRANCH_LABELS["fused"] if c.use_auxiliary and c.use_assistance else "shared backbone"
+    return (BRANCHES["fused"] if c.use_auxiliary and c.use_assistance else SHARED_BACKBONE).cam_label
 
 
 def backbone_output_layer(task_net: TaskNet) -> nn.Module:
@@ -103,7 +98,7 @@ def backbone_output_layer(task_net: TaskNet) -> nn.Module:
 
 def cam_targets(task_net: TaskNet) -> list[CamTarget]:
     """Every branch the method has, then the fused diagnosis."""
-    targets = [CamTarget(b, b, branch.attended, BRANCH_LABELS[b]) for b, branch in task_net.branches.items()]
+    targets = [CamTarget(b, b, branch.attended, BRANCHES[b].cam_label) for b, branch in task_net.branches.items()]
     return targets + [CamTarget("fused", "diagnosis", backbone_output_layer(task_net), fused_label(task_net))]
 
 

@@ -18,8 +18,8 @@ from sklearn.decomposition import PCA
 from sklearn.manifold import TSNE
 from sklearn.metrics import silhouette_score
 
+from mkcnet.branches import FEATURE_NAMES
 from mkcnet.errors import UserError
-from mkcnet.inference.predict import FEATURE_NAMES
 from mkcnet.inference.results import ResultsPack
 
 EMBEDDINGS = ("tsne", "umap", "pca")

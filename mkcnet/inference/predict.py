@@ -8,12 +8,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from mkcnet.branches import FEATURE_NAMES
 from mkcnet.data.dataset import Batch
 from mkcnet.device import autocast, memory_format
 from mkcnet.models import TaskNet
 from mkcnet.trust.calibration import softmax
-
-FEATURE_NAMES = ("diagnosis", "quality", "auxiliary", "fused")
 
 
 @dataclass

@@ -213,19 +213,20 @@ def meta_gradients(task_net: TaskNet, meta: MetaLearner, batch: Batch, step: Pse
 
 
 def aligned_meta_gradients(task_net: TaskNet, meta: MetaLearner, batch: Batch, logits: torch.Tensor,
-                           primary_grads: list[torch.Tensor | None], auxiliary_logits: torch.Tensor, lr: float,
+                           primary: torch.Tensor, auxiliary_logits: torch.Tensor, lr: float,
                            entropy_weight: float, gamma: float = 2.0, fd_epsilon: float = 0.01,
                            ranks: Ranks = ONE_PROCESS, outer_weight: float = 1.0) -> tuple[list[torch.Tensor], dict]:
     """∇φ of the first-order expansion around θ (see the module docstring).
 
-    `logits`: φ's outputs for the batch, attached to its graph; `primary_grads`: ∇θ (L_d + L_q) at θ,
-    aligned with the Task Net's trainable parameters (None where a parameter has none);
-    `auxiliary_logits`: the ω head's logits of the same forward, at θ, in fp32."""
+    `logits`: φ's outputs for the batch, attached to its graph; `primary`: L_d + L_q of the Task
+    Net's forward at θ, with its graph (kept: Stage I backpropagates it afterwards);
+    `auxiliary_logits`: the ω head's logits of the same forward, in fp32."""
     meta_length = task_net.config.meta_length
     phi = [p for p in meta.parameters() if p.requires_grad]
     names = [n for n, p in task_net.named_parameters() if p.requires_grad]
     theta = dict(task_net.named_parameters())
-    v = ranks.mean([torch.zeros_like(theta[n]) if g is None else g.detach() for n, g in zip(names, primary_grads)])
+    grads = torch.autograd.grad(primary, [theta[n] for n in names], retain_graph=True, allow_unused=True)
+    v = ranks.mean([torch.zeros_like(theta[n]) if g is None else g.detach() for n, g in zip(names, grads)])
     eps = fd_epsilon / (torch.sqrt(sum((g * g).sum() for g in v)) + 1e-12)
     buffers = {n: b.clone() for n, b in task_net.named_buffers()}
     with torch.no_grad():
@@ -243,7 +244,7 @@ def aligned_meta_gradients(task_net: TaskNet, meta: MetaLearner, batch: Batch, l
     meta_grads = [torch.zeros_like(p) if g is None else g.detach() for p, g in zip(phi, meta_grads)]
     with torch.no_grad():
         meta_grads = ranks.mean(meta_grads)
-    return meta_grads, {"meta_entropy": float(mean_label_entropy.detach()),
+    return meta_grads, {"meta_outer": float(primary.detach()), "meta_entropy": float(mean_label_entropy.detach()),
                         "meta_outer_share": _share(from_outer, from_regulariser)}
 
 

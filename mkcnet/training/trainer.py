@@ -239,15 +239,13 @@ class Trainer:
         outer_weight = tc.meta_outer_weight if tc.meta_outer else 0.0
         with distributed.batch_norm_group(self.task_net, self.local_group):
             if tc.meta_step == "aligned":
-                theta = [p for p in self.task_net.parameters() if p.requires_grad]
-                primary = torch.autograd.grad(parts.primary, theta, retain_graph=True, allow_unused=True)
                 auxiliary = out.auxiliary
                 if self.amp:  # Stage I's logits are bf16: the finite difference needs fp32 ones
                     with torch.no_grad():
                         buffers = {n: b.clone() for n, b in self.task_net.named_buffers()}
                         auxiliary = functional_call(self.task_net, (dict(self.task_net.named_parameters()), buffers),
                                                     (batch.images,)).auxiliary
-                grads, stats = aligned_meta_gradients(self.task_net, self.meta, batch, logits, list(primary),
+                grads, stats = aligned_meta_gradients(self.task_net, self.meta, batch, logits, parts.primary,
                                                       auxiliary.float(), self.optimizer.param_groups[0]["lr"],
                                                       tc.entropy_weight, tc.focal_gamma, ranks=self.ranks,
                                                       outer_weight=outer_weight)

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from mkcnet.analysis.cam import DEFAULT_METHOD, cam_targets, compute_cams, overlay
+from mkcnet.branches import BRANCHES, SHARED_BACKBONE, Branch
 from mkcnet.inference.predict import probabilities
 from mkcnet.models import TaskOutput
 from mkcnet.models.meta_learner import num_blocks
@@ -144,25 +145,19 @@ def auxiliary_class_name(model: ZooModel, k: int) -> str:
     return f"ω sub-class {sub + 1} of ({owner})"
 
 
-BRANCH_MEANINGS = {
-    "diagnosis": "the regions whose features raise the predicted diagnosis.",
-    "quality": "the regions behind the quality verdict (noise, blur, artefacts, exposure).",
-    "auxiliary": "what drives the meta-learned ω class, a sub-class of one (diagnosis, quality) pair; this "
-                 "feature feeds the diagnosis through the Meta-knowledge Assistance Block.",
-    "fused": "the shared backbone's map for the diagnosis head, which reads the diagnosis and the ω features "
-             "together.",
-    "shared backbone": "the backbone's map for the diagnosis head (this model has no fused feature).",
-}
 SAME_METHODS = ("On the branch maps Grad-CAM, XGrad-CAM and HiResCAM coincide: each branch map is averaged over "
                 "space before its head, so its gradient is the same at every position and the three reduce to one "
                 "channel-weighted sum. They differ on the backbone-level map, whose gradient passes the spatial "
                 "attention gates.")
 
 
+def branch_of(key: str, label: str) -> Branch:
+    return SHARED_BACKBONE if label == SHARED_BACKBONE.cam_label else BRANCHES[key]
+
+
 def explain_maps(model: ZooModel) -> str:
     """One plain sentence per map this model has, what the colours mean, and when CAM methods agree."""
-    lines = [f"- **{t.label}**: {BRANCH_MEANINGS['shared backbone' if t.label == 'shared backbone' else t.key]}"
-             for t in cam_targets(model.task_net)]
+    lines = [f"- **{t.label}**: {branch_of(t.key, t.label).meaning}" for t in cam_targets(model.task_net)]
     return ("**Reading the maps** (each scaled to its own maximum; red: the strongest evidence for the class "
             "named under the map, blue: none):\n" + "\n".join(lines) + "\n\n" + SAME_METHODS)
 

@@ -24,6 +24,7 @@ from mkcnet.checkpoint import LoadedModel, find_checkpoint, load_checkpoint, rea
 from mkcnet.config import ModelConfig, RunConfig
 from mkcnet.errors import UserError
 from mkcnet.inference.results import ResultsPack, find_pack_dir, load_pack
+from mkcnet.methods import METHODS
 from mkcnet.project import find_project_home
 
 # Which degradation families fit a data set (the simulator's modalities).
@@ -140,8 +141,15 @@ class ModelZoo:
         self._lock = threading.Lock()
 
     def names(self, dataset: str | None = None, method: str | None = None) -> list[str]:
-        return [n for n, e in self.entries.items()
-                if (dataset is None or e.dataset == dataset) and (method is None or e.method == method)]
+        """Model names, by data set and method; a variant that stands for the method (e.g. the
+        bundled `vanilla-gab` for `vanilla`) comes after the method's own models."""
+        def rank(entry: ZooEntry) -> int | None:
+            if method is None or entry.method == method:
+                return 0
+            return 1 if METHODS.get(entry.method) and METHODS[entry.method].stands_for == method else None
+
+        found = [(rank(e), n) for n, e in self.entries.items() if dataset is None or e.dataset == dataset]
+        return [n for _, n in sorted(((r, n) for r, n in found if r is not None), key=lambda item: item[0])]
 
     def datasets(self) -> list[str]:
         """Data sets in the order of their first model (so the default model's comes first)."""
