@@ -20,7 +20,8 @@ class Method:
     # The auxiliary task's targets: "meta" = the Meta Learner φ (trained in Stage II), "random" =
     # fixed seeded labels (RandomLabels), None = no auxiliary branch, head or loss.
     aux_labels: str | None = "meta"
-    second_order: bool = True
+    second_order: bool = True  # when Stage II goes through the pseudo step θ̃
+    meta_step: str | None = None  # Stage II's form: None = the preset's; "pseudo" = through θ̃ whatever the preset
     meta_outer: bool = True  # Stage II's objective includes L_d + L_q at θ̃ (False: the regulariser alone, a control)
     mask: str = "joint"
     attention: bool = True  # Global Attention Blocks
@@ -59,8 +60,10 @@ METHODS: dict[str, Method] = {
                aux_labels=None, architecture="detach"),
         Method("maxl", "MAXL: meta auxiliary labels masked by diagnosis only; no quality head, no MAB",
                quality=False, mask="diagnosis", assistance=False),
-        Method("mkcnet", "MKCNet, exact second-order meta step"),
-        Method("mkcnet-fo", "MKCNet, first-order (finite-difference) meta step", second_order=False),
+        Method("mkcnet", "MKCNet; Stage II as the preset sets it (paper: exact second order through θ̃; cpu: "
+               "first order around θ)"),
+        Method("mkcnet-fo", "MKCNet, the official first-order (finite-difference) meta step through θ̃",
+               second_order=False, meta_step="pseudo"),
         # Ablations of MKCNet (second order), one part removed or replaced each.
         Method("mkcnet-no-gab", "MKCNet without the Global Attention Blocks (branches pool the map)",
                attention=False),
@@ -94,6 +97,8 @@ def apply_method(config: RunConfig) -> RunConfig:
     m.use_quality, m.use_auxiliary = method.quality, method.auxiliary
     m.use_attention, m.use_assistance, m.mask = method.attention, method.assistance, method.mask
     config.train.second_order = method.second_order
+    if method.meta_step is not None:
+        config.train.meta_step = method.meta_step
     config.train.meta_outer = method.meta_outer
     return config
 

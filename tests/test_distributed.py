@@ -51,10 +51,11 @@ def global_batch(n: int = 8) -> ImageSet:
     return ImageSet(table, images, (0.5,), (0.25,))
 
 
-def one_iteration(method: str, entropy_weight: float, ranks: Ranks, run_dir: str) -> dict[str, torch.Tensor]:
+def one_iteration(method: str, entropy_weight: float, ranks: Ranks, run_dir: str,
+                  step: str = "pseudo") -> dict[str, torch.Tensor]:
     """How θ and φ move in a one-epoch run on one global batch (augmented, batch 8): one Stage I
-    and one Stage II step."""
-    config = tiny_config(method)
+    and one Stage II step (`step`: through θ̃, or the cpu preset's first order around θ), φ by SGD."""
+    config = tiny_config(method, meta_step=step, meta_optimizer="sgd", meta_outer_weight=1.0)
     config.train.weight_decay = config.train.meta_weight_decay = 0.0  # Δ = gradient step only
     config.train.device = "cpu"
     # A pseudo step large enough that L(θ̃) moves φ, and a φ step well above float32 rounding: at
@@ -69,25 +70,26 @@ def one_iteration(method: str, entropy_weight: float, ranks: Ranks, run_dir: str
     return {k: (after[k] - before[k]).detach().clone() for k in before if before[k].is_floating_point()}
 
 
-def _rank_worker(rank: int, method: str, entropy_weight: float, tmp: str) -> None:
+def _rank_worker(rank: int, method: str, entropy_weight: float, tmp: str, step: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{tmp}/rendezvous", rank=rank, world_size=RANKS)
     trainer.build_networks = without_batch_norm(trainer.build_networks)  # a process of its own
     try:
         from safetensors.torch import save_file
 
-        updates = one_iteration(method, entropy_weight, distributed.current(), f"{tmp}/ranks-run")
+        updates = one_iteration(method, entropy_weight, distributed.current(), f"{tmp}/ranks-run", step)
         save_file({k: v.contiguous() for k, v in updates.items()}, f"{tmp}/updates.rank{rank}")
     finally:
         dist.destroy_process_group()
 
 
 @pytest.mark.parametrize("entropy_weight", [0.0, 0.2], ids=["outer-loss", "with-regulariser"])
-@pytest.mark.parametrize("method", ["mkcnet", "mkcnet-fo"])
-def test_two_ranks_take_the_one_process_step_on_the_global_batch(method, entropy_weight, tmp_path, monkeypatch):
-    mp.spawn(_rank_worker, args=(method, entropy_weight, str(tmp_path)), nprocs=RANKS)
+@pytest.mark.parametrize("method, step", [("mkcnet", "pseudo"), ("mkcnet-fo", "pseudo"), ("mkcnet", "aligned")],
+                         ids=["mkcnet", "mkcnet-fo", "mkcnet-aligned"])
+def test_two_ranks_take_the_one_process_step_on_the_global_batch(method, step, entropy_weight, tmp_path, monkeypatch):
+    mp.spawn(_rank_worker, args=(method, entropy_weight, str(tmp_path), step), nprocs=RANKS)
     monkeypatch.setattr(trainer, "build_networks", without_batch_norm(trainer.build_networks))
-    single = one_iteration(method, entropy_weight, Ranks(), str(tmp_path / "one-process-run"))
+    single = one_iteration(method, entropy_weight, Ranks(), str(tmp_path / "one-process-run"), step)
     ranks = [load_file(str(tmp_path / f"updates.rank{r}")) for r in range(RANKS)]
     # Rounding only: (mean of 4 + mean of 4) / 2 against the mean of 8, through a double backward,
     # and the first-order step divides a difference of two losses by 2ε, which scales rounding up.

@@ -31,8 +31,13 @@ def test_bench_writes_the_tables(bench_dir):
     assert runs[["method", "seed"]].values.tolist() == [["vanilla", 0], ["mkcnet-fo", 0]]
     assert {"all.AUC", "HQ.ACC", "LQ.F1", "best_epoch", "train_minutes"} <= set(runs.columns)
     table = pd.read_csv(bench_dir / "table.csv", index_col=0)
-    assert list(table.index) == ["vanilla", "mkcnet-fo"] and list(table.columns) == ["ct-iqad AUC", "ct-iqad ACC",
-                                                                                   "ct-iqad F1"]
+    assert list(table.index) == ["vanilla", "mkcnet-fo"] and list(table.columns) == [
+        "ct-iqad AUC", "ct-iqad AUC(hard)", "ct-iqad ACC", "ct-iqad F1"]
+    paired = pd.read_csv(bench_dir / "paired.csv")  # mkcnet-fo − vanilla, seed by seed, as by hand
+    row = paired[(paired["group"] == "all") & (paired["metric"] == "AUC")].iloc[0]
+    by_method = runs.set_index("method")["all.AUC"]
+    assert row["comparison"] == "mkcnet-fo − vanilla"
+    assert row["mean"] == pytest.approx(by_method["mkcnet-fo"] - by_method["vanilla"])
     assert (bench_dir / "table_hq.csv").is_file() and (bench_dir / "table_lq.csv").is_file()
     markdown = (bench_dir / "table.md").read_text()
     assert "## HQ images only" in markdown and "| mkcnet-fo" in markdown

@@ -398,8 +398,9 @@ def write_tables(runs: pd.DataFrame, out: Path, methods: Sequence[str], title: s
     present = set(runs["method"])
     with_meta = [m for m in methods if m in present and METHODS[m].meta_learner]
     baselines = [b for b in ("vanilla", "multitask") if b in present]
-    if with_meta and baselines:
-        paired = pd.concat([paired_differences(runs, m, baselines) for m in with_meta], ignore_index=True)
+    paired = pd.concat([paired_differences(runs, m, baselines) for m in with_meta], ignore_index=True) \
+        if with_meta and baselines else pd.DataFrame()
+    if not paired.empty:  # no seed that both methods ran: nothing to pair
         paired.to_csv(out / "paired.csv", index=False)
         written.append(out / "paired.csv")
         paired["cell"] = [f"{m:+.4f} ± {sd:.4f} ({seeds})" for m, sd, seeds in
