@@ -123,6 +123,57 @@ def test_an_upward_import_is_found():
     assert upward_imports(graph) == ["mkcnet.checkpoint (layer 3) imports mkcnet.inference.evaluate (layer 4)"]
 
 
+# The libraries whose internals the code could reach into, and their public modules. Anything
+# else is named below, with why, where its version is pinned and what test would catch a change.
+PUBLIC = {
+    "gradio": {"gradio"},
+    "timm": {"timm", "timm.layers", "timm.models", "timm.data"},
+    "pytorch_grad_cam": {"pytorch_grad_cam", "pytorch_grad_cam.utils.model_targets", "pytorch_grad_cam.utils.image"},
+}
+PRIVATE_EXCEPTIONS = {
+    ("mkcnet/models/attention.py", "timm.layers.cbam"):
+        "CBAM's channel and spatial attention, not exported by timm.layers; timm <1.1; tests/test_models.py",
+    ("mkcnet/workbench/ui.py", "gradio.context"):
+        "the root Blocks a page renders into; gradio <7; the browser and app tests",
+    ("mkcnet/analysis/cam.py", "pytorch_grad_cam.activations_and_gradients"):
+        "one recorder per tap, one forward for every branch; grad-cam <1.6; tests/test_cam.py",
+    ("mkcnet/analysis/cam.py", "pytorch_grad_cam.base_cam"):
+        "the CAM methods' base class (get_cam_image); grad-cam <1.6; tests/test_cam.py",
+}
+
+
+def library_imports() -> list[tuple[str, str, str]]:
+    """(file, module, name) for every import of gradio, timm or pytorch_grad_cam in the shipped code."""
+    found = []
+    for path in [*PACKAGE.rglob("*.py"), *(REPO / "pages").glob("*.py"), REPO / "app.py"]:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            pairs = []
+            if isinstance(node, ast.Import):
+                pairs = [(alias.name, "") for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                pairs = [(node.module, alias.name) for alias in node.names]
+            found += [(str(path.relative_to(REPO)), module, name) for module, name in pairs
+                      if module.split(".")[0] in PUBLIC]
+    return found
+
+
+def private_imports(imports: list[tuple[str, str, str]]) -> list[str]:
+    return [f"{file}: {module}{'.' + name if name else ''}" for file, module, name in imports
+            if (module not in PUBLIC[module.split(".")[0]] or name.startswith("_"))
+            and (file, module) not in PRIVATE_EXCEPTIONS]
+
+
+def test_no_private_module_of_gradio_timm_or_grad_cam_outside_the_named_exceptions():
+    imports = library_imports()
+    assert len(imports) > 10  # the scan sees the imports, lazy ones included
+    assert private_imports(imports) == []
+    used = {(file, module) for file, module, _ in imports}
+    assert [e for e in PRIVATE_EXCEPTIONS if e not in used] == []  # no stale exception
+    assert private_imports([("pages/x.py", "timm.layers.activations", "HardSigmoid"),
+                            ("pages/x.py", "gradio", "_private")]) == [
+        "pages/x.py: timm.layers.activations.HardSigmoid", "pages/x.py: gradio._private"]
+
+
 def test_the_command_line_starts_without_torch_or_gradio():
     code = ("import sys\nfrom mkcnet.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
             "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'gradio', 'timm', 'sklearn'}), "

@@ -1,4 +1,4 @@
-"""Class activation maps per feature branch, on pytorch-grad-cam's public API.
+"""Class activation maps per feature branch, with pytorch-grad-cam's CAM methods.
 
 A `CamTarget` names a layer (a "tap") and the head whose logits it explains:
 
@@ -13,6 +13,12 @@ gradient of its head's scores back to its own tap, which stops at the heads. The
 the chosen method's own `get_cam_image`, followed by the same ReLU / resize / min-max scaling
 that `BaseCAM` applies, so the maps equal calling the method once per branch (tested) at a
 quarter of the cost. The class explained is each image's top class unless one is given.
+
+This reaches past the library's documented entry point (calling a CAM object on a model): it
+uses `ActivationsAndGradients` and calls `get_cam_image` positionally on a CAM built over no
+layers. Both are internals of grad-cam, pinned below 1.6 in pyproject.toml and named as
+exceptions in tests/test_layout.py; tests/test_cam.py compares every map with the library's own
+per-branch call, so a change of those internals fails a test rather than a reading.
 """
 
 from __future__ import annotations

@@ -10,8 +10,7 @@ from dataclasses import dataclass, field
 
 import timm
 import torch
-from timm.layers import Mlp
-from timm.layers.activations import HardSigmoid
+from timm.layers import HardSigmoid, Mlp
 from torch import nn
 
 from mkcnet.config import ModelConfig
