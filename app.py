@@ -51,12 +51,12 @@ def build_app(context: Workbench | None = None) -> gr.Blocks:
     home, *others = PAGES
     with gr.Blocks(title=TITLE, delete_cache=DELETE_CACHE) as demo:
         gr.Navbar(main_page_name=home.title)
-        home.module.build(context)
+        home.module.build(context, demo)
         end_sessions_on_unload(context, demo)
     for page in others:
         with demo.route(page.title, page.path):
             gr.Navbar(main_page_name=home.title)
-            page.module.build(context)
+            page.module.build(context, demo)
     demo.queue(**QUEUE)
     return demo
 

@@ -1,6 +1,7 @@
 """The workbench's pages, one module each. Every module has `TITLE` and
-`build(context) -> gr.Blocks`: called inside the app it renders into the current route; called
-on its own it gives a standalone Blocks (that is how the tests build each page)."""
+`build(context, root=None) -> gr.Blocks`: called by app.py with the app's Blocks as `root` it
+renders into the current route; called on its own it gives a standalone Blocks (that is how the
+tests build each page)."""
 
 from __future__ import annotations
 

@@ -67,11 +67,11 @@ def bench_table(context: Workbench) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def build(context: Workbench) -> gr.Blocks:
+def build(context: Workbench, root: gr.Blocks | None = None) -> gr.Blocks:
     datasets = comparable(context)
     with page_frame(TITLE, "Compare: vanilla vs. MKCNet",
                     "The same image through both models of a data set. The vanilla model has one branch and cannot "
-                    "judge quality; MKCNet adds the quality and ω branches.") as (page, status_md):
+                    "judge quality; MKCNet adds the quality and ω branches.", root=root) as (page, status_md):
         with gr.Row(equal_height=False):
             with gr.Column(scale=1, min_width=300):
                 dataset = gr.Dropdown(datasets, value=datasets[0] if datasets else None, label="Data set")

@@ -86,10 +86,10 @@ def true_label_text(model: ZooModel, example: Example | None, reading: Reading) 
     return f"{label} in its data set; the model {verdict}."
 
 
-def build(context: Workbench) -> gr.Blocks:
+def build(context: Workbench, root: gr.Blocks | None = None) -> gr.Blocks:
     with page_frame(TITLE, TITLE, "Upload an image or pick an example. Each feature branch gets its own class "
                     "activation map; the what-if panel degrades the image with the project's simulator."
-                    ) as (page, status_md):
+                    , root=root) as (page, status_md):
         with gr.Row(equal_height=False):
             with gr.Column(scale=2, min_width=340):
                 model = model_dropdown(context)

@@ -60,12 +60,12 @@ def describe_row(packs: PackStore, key: str, row: int) -> str:
     return "\n".join(lines)
 
 
-def build(context: Workbench) -> gr.Blocks:
+def build(context: Workbench, root: gr.Blocks | None = None) -> gr.Blocks:
     choices = context.packs.choices()
     first = choices[0][1] if choices else None
     with page_frame(TITLE, TITLE, "Each branch's features in 2-D. MKCNet's branches should specialise: diagnosis "
                     "features group by diagnosis, quality features by quality. Click a point to see its image."
-                    ) as (page, status_md):
+                    , root=root) as (page, status_md):
         with gr.Row(equal_height=False):
             with gr.Column(scale=1, min_width=300):
                 # Custom values: a pack this visitor added; looked up in their session, never as a path.

@@ -37,12 +37,12 @@ def at_ratio(curves: dict[str, pd.DataFrame], metric: str, ratio: float) -> pd.D
     return pd.DataFrame(rows)
 
 
-def build(context: Workbench) -> gr.Blocks:
+def build(context: Workbench, root: gr.Blocks | None = None) -> gr.Blocks:
     datasets = context.zoo.datasets()
     first = datasets[0] if datasets else None
     with page_frame(TITLE, "Out-of-distribution: more low-quality images",
                     "Each run's validation predictions are resampled into test sets with a share *r* of low-quality "
-                    "(LQ) images. A quality-aware model should lose less as *r* grows.") as (page, status_md):
+                    "(LQ) images. A quality-aware model should lose less as *r* grows.", root=root) as (page, status_md):
         with gr.Row(equal_height=False):
             with gr.Column(scale=1, min_width=300):
                 dataset = server_checked(datasets, value=first, label="Data set")

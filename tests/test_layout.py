@@ -133,8 +133,6 @@ PUBLIC = {
 PRIVATE_EXCEPTIONS = {
     ("mkcnet/models/attention.py", "timm.layers.cbam"):
         "CBAM's channel and spatial attention, not exported by timm.layers; timm <1.1; tests/test_models.py",
-    ("mkcnet/workbench/ui.py", "gradio.context"):
-        "the root Blocks a page renders into; gradio <7; the browser and app tests",
     ("mkcnet/analysis/cam.py", "pytorch_grad_cam.activations_and_gradients"):
         "one recorder per tap, one forward for every branch; grad-cam <1.6; tests/test_cam.py",
     ("mkcnet/analysis/cam.py", "pytorch_grad_cam.base_cam"):

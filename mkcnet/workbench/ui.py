@@ -92,14 +92,13 @@ def status_box() -> gr.Markdown:
 
 
 @contextmanager
-def page_frame(title: str, heading: str, intro: str) -> Iterator[tuple[gr.Blocks, gr.Markdown]]:
+def page_frame(title: str, heading: str, intro: str,
+               root: gr.Blocks | None = None) -> Iterator[tuple[gr.Blocks, gr.Markdown]]:
     """A page's heading, introduction and status line (every page has them), and the Blocks its
-    load events attach to. Inside the app the page renders into the current route and its
-    events belong to the app's Blocks (tagged with the route); on its own it is a standalone
-    Blocks. A nested Blocks per page would cost each page two more FastAPI apps at start-up."""
-    from gradio.context import Context  # gradio <7 is pinned: the root of the Blocks being built
-
-    root = Context.root_block
+    load events attach to. Inside the app (`root`: the app's Blocks, handed down by app.py) the
+    page renders into the current route and its events belong to the app's Blocks (tagged with
+    the route); on its own it is a standalone Blocks. A nested Blocks per page would cost each
+    page two more FastAPI apps at start-up."""
     if root is not None:
         with gr.Column():
             gr.Markdown(f"## {heading}\n{intro}")
