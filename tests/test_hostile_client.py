@@ -30,6 +30,7 @@ httpx = pytest.importorskip("httpx")
 from app import build_app, launch_options  # noqa: E402
 from mkcnet.project import project_path  # noqa: E402
 from mkcnet.workbench.context import Workbench  # noqa: E402
+from mkcnet.workbench.hosting import free_port  # noqa: E402
 from mkcnet.workbench.zoo import ModelZoo  # noqa: E402
 from tests.conftest import write_dataset  # noqa: E402
 
@@ -38,12 +39,6 @@ pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 REPO = project_path()
 EXAMPLE = project_path("assets", "examples", "synth_PDR_reject.png")
 TOKEN = f"CANARY-{uuid.uuid4().hex}"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import zipfile
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from app import build_app, launch_options  # noqa: E402
 from mkcnet.analysis.cam import DEFAULT_METHOD, cam_targets  # noqa: E402
 from mkcnet.project import project_path  # noqa: E402
 from mkcnet.workbench.context import Workbench  # noqa: E402
+from mkcnet.workbench.hosting import free_port  # noqa: E402
 from mkcnet.workbench.imaging import load_for  # noqa: E402
 from mkcnet.workbench.reading import analyse  # noqa: E402
 from mkcnet.workbench.zoo import ModelZoo  # noqa: E402
@@ -36,12 +36,6 @@ CHROMIUM = Path("/usr/bin/chromium")
 ASSETS = project_path("assets")
 EXAMPLE = ASSETS / "examples" / "synth_PDR_reject.png"
 CT_EXAMPLE = ASSETS / "examples" / "phantom_ct.dcm"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

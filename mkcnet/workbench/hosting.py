@@ -14,6 +14,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import shutil
+import socket
 import stat
 import zipfile
 from collections.abc import Mapping
@@ -141,3 +142,15 @@ def _copy_files(uploads: list[Path], folder: Path, limits: Hosting) -> None:
         raise UserError(f"the upload holds {total / 2**20:.0f} MB; at most {limits.max_bytes / 2**20:.0f} MB")
     for upload in uploads:
         shutil.copyfile(upload, folder / Path(upload).name)  # by its own name, flat
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nothing listens on now, for a server started next (tests, benchmarks).
+
+    Example:
+        >>> 0 < free_port() < 65536
+        True
+    """
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
