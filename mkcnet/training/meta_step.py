@@ -153,7 +153,6 @@ def meta_gradients(task_net: TaskNet, meta: MetaLearner, batch: Batch, step: Pse
     if scope not in SCOPES:
         raise ValueError(f"unknown meta-step scope {scope!r}; choose from {SCOPES}")
     meta_length = task_net.config.meta_length
-    phi = [p for p in meta.parameters() if p.requires_grad]
     if logits is None:
         logits = meta(batch.images)
     labels = mask_labels(meta.config, logits, batch.diagnosis, batch.quality)
@@ -178,8 +177,6 @@ def meta_gradients(task_net: TaskNet, meta: MetaLearner, batch: Batch, step: Pse
     def losses(params, aux_labels):
         return task_losses(forward(params), batch, aux_labels, gamma, meta_length)
 
-    mean_label_entropy = -entropy_regulariser(labels, ranks.mean([labels.mean(dim=0)])[0])
-    regulariser = -entropy_weight * mean_label_entropy
     inner = losses(theta, labels if second_order else labels.detach()).total
     grads = torch.autograd.grad(inner, [theta[n] for n in names], create_graph=second_order, allow_unused=True)
     grads = ranks.mean([torch.zeros_like(theta[n]) if g is None else g for n, g in zip(names, grads)])
@@ -200,16 +197,7 @@ def meta_gradients(task_net: TaskNet, meta: MetaLearner, batch: Batch, step: Pse
         difference = auxiliary_loss(plus, labels, meta_length, gamma) - auxiliary_loss(minus, labels, meta_length, gamma)
         meta_term = -step.lr * difference / (2 * eps)
 
-    # Split at φ's logits: what the outer loss and the regulariser each ask of them (the softmax inside
-    # the block already applied), then one backward through φ carries the sum.
-    from_outer = outer_weight * _grad_at(meta_term, logits)
-    from_regulariser = _grad_at(regulariser, logits)
-    meta_grads = torch.autograd.grad(logits, phi, grad_outputs=from_outer + from_regulariser, allow_unused=True)
-    meta_grads = [torch.zeros_like(p) if g is None else g.detach() for p, g in zip(phi, meta_grads)]
-    with torch.no_grad():
-        meta_grads = ranks.mean(meta_grads)
-    return meta_grads, {"meta_outer": float(outer.detach()), "meta_entropy": float(mean_label_entropy.detach()),
-                        "meta_outer_share": _share(from_outer, from_regulariser)}
+    return _into_phi(meta, logits, labels, meta_term, outer, entropy_weight, outer_weight, ranks)
 
 
 def aligned_meta_gradients(task_net: TaskNet, meta: MetaLearner, batch: Batch, logits: torch.Tensor,
@@ -222,7 +210,6 @@ def aligned_meta_gradients(task_net: TaskNet, meta: MetaLearner, batch: Batch, l
     Net's forward at θ, with its graph (kept: Stage I backpropagates it afterwards);
     `auxiliary_logits`: the ω head's logits of the same forward, in fp32."""
     meta_length = task_net.config.meta_length
-    phi = [p for p in meta.parameters() if p.requires_grad]
     names = [n for n, p in task_net.named_parameters() if p.requires_grad]
     theta = dict(task_net.named_parameters())
     grads = torch.autograd.grad(primary, [theta[n] for n in names], retain_graph=True, allow_unused=True)
@@ -236,15 +223,23 @@ def aligned_meta_gradients(task_net: TaskNet, meta: MetaLearner, batch: Batch, l
     difference = (auxiliary_loss(plus, labels, meta_length, gamma)
                   - auxiliary_loss(auxiliary_logits.detach().float(), labels, meta_length, gamma))
     meta_term = -lr * difference / eps
+    return _into_phi(meta, logits, labels, meta_term, primary, entropy_weight, outer_weight, ranks)
+
+
+def _into_phi(meta: MetaLearner, logits: torch.Tensor, labels: torch.Tensor, meta_term: torch.Tensor,
+              outer: torch.Tensor, entropy_weight: float, outer_weight: float,
+              ranks: Ranks) -> tuple[list[torch.Tensor], dict[str, float]]:
+    """Add the regulariser, split at φ's logits what the outer term and the regulariser each ask of
+    them (the softmax inside the block already applied), and carry the sum through φ in one backward."""
+    phi = [p for p in meta.parameters() if p.requires_grad]
     mean_label_entropy = -entropy_regulariser(labels, ranks.mean([labels.mean(dim=0)])[0])
-    regulariser = -entropy_weight * mean_label_entropy
     from_outer = outer_weight * _grad_at(meta_term, logits)
-    from_regulariser = _grad_at(regulariser, logits)
+    from_regulariser = _grad_at(-entropy_weight * mean_label_entropy, logits)
     meta_grads = torch.autograd.grad(logits, phi, grad_outputs=from_outer + from_regulariser, allow_unused=True)
     meta_grads = [torch.zeros_like(p) if g is None else g.detach() for p, g in zip(phi, meta_grads)]
     with torch.no_grad():
         meta_grads = ranks.mean(meta_grads)
-    return meta_grads, {"meta_outer": float(primary.detach()), "meta_entropy": float(mean_label_entropy.detach()),
+    return meta_grads, {"meta_outer": float(outer.detach()), "meta_entropy": float(mean_label_entropy.detach()),
                         "meta_outer_share": _share(from_outer, from_regulariser)}
 
 
