@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mkcnet.files import atomic_write
+
 
 @dataclass
 class ModelConfig:
@@ -105,7 +107,8 @@ class RunConfig:
         )
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2))
+        """Written atomically: a kill leaves the old file or the new one."""
+        atomic_write(Path(path), lambda p: p.write_text(json.dumps(self.to_dict(), indent=2)))
 
     @classmethod
     def load(cls, path: str | Path) -> RunConfig:

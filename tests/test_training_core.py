@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -201,6 +202,22 @@ def test_a_damaged_state_is_one_line_and_temporaries_go(tiny_dataset, tmp_path):
     with pytest.raises(UserError, match="state.safetensors .* is damaged"):
         Trainer(run_config("vanilla", 2), run, progress=False, verbose=False).fit(train, resume=True)
     assert not list(run.glob(".*.tmp*"))
+
+
+def test_a_torn_history_line_is_skipped_on_resume_and_a_damaged_config_is_one_line(tiny_dataset, tmp_path):
+    train = image_set(tiny_dataset, "train.csv", run_config("vanilla", 1))
+    run = tmp_path / "run"
+    Trainer(run_config("vanilla", 1), run, progress=False, verbose=False).fit(train)
+    with open(run / "history.jsonl", "a") as f:
+        f.write('{"epoch": 2, "loss.to')  # a kill during the append of epoch 2's row
+    with pytest.warns(UserWarning, match="history.jsonl, line 2: not a complete record"):
+        Trainer(run_config("vanilla", 2), run, progress=False, verbose=False).fit(train, resume=True)
+    rows = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2] and "loss.total" in rows[1]
+    assert list(pd.read_csv(run / "history.csv")["epoch"]) == [1, 2]
+    (run / "config.json").write_text("")  # damaged by something else: one line, not a traceback
+    with pytest.raises(UserError, match="config.json in .* cannot be read"):
+        Trainer(run_config("vanilla", 3), run, progress=False, verbose=False).fit(train, resume=True)
 
 
 # ---- (7) the paper preset, end to end at tiny scale ----------------------------------------------------

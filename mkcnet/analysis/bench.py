@@ -36,6 +36,7 @@ import pandas as pd
 from mkcnet.config import RunConfig
 from mkcnet.data.dataset import ImageSet, find_split, read_split
 from mkcnet.errors import UserError
+from mkcnet.files import read_jsonl
 from mkcnet.inference.evaluate import evaluate_split
 from mkcnet.inference.results import ResultsPack
 from mkcnet.methods import METHODS, apply_method
@@ -120,8 +121,8 @@ class BenchRun:
 
     def epochs_done(self) -> int:
         log = self.run_dir / "history.jsonl"
-        lines = log.read_text().splitlines() if log.is_file() else []
-        return json.loads(lines[-1])["epoch"] if lines else 0
+        records = read_jsonl(log) if log.is_file() else []
+        return records[-1]["epoch"] if records else 0
 
     def finished(self, epochs: int) -> bool:
         return self.epochs_done() >= epochs and (self.pack_dir / "predictions.csv").is_file()

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
+
+from mkcnet.files import read_jsonl
 
 PAIRS = {"grad_cos.diagnosis_quality": "diagnosis vs quality", "grad_cos.diagnosis_auxiliary": "diagnosis vs auxiliary"}
 
@@ -19,8 +20,7 @@ def gradient_history(runs: Sequence[tuple[str, Path]]) -> pd.DataFrame:
     rows = []
     for name, run_dir in runs:
         log = Path(run_dir) / "history.jsonl"
-        for line in log.read_text().splitlines() if log.is_file() else []:
-            record = json.loads(line)
+        for record in read_jsonl(log) if log.is_file() else []:
             rows += [(name, record["epoch"], label, record[key]) for key, label in PAIRS.items() if key in record]
     table = pd.DataFrame(rows, columns=["run", "epoch", "pair", "cosine"])
     return table.groupby(["run", "pair", "epoch"], sort=False, as_index=False)["cosine"].mean()

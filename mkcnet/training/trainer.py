@@ -32,7 +32,7 @@ from mkcnet.data.dataset import Batch, ImageSet
 from mkcnet.data.shift import lq_subset
 from mkcnet.device import autocast, memory_format, resolve_device
 from mkcnet.errors import UserError
-from mkcnet.files import atomic_write
+from mkcnet.files import append_line, atomic_write, read_jsonl
 from mkcnet.inference.predict import predict_batches
 from mkcnet.methods import get_method
 from mkcnet.metrics import evaluation_metrics
@@ -379,10 +379,9 @@ class Trainer:
             raise UserError(f"the {self.method.mask!r} mask needs a quality label on every training image")
 
     def _log(self, row: dict) -> None:
-        with open(self.run_dir / "history.jsonl", "a") as f:
-            f.write(json.dumps(row, default=float) + "\n")
-        rows = [json.loads(line) for line in (self.run_dir / "history.jsonl").read_text().splitlines()]
-        pd.DataFrame(rows).to_csv(self.run_dir / "history.csv", index=False)
+        append_line(self.run_dir / "history.jsonl", json.dumps(row, default=float))
+        rows = read_jsonl(self.run_dir / "history.jsonl")
+        atomic_write(self.run_dir / "history.csv", lambda p: pd.DataFrame(rows).to_csv(p, index=False))
         if self.verbose:
             tqdm.write(f"epoch {row['epoch']:3d}  loss {row['loss.total']:.4f}  "
                        f"val AUC {row.get('val.diagnosis.auc', float('nan')):.4f}  "
@@ -426,7 +425,11 @@ class Trainer:
         except (SafetensorError, OSError, KeyError, ValueError) as err:
             raise UserError(f"{weights.name} in {self.run_dir} is damaged ({type(err).__name__}); start over with "
                             "--overwrite (the last finished epoch's weights are in last.safetensors)") from None
-        saved = RunConfig.load(self.run_dir / "config.json")
+        try:
+            saved = RunConfig.load(self.run_dir / "config.json")
+        except (OSError, ValueError) as err:  # a missing or damaged config (JSONDecodeError is a ValueError)
+            raise UserError(f"config.json in {self.run_dir} cannot be read ({type(err).__name__}); start over with "
+                            "--overwrite (the last finished epoch's weights are in last.safetensors)") from None
         if saved.model != self.config.model:
             raise UserError(f"{self.run_dir} was trained with another model configuration; cannot resume")
         for name, opt, module in self._optimizers():
@@ -449,5 +452,5 @@ class Trainer:
         # Keep only the history rows of epochs that the restored state has seen.
         log = self.run_dir / "history.jsonl"
         if log.is_file() and self.ranks.main:
-            rows = [r for r in log.read_text().splitlines() if json.loads(r)["epoch"] <= self.epoch]
-            log.write_text("".join(r + "\n" for r in rows))
+            rows = [r for r in read_jsonl(log) if r.get("epoch", math.inf) <= self.epoch]
+            atomic_write(log, lambda p: p.write_text("".join(json.dumps(r, default=float) + "\n" for r in rows)))
