@@ -29,8 +29,8 @@ def aux_mutual_information(labels: np.ndarray | torch.Tensor, block: np.ndarray 
     Example:
         >>> import numpy as np
         >>> one_hot = np.eye(4)[[0, 1, 2, 3]]           # one block of ψ = 4, spread evenly
-        >>> round(aux_mutual_information(one_hot, np.zeros(4, int), 4), 4) == round(np.log(4), 4)
-        True
+        >>> round(aux_mutual_information(one_hot, np.zeros(4, int), 4), 4)   # log 4
+        1.3863
     """
     labels = np.asarray(torch.as_tensor(labels).detach().double().cpu())
     block = np.asarray(torch.as_tensor(block).cpu())
