@@ -25,7 +25,6 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from mkcnet.data.dataset import ImageSet, SplitTable
-from mkcnet.methods import apply_method
 from mkcnet.presets import build_run_config
 from mkcnet.training import distributed
 from mkcnet.training.trainer import Trainer
@@ -39,7 +38,7 @@ def epoch_seconds(rank: int, ranks: int, args, rendezvous: str, out: str) -> Non
         if backend == "nccl":
             torch.cuda.set_device(rank)
         dist.init_process_group(backend, init_method=f"file://{rendezvous}", rank=rank, world_size=ranks)
-    config = apply_method(build_run_config(args.dataset, args.preset, args.method, epochs=1, device=args.device))
+    config = build_run_config(args.dataset, args.preset, args.method, epochs=1, device=args.device)
     mc = config.model
     rng = np.random.default_rng(0)
     n = args.images

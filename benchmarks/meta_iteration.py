@@ -19,7 +19,6 @@ from pathlib import Path
 import torch
 
 from mkcnet.data.dataset import Batch
-from mkcnet.methods import apply_method
 from mkcnet.models import build_networks
 from mkcnet.presets import build_run_config
 from mkcnet.training.meta_step import PseudoStep, meta_step
@@ -45,7 +44,7 @@ def main() -> int:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    config = apply_method(build_run_config(args.dataset, "paper", "mkcnet", image_size=args.size))
+    config = build_run_config(args.dataset, "paper", "mkcnet", image_size=args.size)
     mc, tc = config.model, config.train
     task_net, meta = build_networks(mc)
     task_net.train(), meta.train()

@@ -20,7 +20,6 @@ import numpy as np
 import torch
 
 from mkcnet.data.dataset import ImageSet, SplitTable
-from mkcnet.methods import apply_method
 from mkcnet.presets import build_run_config
 from mkcnet.training.trainer import Trainer
 
@@ -34,9 +33,8 @@ def make_trainer(label: str, args, data_cache: dict, workdir: str) -> tuple[Trai
         step, every = schedule.split(":")
         overrides = {"meta_every": int(every)} | ({"meta_step": "aligned"} if step == "aligned" else
                                                   {"meta_step": "pseudo", "meta_scope": step})
-    config = apply_method(build_run_config(args.dataset, args.preset, method, epochs=1, device=args.device,
-                                           channels_last=args.channels_last, meta_image_size=args.meta_image_size,
-                                           **overrides))
+    config = build_run_config(args.dataset, args.preset, method, epochs=1, device=args.device,
+                              channels_last=args.channels_last, meta_image_size=args.meta_image_size, **overrides)
     mc = config.model
     key = (mc.in_chans, mc.image_size)
     if key not in data_cache:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from mkcnet.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from mkcnet.errors import UserError
+from mkcnet.methods import apply_method
 
 # EyeQ and DeepDRiD carry DR grades 0-4; the paper folds them into NoDR / NPDR / PDR.
 DR_GRADE_TO_CLASS = {0: 0, 1: 1, 2: 1, 3: 1, 4: 2}
@@ -145,8 +146,15 @@ TRAINING: dict[str, TrainingPreset] = {
 
 def build_run_config(dataset: str | DatasetPreset, training: str = "cpu", method: str = "mkcnet",
                      root: str = "", **overrides) -> RunConfig:
-    """A complete RunConfig from a data-set preset and a training preset; `overrides` are
-    ModelConfig / TrainConfig / DataConfig field names (e.g. epochs=3, backbone="resnet10t")."""
+    """A finished RunConfig from a data-set preset and a training preset, with the switches its
+    method implies already set (`apply_method`); `overrides` are ModelConfig / TrainConfig /
+    DataConfig field names (e.g. epochs=3, backbone="resnet10t").
+
+    Example:
+        >>> config = build_run_config("ct-iqad", "cpu", "multitask", epochs=3)
+        >>> config.train.epochs, config.model.use_quality, config.model.use_auxiliary
+        (3, True, False)
+    """
     ds = DATASETS[dataset] if isinstance(dataset, str) else dataset
     tp = TRAINING[training]
     epochs = tp.epochs or ds.epochs
@@ -175,7 +183,7 @@ def build_run_config(dataset: str | DatasetPreset, training: str = "cpu", method
         if protocol not in PROTOCOLS:
             raise UserError(f"unknown protocol {protocol!r}; choose from {', '.join(PROTOCOLS)}")
         apply_overrides(config, PROTOCOLS[protocol])
-    return apply_overrides(config, overrides)
+    return apply_method(apply_overrides(config, overrides))
 
 
 def apply_overrides(config: RunConfig, overrides: dict) -> RunConfig:

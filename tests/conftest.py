@@ -15,7 +15,6 @@ import torch
 from PIL import Image
 
 from mkcnet.config import RunConfig
-from mkcnet.methods import apply_method
 from mkcnet.presets import build_run_config
 
 
@@ -86,4 +85,4 @@ def tiny_config(method: str = "mkcnet", channels: int = 1, backbone: str = "resn
                               image_size=image_size, in_chans=channels, mean=(0.5,) * channels,
                               std=(0.25,) * channels, feature_dim=32, batch_size=8, epochs=1, meta_every=1,
                               output_stride=output_stride, **overrides)
-    return apply_method(config)
+    return config

@@ -16,7 +16,7 @@ from torch.func import functional_call
 
 from mkcnet.data.dataset import ImageSet, read_split
 from mkcnet.errors import UserError
-from mkcnet.methods import METHODS, apply_method
+from mkcnet.methods import METHODS
 from mkcnet.models import build_networks
 from mkcnet.training.meta_step import PseudoStep, meta_gradients
 from mkcnet.training.trainer import Trainer
@@ -244,7 +244,7 @@ def test_a_backbone_override_works_with_every_preset():
     from mkcnet.presets import TRAINING, build_run_config
 
     for preset in TRAINING:
-        config = apply_method(build_run_config("ct-iqad", preset, "vanilla", backbone="resnet18", image_size=32))
+        config = build_run_config("ct-iqad", preset, "vanilla", backbone="resnet18", image_size=32)
         assert config.model.backbone_args == {} and config.model.output_stride is None
         task_net, _ = build_networks(config.model)
         assert task_net(torch.zeros(2, 1, 32, 32)).diagnosis.shape == (2, 2)

@@ -39,7 +39,7 @@ from mkcnet.errors import UserError
 from mkcnet.files import read_jsonl
 from mkcnet.inference.evaluate import evaluate_split
 from mkcnet.inference.results import ResultsPack
-from mkcnet.methods import METHODS, apply_method
+from mkcnet.methods import METHODS
 from mkcnet.presets import DATASETS, DatasetPreset, build_run_config, dataset_from_file
 from mkcnet.training.trainer import Trainer
 
@@ -105,10 +105,9 @@ class Budget:
     device: str = "auto"
 
     def config(self, dataset: DatasetSpec, method: str, seed: int) -> RunConfig:
-        config = build_run_config(dataset.preset, self.preset, method, root=str(dataset.root), seed=seed,
-                                  epochs=self.epochs, image_size=self.image_size, batch_size=self.batch_size,
-                                  train_lq_ratio=self.train_lq_ratio, device=self.device)
-        return apply_method(config)
+        return build_run_config(dataset.preset, self.preset, method, root=str(dataset.root), seed=seed,
+                                epochs=self.epochs, image_size=self.image_size, batch_size=self.batch_size,
+                                train_lq_ratio=self.train_lq_ratio, device=self.device)
 
 
 @dataclass

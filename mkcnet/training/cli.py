@@ -75,7 +75,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     if args.quality_map is not None:
         config.data.quality_map = args.quality_map or None
     config.train.sync_bn = args.sync_bn
-    return apply_method(config)
+    return config
 
 
 def launch(nproc: int, argv: list[str]) -> int:
