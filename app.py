@@ -6,14 +6,13 @@ clone without installing the package (Spaces installs only requirements.txt). Th
 are parsed before gradio or torch is imported, so `--help` answers at once.
 
     python app.py                     # http://127.0.0.1:7860
-    MKCNET_DATA=path/to/dataset python app.py
+    MKCNET_DATA=path/to/dataset python app.py   # every setting: mkcnet/workbench/settings.py
 """
 
 from __future__ import annotations
 
 import argparse
 import atexit
-import os
 import signal
 import sys
 import time
@@ -86,19 +85,17 @@ def parser() -> argparse.ArgumentParser:
 def serve(args: argparse.Namespace, block: bool = True) -> gr.Blocks:
     import mkcnet.workbench  # noqa: F401  (the offline environment, before gradio loads)
     from mkcnet.workbench.context import Workbench
-    from mkcnet.workbench.hosting import ROOTS_VARIABLE, Hosting
-    from mkcnet.workbench.zoo import ModelZoo
+    from mkcnet.workbench.settings import ROOTS_VARIABLE, WorkbenchSettings
 
     start = time.perf_counter()
-    roots = [Path(r) for r in args.checkpoints.split(os.pathsep)] if args.checkpoints else None
-    data = args.data if args.data is not None else os.environ.get("MKCNET_DATA", "")
-    hosting = Hosting.decide(args.host, args.hosted, operator_data=data or None)
-    context = Workbench(ModelZoo(roots), data_root=data, hosting=hosting)
+    settings = WorkbenchSettings.from_args(args)
+    context = Workbench(settings=settings)
+    hosting = context.hosting
     atexit.register(context.sessions.shutdown)
     if not context.zoo.names():
         print("warning: no models found; see docs/workbench.md (checkpoints/, MKCNET_CHECKPOINTS)")
     demo = build_app(context)
-    demo.launch(server_name=args.host, server_port=args.port, prevent_thread_lock=True, **launch_options(context))
+    demo.launch(server_name=settings.host, server_port=settings.port, prevent_thread_lock=True, **launch_options(context))
     # A stopped server (SIGTERM: Spaces, systemd, docker) shuts down cleanly, which deletes
     # Gradio's cache of this app, and leaves no visitor's files behind (atexit above).
     signal.signal(signal.SIGTERM, lambda *_: (demo.close(), sys.exit(0)))
@@ -107,7 +104,7 @@ def serve(args: argparse.Namespace, block: bool = True) -> gr.Blocks:
     else:
         print(f"local mode: typed data folders must lie inside {', '.join(str(r) for r in hosting.data_roots)} "
               f"({ROOTS_VARIABLE})")
-    print(f"workbench ready in {time.perf_counter() - start:.1f} s at http://{args.host}:{args.port}/")
+    print(f"workbench ready in {time.perf_counter() - start:.1f} s at http://{settings.host}:{settings.port}/")
     if block:
         demo.block_thread()
     return demo

@@ -4,7 +4,6 @@ side (probabilities, readings, branch CAMs), and the benchmark table. API: /comp
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
@@ -16,16 +15,16 @@ from mkcnet.project import find_project_home
 from mkcnet.workbench.context import Workbench
 from mkcnet.workbench.imaging import load_for
 from mkcnet.workbench.ui import (
+    PredictionPanel,
     cam_controls,
     data_source,
     first_example,
-    guarded,
     image_input,
     page_frame,
-    panel_values,
+    panel_view,
     prediction_panel,
     refresh_examples,
-    status,
+    wire,
 )
 
 TITLE = "Compare"
@@ -33,11 +32,10 @@ SIDES = ("vanilla", "mkcnet")
 RESULTS = ("docs", "RESULTS.md")  # in the project home
 
 
-def bench_markdown() -> tuple[Path, str] | None:
-    """The Table 2 of a `mkcnet bench` output folder named by MKCNET_BENCH, else the project's
-    docs/RESULTS.md: (file, Markdown). Figures are left out: their relative paths do not resolve
-    inside the app."""
-    bench = os.environ.get("MKCNET_BENCH")
+def bench_markdown(bench: Path | None) -> tuple[Path, str] | None:
+    """The Table 2 of a `mkcnet bench` output folder (the settings' `bench`, MKCNET_BENCH), else
+    the project's docs/RESULTS.md: (file, Markdown). Figures are left out: their relative paths do
+    not resolve inside the app."""
     home = find_project_home()
     for path in (Path(bench) / "table.md" if bench else None, home.joinpath(*RESULTS) if home else None):
         if path is not None and path.is_file():
@@ -67,6 +65,46 @@ def bench_table(context: Workbench) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+class CompareEvents:
+    """The page's handlers, over the workbench context; `build` wires them."""
+
+    def __init__(self, context: Workbench, panels: list[PredictionPanel]):
+        self.context, self.panels = context, panels
+
+    def pair(self, name: str) -> str:
+        if name not in comparable(self.context):
+            raise UserError(f"no vanilla/MKCNet pair for data set {str(name)[:80]!r}")
+        return name
+
+    def compare(self, file: str | None, name: str, cam_method: str, weight: float, request: gr.Request):
+        if not file:
+            return None, *(None for panel in self.panels for _ in panel.outputs())
+        zoo, session = self.context.zoo, self.context.session(request)
+        values, display = [], None
+        for side, panel in zip(SIDES, self.panels):
+            model = zoo.model(zoo.names(self.pair(name), side)[0])
+            prepared = load_for(model, file, self.context.images)
+            display = session.image_file(prepared.display)
+            values += panel.values(panel_view(model, prepared, cam_method, weight, session))
+        return display, *values
+
+    def change_dataset(self, name: str, request: gr.Request):
+        entry = self.context.zoo.entry(self.context.zoo.names(self.pair(name), "mkcnet")[0])
+        return refresh_examples(self.context, entry.modality, request)
+
+    def show_reliability(self, name: str):
+        from mkcnet.analysis.reliability import reliability_figure
+
+        zoo = self.context.zoo
+        packs = {zoo.entry(n).title: zoo.pack(n) for side in SIDES for n in zoo.names(self.pair(name), side)[:1]}
+        figure = reliability_figure(packs)
+        figure.update_layout(height=420)
+        return figure
+
+    def open_first(self, shown_paths: list[str], request: gr.Request) -> str | None:
+        return first_example(self.context, shown_paths, request)
+
+
 def build(context: Workbench, root: gr.Blocks | None = None) -> gr.Blocks:
     datasets = comparable(context)
     with page_frame(TITLE, "Compare: vanilla vs. MKCNet",
@@ -93,55 +131,20 @@ def build(context: Workbench, root: gr.Blocks | None = None) -> gr.Blocks:
         reliability = gr.Plot(label="Reliability diagram", elem_id="reliability-plot")
         gr.Markdown("### Benchmark\nValidation metrics of these models, from their model cards:")
         gr.Dataframe(bench_table(context), interactive=False, wrap=True)
-        bench = bench_markdown()
+        bench = bench_markdown(context.settings.bench)
         if bench is not None:
             with gr.Accordion(f"The project's benchmark ({bench[0].name})", open=False):
                 gr.Markdown(bench[1])
 
-        @guarded(10)
-        def compare(file: str | None, name: str, cam_method: str, weight: float, request: gr.Request):
-            if not file:
-                return *[None] * 9, status()
-            if name not in comparable(context):
-                raise UserError(f"no vanilla/MKCNet pair for data set {str(name)[:80]!r}")
-            session = context.session(request)
-            values, display = [], None
-            for side in SIDES:
-                model = context.zoo.model(context.zoo.names(name, side)[0])
-                prepared = load_for(model, file, context.images)
-                display = session.image_file(prepared.display)
-                values += panel_values(model, prepared, cam_method, weight, session)[1]
-            return display, *values, status()
-
-        @guarded(3)
-        def change_dataset(name: str, request: gr.Request):
-            if name not in comparable(context):
-                raise UserError(f"no vanilla/MKCNet pair for data set {str(name)[:80]!r}")
-            entry = context.zoo.entry(context.zoo.names(name, "mkcnet")[0])
-            gallery, shown = refresh_examples(context, entry.modality, request)
-            return gallery, shown, status()
-
-        @guarded(2)
-        def show_reliability(name: str):
-            from mkcnet.analysis.reliability import reliability_figure
-
-            if name not in comparable(context):
-                raise UserError(f"no vanilla/MKCNet pair for data set {str(name)[:80]!r}")
-            packs = {context.zoo.entry(n).title: context.zoo.pack(n) for side in SIDES
-                     for n in context.zoo.names(name, side)[:1]}
-            figure = reliability_figure(packs)
-            figure.update_layout(height=420)
-            return figure, status()
-
-        gr.on([page.load, dataset.change], show_reliability, dataset, [reliability, status_md], api_name="reliability")
-        outputs = [preview, *panels[0].outputs, *panels[1].outputs, status_md]
-        gr.on([source.file.change, dataset.change, method.change, opacity.release], compare,
-              [source.file, dataset, method, opacity], outputs, api_name="compare", trigger_mode="always_last")
-        dataset.change(change_dataset, dataset, [source.gallery, source.shown, status_md], api_visibility="private")
+        events = CompareEvents(context, panels)
+        wire([page.load, dataset.change], events.show_reliability, dataset, [reliability, status_md],
+             api_name="reliability")
+        outputs = [preview, *panels[0].outputs(), *panels[1].outputs(), status_md]
+        wire([source.file.change, dataset.change, method.change, opacity.release], events.compare,
+             [source.file, dataset, method, opacity], outputs, api_name="compare", trigger_mode="always_last")
+        examples = [source.gallery, source.shown, status_md]
+        wire(dataset.change, events.change_dataset, dataset, examples, api_visibility="private")
         for changed in data_changed:  # the visitor's data set: its images become the examples
-            changed.then(change_dataset, dataset, [source.gallery, source.shown, status_md], api_visibility="private")
-        def open_first(shown_paths: list[str], request: gr.Request) -> str | None:
-            return first_example(context, shown_paths, request)
-
-        page.load(open_first, source.shown, source.file, api_visibility="private")
+            wire(changed.then, events.change_dataset, dataset, examples, api_visibility="private")
+        wire(page.load, events.open_first, source.shown, source.file, api_visibility="private")
     return page

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import os
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
-                   help="address to listen on (default 127.0.0.1; 0.0.0.0 serves the network)")
-    p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
+    # Defaults are None: WorkbenchSettings reads the environment (the one place that does).
+    p.add_argument("--host", help="address to listen on (default: GRADIO_SERVER_NAME, else 127.0.0.1; "
+                                  "0.0.0.0 serves the network)")
+    p.add_argument("--port", type=int, help="port (default: GRADIO_SERVER_PORT, else 7860)")
     p.add_argument("--checkpoints", help="folder(s) of bundled models or training run directories, "
                                          "os.pathsep-separated (default: MKCNET_CHECKPOINTS, else checkpoints/)")
     p.add_argument("--data", help="a data set in the project's split format, shown to every visitor (default: MKCNET_DATA)")

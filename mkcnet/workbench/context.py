@@ -5,7 +5,6 @@ bundled results packs, the hosting policy, and each visitor's session."""
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 from mkcnet.errors import UserError
@@ -15,25 +14,35 @@ from mkcnet.workbench.hosting import Hosting
 from mkcnet.workbench.imaging import ImageCache
 from mkcnet.workbench.packs import PackStore
 from mkcnet.workbench.sessions import Sessions, VisitorSession
-from mkcnet.workbench.zoo import ModelZoo
+from mkcnet.workbench.settings import WorkbenchSettings
+from mkcnet.workbench.zoo import ModelZoo, default_roots
 
 log = logging.getLogger("mkcnet.workbench")
 
 
 class Workbench:
+    """Example:
+        >>> context = Workbench(settings=WorkbenchSettings(data=""))
+        >>> context.hosting.hosted, context.default_data
+        (False, '')
+    """
+
     def __init__(self, zoo: ModelZoo | None = None, assets: Path | None = None, data_root: str | Path | None = None,
-                 hosting: Hosting | None = None):
-        self.zoo = zoo if zoo is not None else ModelZoo()
+                 hosting: Hosting | None = None, settings: WorkbenchSettings | None = None):
+        """`settings` (read from the environment when not given) decide what the other arguments
+        leave open: the models, the operator's data set, the hosting policy."""
+        self.settings = settings if settings is not None else WorkbenchSettings.read()
+        self.zoo = zoo if zoo is not None else ModelZoo(default_roots(self.settings))
         self.assets = Path(assets) if assets is not None else project_path("assets")
         self.default_root: Path | None = None  # the operator's data set (--data, MKCNET_DATA): shown to everyone
-        text = str(data_root if data_root is not None else os.environ.get("MKCNET_DATA", ""))
+        text = str(data_root if data_root is not None else self.settings.data)
         try:
             self.default_root = data_root_from(text)
         except UserError as err:  # a wrong MKCNET_DATA must not stop the app: say so, use the bundled examples
             log.warning("ignoring the data folder: %s", err)
             print(f"warning: ignoring the data folder ({err})")
-        self.hosting = hosting if hosting is not None else Hosting.decide(
-            "127.0.0.1", operator_data=str(self.default_root) if self.default_root else None)
+        self.hosting = hosting if hosting is not None else Hosting.from_settings(
+            self.settings, operator_data=str(self.default_root or ""))
         self.images = ImageCache()
         self.packs = PackStore(self.zoo, self.images)
         self.sessions = Sessions(self.packs)

@@ -12,7 +12,6 @@ names that would leave the folder (zip-slip), links, and compression bombs.
 from __future__ import annotations
 
 import ipaddress
-import os
 import shutil
 import socket
 import stat
@@ -23,8 +22,8 @@ from pathlib import Path, PurePosixPath
 
 from mkcnet.errors import UserError
 from mkcnet.workbench.examples import SPLIT_FILES, data_root_from
+from mkcnet.workbench.settings import ROOTS_VARIABLE, WorkbenchSettings
 
-ROOTS_VARIABLE = "MKCNET_DATA_ROOTS"
 MAX_UPLOAD_BYTES = 200 * 2**20  # what an extracted data set may hold
 MAX_UPLOAD_FILES = 5000
 MAX_RATIO = 200  # uncompressed / compressed beyond this is a bomb, not images
@@ -48,14 +47,19 @@ class Hosting:
     trusted: tuple[Path, ...] = field(default_factory=tuple)  # the operator's own data folders
 
     @classmethod
-    def decide(cls, host: str, hosted: bool = False, operator_data: str | None = None,
-               env: Mapping[str, str] = os.environ) -> Hosting:
+    def from_settings(cls, settings: WorkbenchSettings, operator_data: str | None = None) -> Hosting:
         """Hosted when asked, on Spaces, or when serving beyond this machine."""
-        hosted = bool(hosted or env.get("SPACE_ID") or not is_loopback(host))
-        listed = [Path(p).expanduser().resolve() for p in env.get(ROOTS_VARIABLE, "").split(os.pathsep) if p.strip()]
-        roots = tuple(listed) if listed else (Path.cwd().resolve(),)
-        trusted = (Path(operator_data).expanduser().resolve(),) if operator_data else ()
+        hosted = bool(settings.hosted or settings.on_space or not is_loopback(settings.host))
+        roots = tuple(p.resolve() for p in settings.data_roots) or (Path.cwd().resolve(),)
+        data = operator_data if operator_data is not None else settings.data
+        trusted = (Path(data).expanduser().resolve(),) if data else ()
         return cls(hosted, () if hosted else roots, trusted=trusted)
+
+    @classmethod
+    def decide(cls, host: str, hosted: bool = False, operator_data: str | None = None,
+               env: Mapping[str, str] | None = None) -> Hosting:
+        """`from_settings` for an address, the flag and an environment (os.environ by default)."""
+        return cls.from_settings(WorkbenchSettings.read(env, host=host, hosted=hosted), operator_data or "")
 
     def typed_path(self, text: str | None, what: str = "folder") -> Path | None:
         """A server path a visitor typed (local mode only), inside an allowed root; None if empty."""

@@ -13,7 +13,6 @@ eval-val/), so `MKCNET_CHECKPOINTS=runs/ct-iqad` shows a user's own runs.
 
 from __future__ import annotations
 
-import os
 import threading
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -26,17 +25,18 @@ from mkcnet.errors import UserError
 from mkcnet.inference.results import ResultsPack, find_pack_dir, load_pack
 from mkcnet.methods import METHODS
 from mkcnet.project import find_project_home
+from mkcnet.workbench.settings import WorkbenchSettings
 
 # Which degradation families fit a data set (the simulator's modalities).
 MODALITY_OF_PRESET = {"eyeq": "fundus", "deepdrid": "fundus", "synth-fundus": "fundus", "drac": "oct",
                       "ct-iqad": "ct", "cxr-iqad": "xray"}
 
 
-def default_roots() -> list[Path]:
-    """MKCNET_CHECKPOINTS (os.pathsep-separated) or the project's checkpoints/ folder."""
-    env = os.environ.get("MKCNET_CHECKPOINTS")
-    if env:
-        return [Path(p) for p in env.split(os.pathsep) if p]
+def default_roots(settings: WorkbenchSettings | None = None) -> list[Path]:
+    """The settings' checkpoint folders (--checkpoints, MKCNET_CHECKPOINTS), else the project's checkpoints/."""
+    settings = settings if settings is not None else WorkbenchSettings.read()
+    if settings.checkpoints:
+        return list(settings.checkpoints)
     home = find_project_home()
     return [home / "checkpoints"] if home is not None else []
 
