@@ -21,18 +21,18 @@ from mkcnet.workbench.imaging import NO_DEGRADATION, load_for
 from mkcnet.workbench.reading import Reading, analyse
 from mkcnet.workbench.report import batch_files, batch_table, case_report
 from mkcnet.workbench.ui import (
+    PredictionPanel,
     cam_controls,
     data_source,
-    guarded,
     image_input,
     model_dropdown,
     opening,
     page_frame,
-    panel_values,
+    panel_view,
     prediction_panel,
     refresh_examples,
     server_checked,
-    status,
+    wire,
 )
 from mkcnet.workbench.zoo import ZooModel
 
@@ -86,6 +86,87 @@ def true_label_text(model: ZooModel, example: Example | None, reading: Reading) 
     return f"{label} in its data set; the model {verdict}."
 
 
+class DiagnoseEvents:
+    """The page's handlers, over the workbench context; `build` wires them. Each returns its
+    outputs without the status line (the wiring adds it)."""
+
+    def __init__(self, context: Workbench, panel: PredictionPanel):
+        self.context, self.panel = context, panel
+
+    def predict(self, file: str | None, model_name: str, family_name: str, level: int, seed_value: int,
+                request: gr.Request):
+        if not file:
+            return None, None, None, "", False, ""
+        context = self.context
+        zoo_model, session = context.zoo.model(model_name), context.session(request)
+        prepared = load_for(zoo_model, file, context.images, family_name, level, seed_value)
+        view = panel_view(zoo_model, prepared, "", 0, session, with_cams=False)
+        change = true_label_text(zoo_model, context.example_of(file, session, zoo_model.entry.modality), view.reading)
+        if prepared.record is not None:
+            original = load_for(zoo_model, file, context.images)
+            before = panel_view(zoo_model, original, "", 0, session, with_cams=False).reading
+            change = what_if_text(before, view.reading, prepared.record) + (f"  \n{change}" if change else "")
+        return session.image_file(prepared.display), *self.panel.values(view, with_cams=False), change
+
+    def cams(self, file: str | None, model_name: str, family_name: str, level: int, seed_value: int,
+             cam_method: str, weight: float, request: gr.Request):
+        if not file:
+            return []
+        zoo_model = self.context.zoo.model(model_name)
+        prepared = load_for(zoo_model, file, self.context.images, family_name, level, seed_value)
+        return panel_view(zoo_model, prepared, cam_method, weight, self.context.session(request)).cams
+
+    def change_model(self, model_name: str, request: gr.Request):
+        entry = self.context.zoo.entry(model_name)
+        gallery, shown = refresh_examples(self.context, entry.modality, request)
+        return (gr.update(choices=family_choices(entry.modality), value=NO_DEGRADATION),
+                severity_text(entry.modality, None, 0), entry.card_markdown(), self.reliability_of(model_name),
+                gallery, shown, gr.update())
+
+    def reliability_of(self, model_name: str):
+        """The card's reliability diagram, from the model's bundled validation pack (none without one)."""
+        from mkcnet.analysis.reliability import reliability_figure
+
+        entry = self.context.zoo.entry(model_name)
+        if entry.pack_dir is None:
+            return None
+        figure = reliability_figure({entry.title: self.context.zoo.pack(model_name)})
+        figure.update_layout(height=380, title=None)
+        return figure
+
+    def change_data(self, model_name: str, request: gr.Request):
+        return refresh_examples(self.context, self.context.zoo.entry(model_name).modality, request)
+
+    def read_batch(self, files: list[str] | None, model_name: str, request: gr.Request):
+        context = self.context
+        zoo_model, session = context.zoo.model(model_name), context.session(request)
+        unpacked = session.folder / "batch"
+        shutil.rmtree(unpacked, ignore_errors=True)
+        found = batch_files(files or [], unpacked, context.hosting)
+        table = batch_table(zoo_model, found, unpacked)
+        target = session.folder / "batch-out" / "readings.csv"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        table.to_csv(target, index=False)
+        return table, str(target)
+
+    def report(self, file: str | None, model_name: str, family_name: str, level: int, seed_value: int,
+               cam_method: str, weight: float, request: gr.Request):
+        if not file:
+            raise UserError("upload an image or pick an example first")
+        context = self.context
+        zoo_model, session = context.zoo.model(model_name), context.session(request)
+        prepared = load_for(zoo_model, file, context.images, family_name, level, seed_value)
+        reading, overlays = analyse(zoo_model, prepared, cam_method or DEFAULT_METHOD, float(weight or 0.5))
+        name = Path(file).name
+        target = session.folder / "reports" / f"{Path(name).stem}-report.html"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(case_report(zoo_model, name, prepared.display, reading, overlays))
+        return str(target)
+
+    def describe(self, model_name: str, family_name: str, level: int) -> str:
+        return severity_text(self.context.zoo.entry(model_name).modality, family_name, level)
+
+
 def build(context: Workbench, root: gr.Blocks | None = None) -> gr.Blocks:
     with page_frame(TITLE, TITLE, "Upload an image or pick an example. Each feature branch gets its own class "
                     "activation map; the what-if panel degrades the image with the project's simulator."
@@ -122,107 +203,27 @@ def build(context: Workbench, root: gr.Blocks | None = None) -> gr.Blocks:
                                        elem_classes=["card"])
                     card_reliability = gr.Plot(label="Reliability diagram (diagnosis, validation images)",
                                                elem_id="card-reliability")
-        preview, what_if = panel.preview, panel.note
 
-        @guarded(6)
-        def predict(file: str | None, model_name: str, family_name: str, level: int, seed_value: int,
-                    request: gr.Request):
-            if not file:
-                return None, None, None, "", "", status()
-            zoo_model, session = context.zoo.model(model_name), context.session(request)
-            prepared = load_for(zoo_model, file, context.images, family_name, level, seed_value)
-            reading, values = panel_values(zoo_model, prepared, "", 0, session, with_cams=False)
-            change = true_label_text(zoo_model, context.example_of(file, session, zoo_model.entry.modality), reading)
-            if prepared.record is not None:
-                original = load_for(zoo_model, file, context.images)
-                change = what_if_text(panel_values(zoo_model, original, "", 0, session, with_cams=False)[0], reading,
-                                      prepared.record) + (f"  \n{change}" if change else "")
-            return session.image_file(prepared.display), values[0], values[1], values[2], change, status()
-
-        @guarded(2)
-        def cams(file: str | None, model_name: str, family_name: str, level: int, seed_value: int,
-                 cam_method: str, weight: float, request: gr.Request):
-            if not file:
-                return [], status()
-            zoo_model = context.zoo.model(model_name)
-            prepared = load_for(zoo_model, file, context.images, family_name, level, seed_value)
-            return panel_values(zoo_model, prepared, cam_method, weight, context.session(request))[1][3], status()
-
-        @guarded(8)
-        def change_model(model_name: str, request: gr.Request):
-            entry = context.zoo.entry(model_name)
-            gallery, shown = refresh_examples(context, entry.modality, request)
-            return (gr.update(choices=family_choices(entry.modality), value=NO_DEGRADATION),
-                    severity_text(entry.modality, None, 0), entry.card_markdown(), reliability_of(model_name),
-                    gallery, shown, gr.update(), status())
-
-        def reliability_of(model_name: str):
-            """The card's reliability diagram, from the model's bundled validation pack (none without one)."""
-            from mkcnet.analysis.reliability import reliability_figure
-
-            entry = context.zoo.entry(model_name)
-            if entry.pack_dir is None:
-                return None
-            figure = reliability_figure({entry.title: context.zoo.pack(model_name)})
-            figure.update_layout(height=380, title=None)
-            return figure
-
-        @guarded(2)
-        def show_card_reliability(model_name: str):
-            return reliability_of(model_name), status()
-
-        @guarded(3)
-        def change_data(model_name: str, request: gr.Request):
-            gallery, shown = refresh_examples(context, context.zoo.entry(model_name).modality, request)
-            return gallery, shown, status()
-
-        @guarded(3)
-        def read_batch(files: list[str] | None, model_name: str, request: gr.Request):
-            zoo_model, session = context.zoo.model(model_name), context.session(request)
-            unpacked = session.folder / "batch"
-            shutil.rmtree(unpacked, ignore_errors=True)
-            found = batch_files(files or [], unpacked, context.hosting)
-            table = batch_table(zoo_model, found, unpacked)
-            target = session.folder / "batch-out" / "readings.csv"
-            target.parent.mkdir(parents=True, exist_ok=True)
-            table.to_csv(target, index=False)
-            return table, str(target), status()
-
-        @guarded(2)
-        def report(file: str | None, model_name: str, family_name: str, level: int, seed_value: int,
-                   cam_method: str, weight: float, request: gr.Request):
-            if not file:
-                raise UserError("upload an image or pick an example first")
-            zoo_model, session = context.zoo.model(model_name), context.session(request)
-            prepared = load_for(zoo_model, file, context.images, family_name, level, seed_value)
-            reading, overlays = analyse(zoo_model, prepared, cam_method or DEFAULT_METHOD, float(weight or 0.5))
-            name = Path(file).name
-            target = session.folder / "reports" / f"{Path(name).stem}-report.html"
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(case_report(zoo_model, name, prepared.display, reading, overlays))
-            return str(target), status()
-
-        def describe(model_name: str, family_name: str, level: int) -> str:
-            return severity_text(context.zoo.entry(model_name).modality, family_name, level)
-
+        events = DiagnoseEvents(context, panel)
         what = [source.file, model, family, severity, seed]
-        predicted = gr.on([source.file.change, family.change, severity.change, seed.change, model.input],
-                          predict, what, [preview, *panel.outputs[:3], what_if, status_md], api_name="predict",
-                          concurrency_limit=2)
-        predicted.then(cams, [*what, method, opacity], [panel.cams, status_md], api_name="cam")
+        predicted = wire([source.file.change, family.change, severity.change, seed.change, model.input],
+                         events.predict, what, [panel.preview, *panel.outputs(with_cams=False), panel.note, status_md],
+                         api_name="predict", concurrency_limit=2)
+        wire(predicted.then, events.cams, [*what, method, opacity], [panel.cams, status_md], api_name="cam")
         # The page's load fills in the opening example's maps (its probabilities come built in).
-        gr.on([page.load, method.change, opacity.release], cams, [*what, method, opacity], [panel.cams, status_md],
-              api_visibility="private")
-        batch_go.click(read_batch, [batch_in, model], [batch_out, batch_csv, status_md], api_name="batch",
-                       concurrency_limit=1)
-        report_go.click(report, [*what, method, opacity], [report_file, status_md], api_name="report",
-                        concurrency_limit=1)
-        gr.on([family.change, severity.change], describe, [model, family, severity], meaning,
-              api_visibility="private")
-        model.input(change_model, model,
-                    [family, meaning, card, card_reliability, source.gallery, source.shown, preview, status_md],
-                    api_visibility="private")
-        page.load(show_card_reliability, model, [card_reliability, status_md], api_visibility="private")
+        wire([page.load, method.change, opacity.release], events.cams, [*what, method, opacity],
+             [panel.cams, status_md], api_visibility="private")
+        wire(batch_go.click, events.read_batch, [batch_in, model], [batch_out, batch_csv, status_md], api_name="batch",
+             concurrency_limit=1)
+        wire(report_go.click, events.report, [*what, method, opacity], [report_file, status_md], api_name="report",
+             concurrency_limit=1)
+        wire([family.change, severity.change], events.describe, [model, family, severity], meaning,
+             api_visibility="private")
+        wire(model.input, events.change_model, model,
+             [family, meaning, card, card_reliability, source.gallery, source.shown, panel.preview, status_md],
+             api_visibility="private")
+        wire(page.load, events.reliability_of, model, card_reliability, api_visibility="private")
         for changed in data_changed:
-            changed.then(change_data, model, [source.gallery, source.shown, status_md], api_visibility="private")
+            wire(changed.then, events.change_data, model, [source.gallery, source.shown, status_md],
+                 api_visibility="private")
     return page

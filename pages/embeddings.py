@@ -17,7 +17,7 @@ from mkcnet.errors import UserError
 from mkcnet.workbench.context import Workbench
 from mkcnet.workbench.imaging import as_rgb
 from mkcnet.workbench.packs import PackStore
-from mkcnet.workbench.ui import add_typed_run, data_source, guarded, model_dropdown, page_frame, server_checked, status
+from mkcnet.workbench.ui import add_typed_run, data_source, model_dropdown, page_frame, server_checked, wire
 
 TITLE = "Embeddings"
 METHODS = [("t-SNE", "tsne"), ("UMAP", "umap"), ("PCA", "pca")]
@@ -60,6 +60,54 @@ def describe_row(packs: PackStore, key: str, row: int) -> str:
     return "\n".join(lines)
 
 
+class EmbeddingEvents:
+    """The page's handlers, over the workbench context; `build` wires them."""
+
+    def __init__(self, context: Workbench):
+        self.context = context
+
+    def show(self, key: str, branch_name: str, how: str, by: str, request: gr.Request):
+        from mkcnet.analysis.embedding import class_names, embedding_figure, separation_scores
+
+        if not key:
+            raise UserError("no results pack: evaluate a model on your data, or add a run")
+        packs = self.context.session(request).packs
+        available = available_branches(packs, key)
+        branch_name = branch_name if branch_name in available else available[0]
+        table = packs.embedding(key, branch_name, how)
+        pack = packs.entry(key).pack
+        figure = embedding_figure(table, by, class_names(pack))
+        figure.update_layout(height=480, margin={"l": 10, "r": 10, "t": 30, "b": 10},
+                             title=f"{packs.entry(key).label} · {BRANCHES[branch_name].label} features")
+        return figure, branch_name, separation_scores(pack).round(3).rename(columns=SCORE_COLUMNS)
+
+    def select(self, key: str, branch_name: str, how: str, point: str, request: gr.Request):
+        if not key or not str(point or "").strip():
+            return None, ""
+        session = self.context.session(request)
+        table = session.packs.embedding(key, branch_name, how)
+        row = nearest_row(table, point)
+        text = describe_row(session.packs, key, row)
+        array = session.packs.image(key, row, self.context.data_root(session))
+        if array is None:
+            text += "\n\n*The image is not available here: bring the data set it came from.*"
+        return (None if array is None else session.image_file(as_rgb(array))), text
+
+    def evaluate_on_data(self, model_name: str, request: gr.Request):
+        session = self.context.session(request)
+        root = self.context.data_root(session)
+        if root is None:
+            raise UserError("bring a data set first: upload one" + ("" if self.context.hosting.hosted else
+                                                                    " or name a data folder"))
+        session.check_budget()
+        key = session.packs.evaluate(model_name, root)
+        return gr.update(choices=session.packs.choices(), value=key), ""
+
+    def add_run(self, directory: str, request: gr.Request):
+        session, key = add_typed_run(self.context, directory, request)
+        return gr.update(choices=session.packs.choices(), value=key), ""
+
+
 def build(context: Workbench, root: gr.Blocks | None = None) -> gr.Blocks:
     choices = context.packs.choices()
     first = choices[0][1] if choices else None
@@ -93,58 +141,14 @@ def build(context: Workbench, root: gr.Blocks | None = None) -> gr.Blocks:
                     image = gr.Image(label="Image", height=256, interactive=False, buttons=[])
                     details = gr.Markdown(label="Details", elem_classes=["point"])
 
-        @guarded(4)
-        def show(key: str, branch_name: str, how: str, by: str, request: gr.Request):
-            from mkcnet.analysis.embedding import class_names, embedding_figure, separation_scores
-
-            if not key:
-                raise UserError("no results pack: evaluate a model on your data, or add a run")
-            packs = context.session(request).packs
-            available = available_branches(packs, key)
-            branch_name = branch_name if branch_name in available else available[0]
-            table = packs.embedding(key, branch_name, how)
-            pack = packs.entry(key).pack
-            figure = embedding_figure(table, by, class_names(pack))
-            figure.update_layout(height=480, margin={"l": 10, "r": 10, "t": 30, "b": 10},
-                                 title=f"{packs.entry(key).label} · {BRANCHES[branch_name].label} features")
-            return (figure, branch_name,
-                    separation_scores(pack).round(3).rename(columns=SCORE_COLUMNS), status())
-
-        @guarded(3)
-        def select(key: str, branch_name: str, how: str, point: str, request: gr.Request):
-            if not key or not str(point or "").strip():
-                return None, "", status()
-            session = context.session(request)
-            table = session.packs.embedding(key, branch_name, how)
-            row = nearest_row(table, point)
-            text = describe_row(session.packs, key, row)
-            array = session.packs.image(key, row, context.data_root(session))
-            if array is None:
-                text += "\n\n*The image is not available here: bring the data set it came from.*"
-            return (None if array is None else session.image_file(as_rgb(array))), text, status()
-
-        @guarded(3)
-        def evaluate_on_data(model_name: str, request: gr.Request):
-            session = context.session(request)
-            root = context.data_root(session)
-            if root is None:
-                raise UserError("bring a data set first: upload one" + ("" if context.hosting.hosted else
-                                                                        " or name a data folder"))
-            session.check_budget()
-            key = session.packs.evaluate(model_name, root)
-            return gr.update(choices=session.packs.choices(), value=key), "", status()
-
+        events = EmbeddingEvents(context)
         view = [pack, branch, method, colour]
-        gr.on([page.load, pack.change, branch.change, method.change, colour.change], show, view,
-              [plot, branch, scores, status_md], api_name="embedding", trigger_mode="always_last")
-        gr.on([pick.change, pick.submit], select, [pack, branch, method, pick], [image, details, status_md],
-              api_name="embedding_point", trigger_mode="always_last")
-        evaluate.click(evaluate_on_data, model, [pack, pick, status_md], api_visibility="private", concurrency_limit=1)
+        wire([page.load, pack.change, branch.change, method.change, colour.change], events.show, view,
+             [plot, branch, scores, status_md], api_name="embedding", trigger_mode="always_last")
+        wire([pick.change, pick.submit], events.select, [pack, branch, method, pick], [image, details, status_md],
+             api_name="embedding_point", trigger_mode="always_last")
+        wire(evaluate.click, events.evaluate_on_data, model, [pack, pick, status_md], api_visibility="private",
+             concurrency_limit=1)
         if not context.hosting.hosted:
-            @guarded(3)
-            def add_run(directory: str, request: gr.Request):
-                session, key = add_typed_run(context, directory, request)
-                return gr.update(choices=session.packs.choices(), value=key), "", status()
-
-            add.click(add_run, run_dir, [pack, pick, status_md], api_visibility="private")
+            wire(add.click, events.add_run, run_dir, [pack, pick, status_md], api_visibility="private")
     return page

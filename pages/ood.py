@@ -14,7 +14,7 @@ import pandas as pd
 from mkcnet.errors import UserError
 from mkcnet.workbench.context import Workbench
 from mkcnet.workbench.packs import PackStore
-from mkcnet.workbench.ui import add_typed_run, guarded, page_frame, server_checked, status
+from mkcnet.workbench.ui import add_typed_run, page_frame, server_checked, wire
 
 TITLE = "Out-of-distribution"
 METRICS = [("AUC", "auc"), ("ACC", "acc"), ("F1", "f1")]
@@ -35,6 +35,45 @@ def at_ratio(curves: dict[str, pd.DataFrame], metric: str, ratio: float) -> pd.D
                      "95% band": f"{here['low']:.3f}–{here['high']:.3f}",
                      f"change from r={clean['ratio']:.0f}": round(float(here["mean"] - clean["mean"]), 3)})
     return pd.DataFrame(rows)
+
+
+class OodEvents:
+    """The page's handlers, over the workbench context; `build` wires them."""
+
+    def __init__(self, context: Workbench):
+        self.context = context
+
+    def show(self, keys: list[str], which: str, r: float, request: gr.Request):
+        from mkcnet.analysis.ood import ood_figure
+
+        if not keys:
+            raise UserError("pick at least one run")
+        packs = self.context.session(request).packs
+        curves = {packs.entry(str(k)).label: packs.ood_curves(str(k)) for k in keys}
+        figure = ood_figure(curves, which)
+        figure.add_vline(x=float(r), line_dash="dot", line_color="grey")
+        figure.update_layout(height=460, margin={"l": 10, "r": 10, "t": 50, "b": 10},
+                             legend={"orientation": "h", "y": -0.2})
+        return figure, at_ratio(curves, which, float(r))
+
+    def show_referral(self, keys: list[str], request: gr.Request):
+        from mkcnet.analysis.referral import referral_curves, referral_figure
+
+        if not keys:
+            raise UserError("pick at least one run")
+        packs = self.context.session(request).packs
+        curves = {packs.entry(str(k)).label: referral_curves(packs.entry(str(k)).pack) for k in keys}
+        figure = referral_figure(curves)
+        figure.update_layout(height=460, margin={"l": 10, "r": 10, "t": 50, "b": 10})
+        return figure
+
+    def pick_dataset(self, name: str, request: gr.Request):
+        choices = runs_of(self.context.session(request).packs, name)
+        return gr.update(choices=choices, value=[k for _, k in choices])
+
+    def add_run(self, directory: str, selected: list[str], request: gr.Request):
+        session, key = add_typed_run(self.context, directory, request)
+        return gr.update(choices=session.packs.choices(), value=[*selected, key]), ""
 
 
 def build(context: Workbench, root: gr.Blocks | None = None) -> gr.Blocks:
@@ -65,47 +104,12 @@ def build(context: Workbench, root: gr.Blocks | None = None) -> gr.Blocks:
                             "by both. A lower curve (smaller AURC) refers better.")
                 referral = gr.Plot(label="Diagnosis error vs. share diagnosed", elem_id="referral-plot")
 
-        @guarded(3)
-        def show(keys: list[str], which: str, r: float, request: gr.Request):
-            from mkcnet.analysis.ood import ood_figure
-
-            if not keys:
-                raise UserError("pick at least one run")
-            packs = context.session(request).packs
-            curves = {packs.entry(str(k)).label: packs.ood_curves(str(k)) for k in keys}
-            figure = ood_figure(curves, which)
-            figure.add_vline(x=float(r), line_dash="dot", line_color="grey")
-            figure.update_layout(height=460, margin={"l": 10, "r": 10, "t": 50, "b": 10},
-                                 legend={"orientation": "h", "y": -0.2})
-            return figure, at_ratio(curves, which, float(r)), status()
-
-        @guarded(2)
-        def show_referral(keys: list[str], request: gr.Request):
-            from mkcnet.analysis.referral import referral_curves, referral_figure
-
-            if not keys:
-                raise UserError("pick at least one run")
-            packs = context.session(request).packs
-            curves = {packs.entry(str(k)).label: referral_curves(packs.entry(str(k)).pack) for k in keys}
-            figure = referral_figure(curves)
-            figure.update_layout(height=460, margin={"l": 10, "r": 10, "t": 50, "b": 10})
-            return figure, status()
-
-        @guarded(2)
-        def pick_dataset(name: str, request: gr.Request):
-            choices = runs_of(context.session(request).packs, name)
-            return gr.update(choices=choices, value=[k for _, k in choices]), status()
-
-        gr.on([page.load, runs.change, metric.change, ratio.release], show, [runs, metric, ratio],
-              [plot, table, status_md], api_name="ood", trigger_mode="always_last")
-        gr.on([page.load, runs.change], show_referral, runs, [referral, status_md], api_name="referral",
-              trigger_mode="always_last")
-        dataset.change(pick_dataset, dataset, [runs, status_md], api_visibility="private")
+        events = OodEvents(context)
+        wire([page.load, runs.change, metric.change, ratio.release], events.show, [runs, metric, ratio],
+             [plot, table, status_md], api_name="ood", trigger_mode="always_last")
+        wire([page.load, runs.change], events.show_referral, runs, [referral, status_md], api_name="referral",
+             trigger_mode="always_last")
+        wire(dataset.change, events.pick_dataset, dataset, [runs, status_md], api_visibility="private")
         if not context.hosting.hosted:
-            @guarded(3)
-            def add_run(directory: str, selected: list[str], request: gr.Request):
-                session, key = add_typed_run(context, directory, request)
-                return gr.update(choices=session.packs.choices(), value=[*selected, key]), "", status()
-
-            add.click(add_run, [run_dir, runs], [runs, run_dir, status_md], api_visibility="private")
+            wire(add.click, events.add_run, [run_dir, runs], [runs, run_dir, status_md], api_visibility="private")
     return page

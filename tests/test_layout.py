@@ -231,3 +231,98 @@ def test_mkcnet_app_runs_the_projects_app_py(tmp_path, monkeypatch):
     assert result.returncode == 0 and "served on 7999" in result.stdout, result.stderr
     monkeypatch.setenv("MKCNET_HOME", str(tmp_path))
     assert main(["app"]) == 2  # a folder without app.py: one line, no traceback
+
+
+# ---- the workbench's pages: they lay out and wire; every handler runs through ui.wire ---------------
+
+def test_every_event_of_every_page_runs_through_the_wiring_helper(tmp_path):
+    pytest.importorskip("gradio")
+    from app import build_app
+    from mkcnet.workbench.context import Workbench
+    from mkcnet.workbench.zoo import ModelZoo
+
+    demo = build_app(Workbench(ModelZoo([tmp_path]), data_root=""))
+    assert len(demo.fns) > 20
+    unwired = [f"{f.name} ({getattr(f.fn, '__module__', '?')})" for f in demo.fns.values()
+               if not getattr(f.fn, "wired", False)]
+    assert not unwired, f"events wired around ui.wire (no error boundary, no output count): {unwired}"
+
+
+def test_a_handler_returning_the_wrong_number_of_outputs_fails_naming_it():
+    gr = pytest.importorskip("gradio")
+    from mkcnet.workbench.ui import WiringError, boundary, status_box
+
+    with gr.Blocks():
+        image, table, note, status_line = gr.Image(), gr.Dataframe(), gr.Markdown(), status_box()
+
+    def three_outputs_but_two_values():
+        return None, "only two"
+
+    with pytest.raises(WiringError, match="three_outputs_but_two_values returned 2 values for its 3 outputs"):
+        boundary(three_outputs_but_two_values, [image, table, note, status_line])()
+    # Fitted: the status line is added by the wiring, "" when all is well...
+    assert boundary(lambda: (1, 2, 3), [image, table, note, status_line])() == (1, 2, 3, "")
+    assert boundary(lambda: "x", note)() == "x"
+
+    # ...and a user's mistake keeps the other outputs (skipped) and says one line.
+    def refuses():
+        raise UserError("no such example /srv/secret/x.png")
+
+    *kept, line = boundary(refuses, [image, table, status_line])()
+    assert [k.get("__type__") for k in kept] == ["update", "update"] and all(len(k) == 1 for k in kept)
+    assert line == "⚠️ no such example x.png"
+
+
+def test_a_handler_whose_type_hints_do_not_resolve_is_refused_when_wired():
+    """gradio injects gr.Request by type hint; one unresolvable hint would silently stop that."""
+    gr = pytest.importorskip("gradio")
+    from mkcnet.workbench.ui import WiringError, boundary
+
+    def handler(value: NotImportedHere, request: gr.Request):  # noqa: F821
+        return value
+
+    with pytest.raises(WiringError, match="handler: a type hint does not resolve"):
+        boundary(handler, None)
+
+
+def test_only_the_settings_module_reads_the_workbench_environment():
+    """The workbench's settings are read once (mkcnet/workbench/settings.py) and passed down."""
+    readers = []
+    for path in [*(PACKAGE / "workbench").glob("*.py"), *(REPO / "pages").glob("*.py"), REPO / "app.py"]:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            reads = (isinstance(node, ast.Attribute) and node.attr in {"environ", "getenv"}
+                     and isinstance(node.value, ast.Name) and node.value.id == "os")
+            # mkcnet/workbench/__init__.py only writes the offline variables, before gradio loads.
+            if reads and path.name not in {"settings.py", "__init__.py"}:
+                readers.append(f"{path.relative_to(REPO)}:{node.lineno}")
+    assert readers == []
+
+
+def test_workbench_settings_come_from_the_command_line_then_the_environment():
+    from mkcnet.workbench.settings import WorkbenchSettings
+
+    env = {"GRADIO_SERVER_NAME": "0.0.0.0", "GRADIO_SERVER_PORT": "8001", "MKCNET_DATA": "ct",
+           "MKCNET_CHECKPOINTS": os.pathsep.join(["a", "b"]), "MKCNET_DATA_ROOTS": "/data", "SPACE_ID": "x/y",
+           "MKCNET_BENCH": "runs/bench"}
+    read = WorkbenchSettings.read(env)
+    assert (read.host, read.port, read.data, read.on_space) == ("0.0.0.0", 8001, "ct", True)
+    assert read.checkpoints == (Path("a"), Path("b")) and read.data_roots == (Path("/data"),)
+    assert read.bench == Path("runs/bench")
+    given = WorkbenchSettings.read(env, host="127.0.0.1", port=9000, data="", checkpoints="c", hosted=True)
+    assert (given.host, given.port, given.data, given.checkpoints, given.hosted) == ("127.0.0.1", 9000, "", (Path("c"),),
+                                                                                       True)
+    assert WorkbenchSettings.read({}) == WorkbenchSettings()
+    with pytest.raises(UserError, match="GRADIO_SERVER_PORT is 'eighty'"):
+        WorkbenchSettings.read({"GRADIO_SERVER_PORT": "eighty"})
+
+
+@pytest.mark.parametrize("module", ["mkcnet.files", "mkcnet.workbench.settings", "mkcnet.workbench.ui",
+                                    "mkcnet.workbench.context"])
+def test_the_docstring_examples_run(module):
+    import doctest
+    import importlib
+
+    if module.startswith("mkcnet.workbench.") and module != "mkcnet.workbench.settings":
+        pytest.importorskip("gradio")
+    result = doctest.testmod(importlib.import_module(module))
+    assert result.attempted > 0 and result.failed == 0

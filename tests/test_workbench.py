@@ -80,11 +80,19 @@ def test_bundle_holds_fp16_task_net_card_and_pack(zoo_dir):
     assert not list(bundle.rglob("*.png"))  # paths only, never images
 
 
-def test_the_page_script_looks_for_the_flagged_reading_words():
-    """assets/workbench_head.html strikes out a flagged panel's diagnosis by the reading's words."""
-    from mkcnet.workbench.reading import OUT_OF_DISTRIBUTION
+def test_a_flagged_reading_strikes_out_the_diagnosis_box_by_its_verdict_not_its_words(context):
+    """The guard's verdict reaches the page as data (a State whose change sets the diagnosis box's
+    class); no page script looks for the reading's words."""
+    from mkcnet.workbench.reading import OUT_OF_DISTRIBUTION, Reading
+    from mkcnet.workbench.ui import OUT_OF_DISTRIBUTION_CLASS, PanelView, PredictionPanel, _restyle_diagnosis
 
-    assert f'"{OUT_OF_DISTRIBUTION}"' in (ASSETS / "workbench_head.html").read_text()
+    assert OUT_OF_DISTRIBUTION not in (ASSETS / "workbench_head.html").read_text()
+    flagged = type("Verdict", (), {"ood": True})()
+    for verdict, expected in ((flagged, True), (None, False)):
+        reading = Reading({"a": 1.0}, None, "text", 0, None, None, verdict=verdict)
+        view = PanelView(reading, reading.diagnosis, "no quality head", reading.text, [])
+        assert PredictionPanel.values(view, with_cams=False)[3] is expected
+        assert (OUT_OF_DISTRIBUTION_CLASS in _restyle_diagnosis(expected)["elem_classes"]) is expected
 
 
 def test_refresh_refits_the_guard_and_rewrites_the_card(zoo_dir, tmp_path):

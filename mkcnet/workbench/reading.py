@@ -42,8 +42,8 @@ def _metric(card: dict, group: str) -> float | None:
     return None if value is None or value != value else float(value)
 
 
-# The flagged reading's first words; assets/workbench_head.html looks for them to strike out the
-# panel's diagnosis box (a gr.Label update would change the /predict API's output).
+# The flagged reading's first words. The page strikes out the diagnosis box from the verdict itself
+# (ui.PredictionPanel.flagged), never by finding these words.
 OUT_OF_DISTRIBUTION = "This image does not look like the model's training data"
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import logging
 import re
+import typing
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -59,36 +60,102 @@ def status(message: str = "") -> str:
     return f"⚠️ {without_paths(message)[:400]}" if message else ""
 
 
-def guarded(n_outputs: int) -> Callable:
-    """The error boundary of an event handler whose LAST output is a status Markdown.
+class WiringError(RuntimeError):
+    """A handler that does not fit the outputs it is wired to: a bug in a page, never a visitor's doing."""
 
-    A UserError (unreadable upload, missing folder, wrong family...) or any unexpected failure
-    becomes a warning toast plus the status line; the other outputs keep their values
-    (gr.skip), and the server carries on. Handlers return their status ("" when all is well).
-    """
 
-    def wrap(fn: Callable) -> Callable:
-        @functools.wraps(fn)  # keeps the signature: gradio injects gr.SelectData by type hint
-        def run(*args, **kwargs):
-            try:
-                return fn(*args, **kwargs)
-            except UserError as err:
-                message = str(err)
-            except Exception as err:  # logged: the app must survive anything a user sends
-                log.exception("workbench handler %s failed", fn.__name__)
-                message = f"something went wrong ({type(err).__name__}: {err})"
-            message = without_paths(message)[:400]  # a visitor's oversized value is not echoed whole
-            gr.Warning(message)
-            skipped = [gr.skip() for _ in range(n_outputs - 1)]
-            return (*skipped, status(message)) if n_outputs > 1 else status(message)
-
-        return run
-
-    return wrap
+STATUS_CLASS = "status"
 
 
 def status_box() -> gr.Markdown:
-    return gr.Markdown("", label="Status", elem_classes=["status"])
+    return gr.Markdown("", label="Status", elem_classes=[STATUS_CLASS])
+
+
+def _listed(blocks) -> list:
+    return [] if blocks is None else list(blocks) if isinstance(blocks, list | tuple | set) else [blocks]
+
+
+def _is_status(block) -> bool:
+    return isinstance(block, gr.Markdown) and STATUS_CLASS in (block.elem_classes or [])
+
+
+def _handler_name(handler: Callable) -> str:
+    return f"{getattr(handler, '__module__', '?')}.{getattr(handler, '__qualname__', repr(handler))}"
+
+
+def boundary(handler: Callable, outputs) -> Callable:
+    """`handler` inside the workbench's error boundary, fitted to `outputs` (what it is wired to).
+
+    When the last output is a status box, the handler returns the other outputs and the status
+    line is filled in here: "" when all is well; for a UserError (unreadable upload, missing
+    folder, wrong family...) or any unexpected failure, the error's line, also as a warning
+    toast, while the other outputs keep their values (gr.skip) and the server carries on. The
+    number of outputs is read from `outputs` alone: a handler that returns another number
+    raises a WiringError naming it.
+
+    Example:
+        >>> with gr.Blocks():
+        ...     box, status_line = gr.Textbox(), status_box()
+        >>> boundary(lambda: "hello", [box, status_line])()
+        ('hello', '')
+    """
+    outputs = _listed(outputs)
+    has_status = bool(outputs) and _is_status(outputs[-1])
+    expected = len(outputs) - has_status
+    name = _handler_name(handler)
+    try:  # gradio injects gr.Request / gr.SelectData by these hints; if one cannot resolve, it injects none
+        typing.get_type_hints(handler)
+    except NameError as err:
+        raise WiringError(f"{name}: a type hint does not resolve ({err}), so gradio would inject no request") from None
+
+    def fitted(result):
+        values = result if expected > 1 else (result,) if expected == 1 else ()
+        if expected > 1 and not (isinstance(result, tuple) and len(result) == expected):
+            count = len(result) if isinstance(result, tuple) else 1
+            raise WiringError(f"{name} returned {count} values for its {expected} outputs")
+        if expected == 0 and result is not None:
+            raise WiringError(f"{name} returned a value but is wired to no output")
+        return (*values, "") if has_status else result
+
+    @functools.wraps(handler)  # keeps the signature: gradio injects gr.SelectData and gr.Request by type hint
+    def run(*args, **kwargs):
+        try:
+            result = handler(*args, **kwargs)
+        except UserError as err:
+            message = str(err)
+        except Exception as err:  # logged: the app must survive anything a user sends
+            log.exception("workbench handler %s failed", name)
+            message = f"something went wrong ({type(err).__name__}: {err})"
+        else:
+            return fitted(result)
+        message = without_paths(message)[:400]  # a visitor's oversized value is not echoed whole
+        gr.Warning(message)
+        skipped = [gr.skip() for _ in range(expected)]
+        if has_status:
+            return (*skipped, status(message)) if skipped else status(message)
+        return tuple(skipped) if expected > 1 else skipped[0] if skipped else None
+
+    run.wired = True  # tests/test_layout.py: every event of every page runs through here
+    return run
+
+
+def wire(event, handler: Callable, inputs=None, outputs=None, **options):
+    """Wire `handler` to `event` inside the error boundary (see `boundary`); returns the
+    event's dependency, for `.then`. `event` is a trigger (`button.click`, `dependency.then`,
+    `page.load`) or a list of triggers (then `gr.on`); `options` are the trigger's own
+    (api_name, api_visibility, concurrency_limit, trigger_mode...).
+
+    Example:
+        >>> with gr.Blocks() as demo:
+        ...     name, greeting, status_line = gr.Textbox(), gr.Markdown(), status_box()
+        ...     _ = wire(name.submit, lambda text: f"Hello {text}", name, [greeting, status_line])
+        >>> len(demo.fns)
+        1
+    """
+    run = boundary(handler, outputs)
+    if isinstance(event, list):
+        return gr.on(event, run, inputs, outputs, **options)
+    return event(run, inputs, outputs, **options)
 
 
 @contextmanager
@@ -117,7 +184,7 @@ def end_sessions_on_unload(context: Workbench, demo: gr.Blocks) -> None:
     def end_session(request: gr.Request) -> None:
         context.sessions.close(request)
 
-    demo.unload(end_session)
+    demo.unload(boundary(end_session, None))  # unload takes no inputs or outputs, so not `wire`
 
 
 # ---- the visitor's data set ---------------------------------------------------------------------
@@ -146,15 +213,15 @@ def data_source(context: Workbench, page: gr.Blocks, status_out: gr.Markdown) ->
     upload = gr.File(label="Upload a data set: a zip, or val.csv (image_path,diagnosis,quality) and its images",
                      file_count="multiple", type="filepath", height=90, elem_classes=["data-upload"])
 
-    @guarded(2)
     def uploaded(files: list[str] | None, request: gr.Request):
         if not files:
-            return gr.skip(), status()
+            return gr.skip()
         session = context.session(request)
         session.use_upload([Path(f) for f in files], context.hosting)
-        return data_set_line(context, session), status()
+        return data_set_line(context, session)
 
-    changed = [upload.upload(uploaded, upload, [line, status_out], api_visibility="private", concurrency_limit=1)]
+    changed = [wire(upload.upload, uploaded, upload, [line, status_out], api_visibility="private",
+                    concurrency_limit=1)]
     if not context.hosting.hosted:
         remembered = gr.BrowserState(context.default_data, storage_key=DATA_FOLDER_KEY, secret=DATA_FOLDER_SECRET)
         field = gr.Textbox(value=context.default_data, label="…or a data folder on this machine",
@@ -162,15 +229,20 @@ def data_source(context: Workbench, page: gr.Blocks, status_out: gr.Markdown) ->
                            info="Local mode only, inside the allowed folders (MKCNET_DATA_ROOTS; default: the "
                                 "current directory).")
 
-        @guarded(2)
         def typed(text: str, request: gr.Request):
-            return use_data_folder(context, text, request), status()
+            return use_data_folder(context, text, request)
 
-        restored = page.load(lambda saved: saved or context.default_data, remembered, field, api_visibility="private")
-        changed.append(restored.then(typed, field, [line, status_out], api_visibility="private"))
-        changed.append(field.submit(typed, field, [line, status_out], api_visibility="private"))
-        for left in (field.blur, field.submit):  # Enter then a page change never blurs the field
-            left(lambda text: text, field, remembered, api_visibility="private")
+        def restore(saved: str | None) -> str:
+            return saved or context.default_data
+
+        def remember(text: str) -> str:
+            return text
+
+        restored = wire(page.load, restore, remembered, field, api_visibility="private")
+        changed.append(wire(restored.then, typed, field, [line, status_out], api_visibility="private"))
+        changed.append(wire(field.submit, typed, field, [line, status_out], api_visibility="private"))
+        # Enter then a page change never blurs the field
+        wire([field.blur, field.submit], remember, field, remembered, api_visibility="private")
     return changed
 
 
@@ -228,11 +300,10 @@ def image_input(context: Workbench, status_out: gr.Markdown, modality: str | Non
                          object_fit="cover", elem_classes=["examples"])
     shown = gr.State(paths)
 
-    @guarded(2)
     def pick(shown_paths: list[str], evt: gr.SelectData, request: gr.Request):
-        return context.stage(picked(shown_paths, evt.index), context.session(request)), status()
+        return context.stage(picked(shown_paths, evt.index), context.session(request))
 
-    gallery.select(pick, shown, [file, status_out], api_visibility="private")
+    wire(gallery.select, pick, shown, [file, status_out], api_visibility="private")
     return ImageInput(file, gallery, shown)
 
 
@@ -241,8 +312,8 @@ def first_example(context: Workbench, shown_paths: list[str], request: gr.Reques
     return context.stage(Path(shown_paths[0]), context.session(request)) if shown_paths else None
 
 
-# (staged file, display image, [diagnosis, quality, reading, CAMs]) of a page's first look
-Opening = tuple[str, Any, list]
+# (staged file, display image, what the panel shows) of a page's first look
+Opening = tuple[str, Any, "PanelView"]
 
 
 def opening(context: Workbench, model_name: str | None, modality: str | None) -> Opening | None:
@@ -259,8 +330,8 @@ def opening(context: Workbench, model_name: str | None, modality: str | None) ->
         model = context.zoo.model(model_name)
         prepared = load_for(model, file, context.images)
         session = context.session(None)
-        values = panel_values(model, prepared, DEFAULT_METHOD, 0.5, session, with_cams=False)[1]
-        return file, session.image_file(prepared.display), values
+        view = panel_view(model, prepared, DEFAULT_METHOD, 0.5, session, with_cams=False)
+        return file, session.image_file(prepared.display), view
     except Exception:  # logged: the page still works without its first look
         log.exception("no opening analysis")
         return None
@@ -303,17 +374,52 @@ def cam_controls() -> tuple[gr.Dropdown, gr.Slider]:
 
 
 @dataclass
+class PanelView:
+    """What a prediction panel shows for one image through one model."""
+
+    reading: Reading
+    diagnosis: dict[str, float]
+    quality: dict[str, float] | str
+    text: str
+    cams: list  # (file, caption) of the visitor's session; [] when the maps were not asked for
+
+    @property
+    def out_of_distribution(self) -> bool:
+        return self.reading.verdict is not None and bool(self.reading.verdict.ood)
+
+
+OUT_OF_DISTRIBUTION_CLASS = "out-of-distribution"
+DIAGNOSIS_CLASSES = ["diagnosis"]
+
+
+def diagnosis_classes(flagged: bool) -> list[str]:
+    """The diagnosis box's classes: a flagged reading strikes its top class out (workbench.css)."""
+    return [*DIAGNOSIS_CLASSES, OUT_OF_DISTRIBUTION_CLASS] if flagged else list(DIAGNOSIS_CLASSES)
+
+
+@dataclass
 class PredictionPanel:
     diagnosis: gr.Label
     quality: gr.Label
     reading: gr.Markdown
     cams: gr.Gallery
+    # The guard's verdict as data: a State is no API output, so /predict keeps its values, and
+    # its change restyles the diagnosis box (an element class, never found by the reading's words).
+    flagged: gr.State
     preview: gr.Image | None = None
     note: gr.Markdown | None = None
 
-    @property
-    def outputs(self) -> list:
-        return [self.diagnosis, self.quality, self.reading, self.cams]
+    def outputs(self, with_cams: bool = True) -> list:
+        return [self.diagnosis, self.quality, self.reading, self.flagged, *([self.cams] if with_cams else [])]
+
+    @staticmethod
+    def values(view: PanelView, with_cams: bool = True) -> tuple:
+        """`view` in the order of `outputs(with_cams)`."""
+        return (view.diagnosis, view.quality, view.text, view.out_of_distribution, *([view.cams] if with_cams else []))
+
+
+def _restyle_diagnosis(flagged: bool):
+    return gr.update(elem_classes=diagnosis_classes(bool(flagged)))
 
 
 def prediction_panel(title: str | None = None, preview: str | None = None, note: bool = False,
@@ -321,28 +427,30 @@ def prediction_panel(title: str | None = None, preview: str | None = None, note:
     """Probabilities, the reading and the CAM grid; with `preview` (a label), the image the
     model sees sits left of the probabilities; with `note`, a line for the page under the
     reading; `opening` fills it in from the start."""
-    display, (diagnosis_value, quality_value, text, overlays) = opening[1:] if opening else (None, [None] * 4)
+    display, view = opening[1:] if opening else (None, None)
     if title:
         gr.Markdown(f"### {title}")
     with gr.Row(equal_height=True):
         shown = gr.Image(display, label=preview, height=240, interactive=False, buttons=[], scale=1,
                          elem_classes=["preview"]) if preview else None
-        diagnosis = gr.Label(diagnosis_value, label="Diagnosis", num_top_classes=5, scale=1, elem_classes=["diagnosis"])
-        quality = gr.Label(quality_value, label="Image quality", num_top_classes=5, scale=1)
+        diagnosis = gr.Label(view and view.diagnosis, label="Diagnosis", num_top_classes=5, scale=1,
+                             elem_classes=diagnosis_classes(bool(view and view.out_of_distribution)))
+        quality = gr.Label(view and view.quality, label="Image quality", num_top_classes=5, scale=1)
     # Labels name the outputs in the API ("Reading", not value_38); Markdown does not show them.
-    reading = gr.Markdown(text, label="Reading", elem_classes=["reading"])
+    reading = gr.Markdown(view and view.text, label="Reading", elem_classes=["reading"])
     remark = gr.Markdown(label="Note", elem_classes=["note"]) if note else None
     # "max-content": the default and "auto" cap the grid at 550 px, which hides the second row.
-    cams = gr.Gallery(overlays, label="Class activation maps per branch", columns=2, height="max-content",
-                      allow_preview=True, object_fit="contain", elem_classes=["cams"])
+    cams = gr.Gallery(view and view.cams, label="Class activation maps per branch", columns=2,
+                      height="max-content", allow_preview=True, object_fit="contain", elem_classes=["cams"])
     gr.HTML(COLOUR_BAR)
-    return PredictionPanel(diagnosis, quality, reading, cams, shown, remark)
+    flagged = gr.State(bool(view and view.out_of_distribution))
+    wire(flagged.change, _restyle_diagnosis, flagged, diagnosis, api_visibility="private")
+    return PredictionPanel(diagnosis, quality, reading, cams, flagged, shown, remark)
 
 
-def panel_values(model: ZooModel, prepared: Prepared, method: str, opacity: float, session,
-                 with_cams: bool = True) -> tuple[Reading, list]:
-    """(reading, [diagnosis, quality, reading text, CAM gallery]) for a PredictionPanel; the
-    maps as files of the visitor's session."""
+def panel_view(model: ZooModel, prepared: Prepared, method: str, opacity: float, session,
+               with_cams: bool = True) -> PanelView:
+    """What a PredictionPanel shows; the maps as files of the visitor's session."""
     if with_cams:
         reading, overlays = analyse(model, prepared, method or DEFAULT_METHOD, float(opacity))
         overlays = [(session.image_file(image), caption) for image, caption in overlays]
@@ -351,4 +459,4 @@ def panel_values(model: ZooModel, prepared: Prepared, method: str, opacity: floa
     # A model without a quality head says so in the quality box rather than leaving it blank.
     quality = reading.quality if reading.quality is not None else NO_QUALITY_HEAD
     # The reading's first line says whether these probabilities are calibrated.
-    return reading, [reading.diagnosis, quality, reading.text + "\n\n" + explain_maps(model), overlays]
+    return PanelView(reading, reading.diagnosis, quality, reading.text + "\n\n" + explain_maps(model), overlays)
