@@ -95,11 +95,13 @@ def run_calibrate(args: argparse.Namespace) -> int:
 
 def run_predict(args: argparse.Namespace) -> int:
     from mkcnet.checkpoint import load_checkpoint
+    from mkcnet.data.images import parse_window
     from mkcnet.inference.evaluate import collect_inputs, predict_images
 
     model = load_checkpoint(args.checkpoint)
     inputs = collect_inputs(args.inputs)
-    table = predict_images(model, inputs.files, device=args.device)
+    window = parse_window(args.window) if args.window else None
+    table = predict_images(model, inputs.files, device=args.device, slice=args.slice, window=window)
     if len(inputs.files) == 1 and not Path(args.inputs[0]).is_dir() and table["error"].iloc[0]:
         raise UserError(table["error"].iloc[0])  # a single unreadable image is an error, not a row
     failed = int((table["error"] != "").sum())
@@ -164,6 +166,12 @@ def register(subparsers) -> None:
         description="Predict one image, a folder of images, or a list file (.txt/.csv, first column paths).")
     p.add_argument("checkpoint", help="run directory (uses best), or a .safetensors checkpoint")
     p.add_argument("inputs", nargs="+", help="image files, folders or list files")
+    p.add_argument("--slice", type=int, metavar="K",
+                   help="the slice of multi-slice files (multi-frame DICOM, NIfTI, TIFF stacks), 0-based "
+                        "(default: the middle one)")
+    p.add_argument("--window", metavar="C,W",
+                   help="the window for DICOM and NIfTI values, centre,width (e.g. -600,1500) or a preset "
+                        "(lung, mediastinum, abdomen, bone, brain); default: the model's, else the file's")
     p.add_argument("--format", choices=["table", "csv", "json"], default="table")
     p.add_argument("--output", "-o", help="write to this file instead of the terminal")
     p.add_argument("--device", default="auto")

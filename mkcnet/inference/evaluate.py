@@ -10,7 +10,7 @@ import pandas as pd
 
 from mkcnet.checkpoint import LoadedModel, load_checkpoint, update_trust
 from mkcnet.data.dataset import UNKNOWN, ImageSet, SplitTable, read_split
-from mkcnet.data.images import IMAGE_SUFFIXES, fit_to_model, read_image
+from mkcnet.data.images import IMAGE_SUFFIXES, Window, fit_to_model, is_image_name, model_window, read_image
 from mkcnet.device import resolve_device
 from mkcnet.errors import UserError
 from mkcnet.inference.predict import predict_batches
@@ -125,11 +125,11 @@ def collect_inputs(inputs: list[str | Path]) -> Inputs:
     for item in map(Path, inputs):
         if item.is_dir():
             found = sorted(p for p in item.rglob("*") if p.is_file())
-            images = [p for p in found if p.suffix.lower() in IMAGE_SUFFIXES]
+            images = [p for p in found if is_image_name(p)]
             if not images:
                 raise UserError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in folder {item}")
             files += images
-            skipped += [p for p in found if p.suffix.lower() not in IMAGE_SUFFIXES and not p.name.startswith(".")]
+            skipped += [p for p in found if not is_image_name(p) and not p.name.startswith(".")]
         elif item.suffix.lower() in (".txt", ".csv"):
             if not item.is_file():
                 raise UserError(f"list file not found: {item}")
@@ -145,16 +145,20 @@ def collect_inputs(inputs: list[str | Path]) -> Inputs:
 SET_SEPARATOR = "|"  # between the class names of a `diagnosis_set`
 
 
-def predict_images(model: LoadedModel, files: list[Path], device: str = "auto", batch_size: int = 32) -> pd.DataFrame:
+def predict_images(model: LoadedModel, files: list[Path], device: str = "auto", batch_size: int = 32,
+                   slice: int | None = None, window: Window | None = None) -> pd.DataFrame:
     """One row per file with class names and probabilities (calibrated where the model is), the
     diagnosis set at the checkpoint's coverage (`diagnosis_set`, class names joined by "|"; absent
     for a checkpoint without prediction sets), the out-of-distribution verdict (`ood`, `ood_score`,
-    `ood_reason`; empty without a guard), and an `error` for unreadable files."""
+    `ood_reason`; empty without a guard), and an `error` for unreadable files. `slice` picks the
+    slice of multi-slice files (default: the middle one); `window` renders DICOM and NIfTI (default:
+    the model's own window, else the file's)."""
     mc = model.config.model
+    window = window or model_window(mc)
     arrays, rows, stats = [], [], []
     for f in files:
         try:
-            image = read_image(f)
+            image = read_image(f, slice=slice, window=window)
             arrays.append(fit_to_model(image, mc.in_chans, mc.image_size))
             stats.append(input_statistics(image))
             rows.append({"image": str(f), "error": ""})
