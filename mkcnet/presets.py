@@ -42,6 +42,17 @@ class DatasetPreset:
     window: tuple[float, float] | None = None  # the model's default (centre, width) for DICOM/NIfTI inputs
 
 
+# Which degradation families fit a data set (the simulator's modalities).
+MODALITY_OF_PRESET = {"eyeq": "fundus", "deepdrid": "fundus", "synth-fundus": "fundus", "drac": "oct",
+                      "ct-iqad": "ct", "cxr-iqad": "xray"}
+
+
+def model_modality(config: RunConfig, info: dict | None = None) -> str:
+    """The simulator's modality for a model: its card's, else its data set's, else by its channels."""
+    return (info or {}).get("modality") or MODALITY_OF_PRESET.get(
+        config.data.preset, "fundus" if config.model.in_chans == 3 else "ct")
+
+
 DATASETS: dict[str, DatasetPreset] = {
     p.name: p
     for p in (

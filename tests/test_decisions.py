@@ -131,3 +131,89 @@ def test_no_threshold_when_the_split_cannot_show_the_bound():
     assert min_kept(0.05, 0.1) == 45 and not point.found and point.kept == 0
     with pytest.raises(ValueError):
         risk_controlled_threshold(correct, np.ones(25), epsilon=0)
+
+
+# -- the per-case robustness margin --------------------------------------------------------------------
+FLAT = np.full((256, 256, 1), 128, np.uint8)
+FAMILIES = ["ct.gaussian_noise", "ct.gaussian_blur", "ct.brightness_up"]
+
+
+def noise_detector(threshold):
+    """A synthetic model: COVID (1) when the image's pixel noise (std, 0-1 scale) exceeds `threshold`."""
+    return lambda images: np.array([int(np.asarray(i, float).std() / 255 > threshold) for i in images])
+
+
+@pytest.mark.parametrize(("threshold", "flips_at"), [(0.03, 2), (0.05, 3), (0.08, 4), (0.12, 5), (0.18, None)])
+def test_the_margin_flips_exactly_where_the_noise_crosses_the_decision(threshold, flips_at):
+    """Gaussian noise's severity bands are σ 0.01-0.03-0.05-0.08-0.12-0.18: a model that decides by the
+    noise level flips at the first severity whose band lies above its threshold; blur and brightness
+    leave a flat image's noise at 0, so it holds through 5 for them."""
+    from mkcnet.inference.robustness import flip_severities
+
+    margin = flip_severities(FLAT, FAMILIES, noise_detector(threshold), seed=0)
+    assert margin.diagnosis == 0
+    assert margin.flips == {"ct.gaussian_noise": flips_at, "ct.gaussian_blur": None, "ct.brightness_up": None}
+    if flips_at is None:
+        assert margin.weakest is None and margin.text() == "holds through severity 5 of all 3 families"
+    else:
+        assert margin.flipped_to == {"ct.gaussian_noise": 1} and margin.weakest == flips_at
+        assert margin.text(["non-COVID", "COVID-19"]) == (
+            f"flips at gaussian noise {flips_at} (to COVID-19); holds through severity 5 of the other 2 families "
+            "(gaussian blur, brightness up)")
+        assert margin.columns()["robust_gaussian_noise"] == flips_at and margin.columns()["robust_gaussian_blur"] == "holds"
+
+
+def test_a_model_margin_is_one_batched_forward():
+    import torch
+
+    from mkcnet.checkpoint import LoadedModel
+    from mkcnet.inference.robustness import robustness_margin
+    from mkcnet.presets import build_run_config
+
+    class Counting(torch.nn.Module):
+        """Diagnosis 1 for images brighter than the clean one; records every batch it sees."""
+
+        def __init__(self):
+            super().__init__()
+            self.scale = torch.nn.Parameter(torch.ones(()))
+            self.batches = []
+
+        def forward(self, x):
+            self.batches.append(len(x))
+            mean = x.mean(dim=(1, 2, 3))
+            logits = torch.stack([torch.zeros_like(mean), (mean - mean[0] - 0.05) * self.scale], 1)
+            return type("Out", (), {"logits": lambda self, head: logits})()
+
+    config = build_run_config("ct-iqad", "cpu", "vanilla", image_size=32)
+    net = Counting()
+    margin = robustness_margin(LoadedModel(net, None, config), np.full((40, 60, 1), 100, np.uint8),
+                               families=["ct.brightness_up", "ct.brightness_down"])
+    assert net.batches == [1 + 2 * 5]
+    # brightness up by δ ≥ 0.03 moves the normalised mean by ≥ 0.03 / 0.29 = 0.1 > 0.05: flips at 1.
+    assert margin.flips["ct.brightness_down"] is None and margin.flips["ct.brightness_up"] == 1
+
+
+# -- the words ------------------------------------------------------------------------------------------
+def test_the_reading_says_the_set_and_the_margin():
+    from types import SimpleNamespace
+
+    from mkcnet.inference.robustness import Margin
+    from mkcnet.trust.calibration import Calibration
+    from mkcnet.trust.guard import Verdict
+    from mkcnet.workbench.reading import REASSURANCE, explain
+
+    sets = fit_prediction_sets(as_probs(np.full(30, 0.3)), np.zeros(30, int), None)
+    model = SimpleNamespace(
+        loaded=SimpleNamespace(calibration=Calibration({"diagnosis": 1.0}), guard=object(), prediction_sets=sets),
+        entry=SimpleNamespace(dataset="tiny", card={}),
+        class_names=lambda head: ("non-COVID", "COVID-19") if head == "diagnosis" else ("LQ", "HQ"))
+    d, q, fine = np.array([0.05, 0.95]), np.array([0.05, 0.95]), Verdict(False, 0.3)
+    one = explain(model, d, q, fine, ("COVID-19",))
+    assert "At 90% confidence: **COVID-19** only." in one and REASSURANCE in one
+    two = explain(model, d, q, fine, ("non-COVID", "COVID-19"))
+    assert "cannot choose between non-COVID and COVID-19: refer" in two and REASSURANCE not in two
+    margin = Margin(1, {"ct.gaussian_noise": 2, "ct.gaussian_blur": None}, {"ct.gaussian_noise": 0})
+    assert "the diagnosis flips at gaussian noise 2 (to non-COVID); holds through severity 5 of the other 1 family " \
+           "(gaussian blur)." in explain(model, d, q, fine, ("COVID-19",), margin)
+    model.loaded.prediction_sets = None
+    assert "No prediction sets" in explain(model, d, q, fine)

@@ -101,7 +101,8 @@ def run_predict(args: argparse.Namespace) -> int:
     model = load_checkpoint(args.checkpoint)
     inputs = collect_inputs(args.inputs)
     window = parse_window(args.window) if args.window else None
-    table = predict_images(model, inputs.files, device=args.device, slice=args.slice, window=window)
+    table = predict_images(model, inputs.files, device=args.device, slice=args.slice, window=window,
+                           robustness=args.robustness)
     if len(inputs.files) == 1 and not Path(args.inputs[0]).is_dir() and table["error"].iloc[0]:
         raise UserError(table["error"].iloc[0])  # a single unreadable image is an error, not a row
     failed = int((table["error"] != "").sum())
@@ -172,6 +173,9 @@ def register(subparsers) -> None:
     p.add_argument("--window", metavar="C,W",
                    help="the window for DICOM and NIfTI values, centre,width (e.g. -600,1500) or a preset "
                         "(lung, mediastinum, abdomen, bone, brain); default: the model's, else the file's")
+    p.add_argument("--robustness", action="store_true",
+                   help="a column per degradation family of the model's modality: the lowest severity (1-5) at "
+                        "which the diagnosis changes, or 'holds' (about a second per image on a CPU)")
     p.add_argument("--format", choices=["table", "csv", "json"], default="table")
     p.add_argument("--output", "-o", help="write to this file instead of the terminal")
     p.add_argument("--device", default="auto")

@@ -146,19 +146,23 @@ SET_SEPARATOR = "|"  # between the class names of a `diagnosis_set`
 
 
 def predict_images(model: LoadedModel, files: list[Path], device: str = "auto", batch_size: int = 32,
-                   slice: int | None = None, window: Window | None = None) -> pd.DataFrame:
+                   slice: int | None = None, window: Window | None = None, robustness: bool = False) -> pd.DataFrame:
     """One row per file with class names and probabilities (calibrated where the model is), the
     diagnosis set at the checkpoint's coverage (`diagnosis_set`, class names joined by "|"; absent
     for a checkpoint without prediction sets), the out-of-distribution verdict (`ood`, `ood_score`,
     `ood_reason`; empty without a guard), and an `error` for unreadable files. `slice` picks the
     slice of multi-slice files (default: the middle one); `window` renders DICOM and NIfTI (default:
-    the model's own window, else the file's)."""
+    the model's own window, else the file's). With `robustness`, a column per degradation family of
+    the model's modality: the lowest severity at which the diagnosis changes, or "holds"
+    (`mkcnet.inference.robustness`; one batched forward of 76 images per file for CT)."""
     mc = model.config.model
     window = window or model_window(mc)
-    arrays, rows, stats = [], [], []
+    arrays, rows, stats, decoded = [], [], [], []
     for f in files:
         try:
             image = read_image(f, slice=slice, window=window)
+            if robustness:
+                decoded.append(image)
             arrays.append(fit_to_model(image, mc.in_chans, mc.image_size))
             stats.append(input_statistics(image))
             rows.append({"image": str(f), "error": ""})
@@ -195,6 +199,12 @@ def predict_images(model: LoadedModel, files: list[Path], device: str = "auto", 
             names = mc.diagnosis_names or tuple(str(k) for k in range(preds.diagnosis.shape[1]))
             member = model.prediction_sets.sets(preds.diagnosis, predicted_quality(preds.logits))
             table.loc[ok, "diagnosis_set"] = [SET_SEPARATOR.join(n for n, m in zip(names, row) if m) for row in member]
+        if robustness:
+            from mkcnet.inference.robustness import robustness_margin
+
+            margins = [robustness_margin(model, image).columns() for image in decoded]
+            for column in margins[0]:
+                table.loc[ok, column] = [str(m[column]) for m in margins]
     verdict = [c for c in ("calibrated", "ood", "ood_score", "ood_reason") if c in table.columns]
     return table[[c for c in table.columns if c not in verdict and c != "error"] + verdict + ["error"]]
 
