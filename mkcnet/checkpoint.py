@@ -3,7 +3,8 @@
 `NAME.safetensors` holds the Task Net (`task.*`) and, for meta methods, the Meta Learner
 (`meta.*`) and, once `mkcnet calibrate` has run, the out-of-distribution guard's reference
 (`guard.*`); its header metadata carries the same JSON as `NAME.json` beside it (config, info,
-and the "calibration" and "guard" sections), so either file alone rebuilds the model. Every
+and the "calibration", "guard" and "prediction_sets" sections), so either file alone rebuilds the
+model. A checkpoint from before a section existed loads without it (the feature is then absent). Every
 write goes to a temporary file and is renamed into place, so a killed run never leaves a
 truncated checkpoint.
 """
@@ -26,6 +27,7 @@ from mkcnet.files import atomic_write
 from mkcnet.models import TaskNet, build_networks
 from mkcnet.models.meta_learner import MetaLearner
 from mkcnet.trust.calibration import Calibration
+from mkcnet.trust.conformal import PredictionSets
 from mkcnet.trust.guard import Guard
 
 FORMAT = "mkcnet-checkpoint/1"
@@ -45,17 +47,21 @@ def _state(prefix: str, module: nn.Module | None, half: bool) -> dict[str, torch
 
 def save_checkpoint(path: str | Path, task_net: TaskNet, meta: MetaLearner | None, config: RunConfig,
                     info: dict[str, Any] | None = None, half: bool = False, include_meta: bool = True,
-                    calibration: Calibration | None = None, guard: Guard | None = None) -> Path:
+                    calibration: Calibration | None = None, guard: Guard | None = None,
+                    prediction_sets: PredictionSets | None = None) -> Path:
     """Write PATH.safetensors and PATH.json (PATH without suffix). `half` stores fp16 weights."""
     tensors = _state("task", task_net, half) | (_state("meta", meta, half) if include_meta else {})
-    return _write(Path(path).with_suffix(""), tensors, config.to_dict(), info or {}, calibration, guard)
+    return _write(Path(path).with_suffix(""), tensors, config.to_dict(), info or {}, calibration, guard,
+                  prediction_sets)
 
 
 def _write(stem: Path, tensors: dict[str, torch.Tensor], config: dict[str, Any], info: dict[str, Any],
-           calibration: Calibration | None, guard: Guard | None) -> Path:
+           calibration: Calibration | None, guard: Guard | None, prediction_sets: PredictionSets | None = None) -> Path:
     header = {"format": FORMAT, "config": config, "info": info}
     if calibration is not None:
         header["calibration"] = calibration.to_dict()
+    if prediction_sets is not None:
+        header["prediction_sets"] = prediction_sets.to_dict()
     if guard is not None:
         header["guard"] = guard.to_header()
         tensors = tensors | {f"guard.{k}": torch.from_numpy(v).contiguous() for k, v in guard.tensors().items()}
@@ -66,14 +72,16 @@ def _write(stem: Path, tensors: dict[str, torch.Tensor], config: dict[str, Any],
 
 
 def update_trust(path: str | Path, calibration: Calibration, guard: Guard | None,
-                 info: dict[str, Any] | None = None) -> Path:
-    """Store a calibration and a guard (and, if given, a new `info`) in an existing checkpoint;
-    its weights unchanged."""
+                 info: dict[str, Any] | None = None, prediction_sets: PredictionSets | None = None,
+                 config: dict[str, Any] | None = None) -> Path:
+    """Store a calibration, a guard and prediction sets (and, if given, a new `info` or `config`) in
+    an existing checkpoint; its weight tensors unchanged, byte for byte."""
     weights = resolve_checkpoint(path)
     header = read_header(weights)
     tensors = {k: v for k, v in load_file(str(weights)).items() if not k.startswith("guard.")}
     info = header.get("info", {}) if info is None else info
-    return _write(weights.with_suffix(""), tensors, header["config"], info, calibration, guard)
+    return _write(weights.with_suffix(""), tensors, config or header["config"], info, calibration, guard,
+                  prediction_sets)
 
 
 @dataclass
@@ -85,6 +93,7 @@ class LoadedModel:
     path: Path | None = None
     calibration: Calibration | None = None  # None: not calibrated (raw softmax probabilities)
     guard: Guard | None = None  # None: no out-of-distribution reference
+    prediction_sets: PredictionSets | None = None  # None: fitted before sets existed (no `diagnosis_set`)
 
 
 CHECKPOINT_NAMES = ("best.safetensors", "last.safetensors", "model.safetensors")  # a run's, then a bundle's
@@ -147,7 +156,8 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", with_m
     if "guard" in header:
         guard = Guard.from_header(header["guard"], {k[6:]: v.numpy() for k, v in tensors.items()
                                                      if k.startswith("guard.")})
-    return LoadedModel(task_net, meta, config, header.get("info", {}), weights, calibration, guard)
+    sets = PredictionSets.from_dict(header["prediction_sets"]) if "prediction_sets" in header else None
+    return LoadedModel(task_net, meta, config, header.get("info", {}), weights, calibration, guard, sets)
 
 
 def load_into(module: nn.Module, tensors: dict[str, torch.Tensor], prefix: str, source: Path) -> None:

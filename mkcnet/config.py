@@ -38,6 +38,7 @@ class ModelConfig:
     use_attention: bool = True  # Global Attention Blocks
     use_assistance: bool = True  # Meta-knowledge Assistance Block: the diagnosis head also reads the auxiliary feature
     head_act: str = "relu"  # the heads' hidden activation: ReLU as the official code ("gelu": runs made before)
+    window: tuple[float, float] | None = None  # (centre, width) for DICOM/NIfTI in their units (CT: HU); None: the file's
     revision: int = 2  # 1: saved when "vanilla" named the Global-Attention-Block baseline (now "vanilla-gab")
 
     @property
@@ -128,9 +129,9 @@ def model_config_from_dict(raw: dict[str, Any]) -> ModelConfig:
     raw.setdefault("head_act", "gelu")  # configs saved before the field existed had GELU heads
     if raw.setdefault("revision", 1) == 1 and raw.get("method") == "vanilla":
         raw["method"] = "vanilla-gab"
-    for key in ("mean", "std", "diagnosis_names", "quality_names"):
+    for key in ("mean", "std", "diagnosis_names", "quality_names", "window"):
         if key in raw:
-            raw[key] = tuple(raw[key])
+            raw[key] = None if raw[key] is None else tuple(raw[key])
     return _from_dict(ModelConfig, raw)
 
 

@@ -40,6 +40,18 @@ class DatasetPreset:
     diagnosis_map: dict[int, int] | None = None
     quality_map: dict[int, int] | None = None  # the split files' quality labels -> "higher is better"
     description: str = ""
+    window: tuple[float, float] | None = None  # the model's default (centre, width) for DICOM/NIfTI inputs
+
+
+# Which degradation families fit a data set (the simulator's modalities).
+MODALITY_OF_PRESET = {"eyeq": "fundus", "deepdrid": "fundus", "synth-fundus": "fundus", "drac": "oct",
+                      "ct-iqad": "ct", "cxr-iqad": "xray"}
+
+
+def model_modality(config: RunConfig, info: dict | None = None) -> str:
+    """The simulator's modality for a model: its card's, else its data set's, else by its channels."""
+    return (info or {}).get("modality") or MODALITY_OF_PRESET.get(
+        config.data.preset, "fundus" if config.model.in_chans == 3 else "ct")
 
 
 DATASETS: dict[str, DatasetPreset] = {
@@ -56,7 +68,8 @@ DATASETS: dict[str, DatasetPreset] = {
                       description="DRAC 2022 OCTA, DR + quality"),
         DatasetPreset("ct-iqad", 1, ("non-COVID", "COVID-19"), HQ_LQ, (0.6269,), (0.2909,),
                       meta_length=5, entropy_weight=0.2, meta_lr=0.01, step_size=20, epochs=200, batch_size=4,
-                      description="CT-IQAD chest CT, COVID-19 + HQ/LQ"),
+                      description="CT-IQAD chest CT, COVID-19 + HQ/LQ",
+                      window=(-600.0, 1500.0)),  # a lung window: CT-IQAD's slices are shown in one
         # The official CXR-IQAD split files number quality 0 = HQ, 1 = LQ-C, 2 = LQ-A (2929 / 2927 /
         # 2431 images, Table 1's HQ / LQ-C / LQ-A): reversed here so that HQ is the top index.
         DatasetPreset("cxr-iqad", 1, ("normal", "pneumonia"), ("LQ-A", "LQ-C", "HQ"), (0.4813,), (0.2361,),
@@ -169,6 +182,7 @@ def build_run_config(dataset: str | DatasetPreset, training: str = "cpu", method
         image_size=tp.image_size, mean=ds.mean, std=ds.std,
         num_diagnosis=len(ds.diagnosis_names), num_quality=len(ds.quality_names),
         diagnosis_names=ds.diagnosis_names, quality_names=ds.quality_names, meta_length=ds.meta_length,
+        window=ds.window,
     )
     train = TrainConfig(
         epochs=epochs, batch_size=tp.batch_size or ds.batch_size, lr=ds.lr, meta_lr=tp.meta_lr or ds.meta_lr,

@@ -10,7 +10,8 @@ are never copied: a pack lists image paths only.
 
     python scripts/bundle_models.py --standard          # the four bundled models, from runs/
     python scripts/bundle_models.py RUN NAME [--root DATA] [--split val.csv] [--title T]
-    python scripts/bundle_models.py --refresh NAME...   # calibration, guard, pack, card only
+    python scripts/bundle_models.py --refresh NAME...   # calibration, guard, sets, pack, card only
+    python scripts/bundle_models.py --sets NAME...      # prediction sets and default window only
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import pandas as pd
 from mkcnet.analysis.embedding import embed
 from mkcnet.analysis.ood import lq_ratio_curves
 from mkcnet.analysis.reliability import reliability_tables
-from mkcnet.checkpoint import load_checkpoint, save_checkpoint, update_trust
+from mkcnet.checkpoint import load_checkpoint, read_header, save_checkpoint, update_trust
 from mkcnet.inference.evaluate import calibrate_checkpoint, evaluate_split
 from mkcnet.inference.results import ResultsPack
 from mkcnet.presets import DATASETS, TRAINING
@@ -134,6 +135,18 @@ def trust_rows(info: dict) -> str:
                      f"is flagged with probability at most {1 - coverage:.0%}), plus input checks (colourfulness, "
                      f"aspect ratio); flags {g['measured'].get('val', 0):.1%} of the validation and "
                      f"{g['measured'].get('train', 0):.1%} of the training images.")
+    ps = info.get("prediction_sets")
+    if ps:
+        m = ps["measured"]
+        groups = ", ".join(f"{label} {m[f'{p}coverage']:.1%} / {m[f'{p}size']:.2f}" for label, p in
+                           (("all", ""), ("HQ", "HQ."), ("LQ", "LQ.")) if f"{p}coverage" in m)
+        per_group = ps.get("groups") != [-1]
+        how = ("split-conformal per predicted quality class" if per_group else
+               "split-conformal over all images (no quality head: the guarantee is not per quality group)")
+        within = " within its predicted quality class" if per_group else ""
+        lines.append(f"Diagnosis sets at {ps['coverage']:.0%} confidence: {how}, fitted on `{ps['split']}` (an unseen "
+                     f"image like them has its true class in its set with probability ≥ {ps['coverage']:.0%}{within}); "
+                     f"coverage / mean set size on those images, by their labelled quality: {groups}.")
     return "\n".join(lines)
 
 
@@ -245,10 +258,44 @@ def trust_pack_and_card(target: Path, info: dict, config, root: Path, split: str
     info["metrics"] = pack.header["metrics"]
     info["calibration"] = bundled.calibration.to_dict()
     info["guard"] = bundled.guard.to_header()
+    info["prediction_sets"] = sets_card(bundled.prediction_sets)
     info["reliability"] = {kind: curve.to_dict("records") for kind, curve in reliability_tables(pack).items()}
-    update_trust(weights, bundled.calibration, bundled.guard, info)
+    update_trust(weights, bundled.calibration, bundled.guard, info, bundled.prediction_sets)
     (target / "MODEL.md").write_text(model_card(info, config))
     return pack
+
+
+def sets_card(sets) -> dict:
+    """What the card says of the prediction sets (the scores themselves stay in the header)."""
+    return {"coverage": sets.coverage, "split": sets.split, "groups": sorted(sets.scores), "measured": sets.measured}
+
+
+def with_default_window(config):
+    """The data set's default DICOM/NIfTI window for a model saved before models had one."""
+    preset = DATASETS.get(config.data.preset)
+    if config.model.window is None and preset is not None and preset.window is not None:
+        config.model.window = preset.window
+    return config
+
+
+def fit_sets(name: str, out: Path, root: str | None = None, split: str | None = None) -> dict:
+    """Fit a bundled model's prediction sets on its validation split and give it its data set's
+    default window, keeping everything else (weights byte for byte, temperatures, guard, pack)."""
+    target = out / name
+    model = load_checkpoint(target)
+    info, config = dict(model.info), with_default_window(model.config)
+    root = Path(root or config.data.root)
+    model = calibrate_checkpoint(target, root / (split or info["split"]), root=root, device="cpu", progress=False,
+                                 sets_only=True)
+    info["prediction_sets"] = sets_card(model.prediction_sets)
+    raw = read_header(model.path)["config"]  # as stored: only the window is added
+    raw["model"].setdefault("window", None if config.model.window is None else list(config.model.window))
+    update_trust(target, model.calibration, model.guard, info, model.prediction_sets, raw)
+    (target / "MODEL.md").write_text(model_card(info, config))
+    m = model.prediction_sets.measured
+    print(f"{name}: sets at {model.prediction_sets.coverage:.0%}: coverage {m['coverage']:.3f}, size {m['size']:.2f}; "
+          f"window {config.model.window}")
+    return info
 
 
 def refresh(name: str, out: Path, root: str | None = None, split: str | None = None) -> dict:
@@ -269,7 +316,7 @@ def bundle(run: Path, name: str, out: Path, root: str | None = None, split: str 
            script: str | None = None) -> dict:
     start = time.perf_counter()
     source = load_checkpoint(run)
-    config = source.config
+    config = with_default_window(source.config)
     root = root or config.data.root
     split = split or config.data.val_split or "val.csv"
     target = out / name
@@ -316,9 +363,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--split", help="validation split file, relative to the root (default: the run's)")
     p.add_argument("--refresh", nargs="+", metavar="NAME", help="refit the calibration and guard of bundled "
                    "models, re-evaluate their packs and rewrite their cards (no training run needed)")
+    p.add_argument("--sets", nargs="+", metavar="NAME", help="fit the prediction sets of bundled models on their "
+                   "validation split and give them their data set's default window; nothing else changes")
     p.add_argument("--title")
     p.add_argument("--command", help="the training command to print on the card (default: reconstructed)")
     args = p.parse_args(argv)
+    if args.sets:
+        for name in args.sets:
+            if not (args.out / name / "model.safetensors").is_file():
+                p.error(f"no bundled model {name!r} in {args.out}")
+            fit_sets(name, args.out, args.root, args.split)
+        return 0
     if args.refresh:
         for name in args.refresh:
             if not (args.out / name / "model.safetensors").is_file():

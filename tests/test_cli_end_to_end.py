@@ -61,6 +61,8 @@ def test_evaluate_writes_a_results_pack(mkcnet_run, tiny_dataset, tmp_path):
     assert set(pack.features) == {"diagnosis", "quality", "auxiliary", "fused"}
     assert all(len(v) == 4 for v in pack.features.values())
     assert "diagnosis.auc" in pack.header["metrics"]
+    # Sets fitted by training's calibration on 4 validation images: too few for a rank, every class.
+    assert pack.header["prediction_sets"]["coverage"] == 1 and pack.header["prediction_sets"]["size"] == 2
 
 
 def test_predict_image_folder_and_json(mkcnet_run, tiny_dataset, tmp_path, capsys):
@@ -70,6 +72,7 @@ def test_predict_image_folder_and_json(mkcnet_run, tiny_dataset, tmp_path, capsy
     table = pd.read_csv(out, keep_default_na=False)
     assert len(table) == 16 and (table["error"] == "").all()
     assert np.allclose(table[["p_diagnosis_non-COVID", "p_diagnosis_COVID-19"]].sum(axis=1), 1, atol=1e-3)
+    assert (table["diagnosis_set"] == "non-COVID|COVID-19").all()
     capsys.readouterr()
     image = next((tiny_dataset / "Images").iterdir())
     assert main(["predict", str(mkcnet_run / "best.safetensors"), str(image), "--format", "json"]) == 0
@@ -150,3 +153,18 @@ def test_exif_orientation_is_applied(tmp_path):
     shown = read_image(tmp_path / "photo.jpg")
     assert shown.shape[:2] == (20, 10)  # as a viewer shows it: portrait
     assert shown[:5].mean() > 200 and shown[-5:].mean() < 50  # the bright edge is now on top
+
+
+def test_predict_a_nifti_slice_with_a_window_and_its_robustness(mkcnet_run, tmp_path, capsys):
+    import nibabel as nib
+
+    volume = np.stack([np.full((24, 20), v, np.int16) for v in (-1000, -600, 40)], axis=2)  # HU, 3 slices
+    nib.save(nib.Nifti1Image(volume, np.eye(4)), tmp_path / "scan.nii.gz")
+    assert main(["predict", str(mkcnet_run), str(tmp_path), "--slice", "0", "--window", "lung", "--robustness",
+                 "--format", "json", "--device", "cpu"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert len(rows) == 1 and rows[0]["error"] == "" and rows[0]["image"].endswith("scan.nii.gz")
+    margins = {k: v for k, v in rows[0].items() if k.startswith("robust_")}
+    assert len(margins) == 15 and all(v == "holds" or v in "12345" for v in margins.values())  # the CT families
+    assert main(["predict", str(mkcnet_run), str(tmp_path / "scan.nii.gz"), "--slice", "3"]) == 2
+    assert "slice 3 does not exist" in capsys.readouterr().err

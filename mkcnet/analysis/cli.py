@@ -116,39 +116,49 @@ def run_ood(args: argparse.Namespace) -> int:
 
     from mkcnet.analysis.figures import save_figure
     from mkcnet.analysis.ood import METRICS, lq_ratio_draws, ood_figure, summarise
-    from mkcnet.analysis.referral import referral_curves, referral_figure
+    from mkcnet.analysis.referral import describe_point, operating_points, referral_curves, referral_figure
     from mkcnet.inference.results import ResultsPack
 
+    if not (0 < args.epsilon < 1 and 0 < args.delta < 1):
+        raise UserError(f"--epsilon and --delta must lie in (0, 1), got {args.epsilon} and {args.delta}")
     packs = named(args.packs, args.by, lambda p: ResultsPack.load(resolve_pack(p)).header["model"]["method"])
-    ratios = np.linspace(0, 1, args.ratios)
-    draws: dict[str, list[pd.DataFrame]] = {}
-    for name, path in packs:
-        draws.setdefault(name, []).append(lq_ratio_draws(ResultsPack.load(resolve_pack(path)), ratios, args.size,
-                                                         args.repeats, args.seed, replace=args.bootstrap))
-    curves = {name: summarise(pd.concat(parts)) for name, parts in draws.items()}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    pd.concat([c.assign(run=name) for name, c in curves.items()]).to_csv(out / "ood_curves.csv", index=False)
-    written = [out / "ood_curves.csv"]
-    for metric in METRICS if args.metric == "all" else [args.metric]:
-        written += save_figure(ood_figure(curves, metric), out / f"ood_{metric}", png=not args.no_png)
-    sizes = {name: sorted({d.attrs["size"] for d in parts}) for name, parts in draws.items()}
-    replaced = [name for name, parts in draws.items() if any(d.attrs["replaced"] for d in parts)]
-    for name, c in curves.items():
-        auc = c[c.metric == "auc"].set_index("ratio")["mean"]
-        print(f"{name:32} size {sizes[name]}  AUC at r=0 {auc.iloc[0]:.4f}  r=1 {auc.iloc[-1]:.4f}")
-    if replaced and not args.bootstrap:
-        print(f"note: drawn with replacement where a quality group was too small: {', '.join(replaced)}")
+    written = []
+    if not args.referral:
+        ratios = np.linspace(0, 1, args.ratios)
+        draws: dict[str, list[pd.DataFrame]] = {}
+        for name, path in packs:
+            draws.setdefault(name, []).append(lq_ratio_draws(ResultsPack.load(resolve_pack(path)), ratios, args.size,
+                                                             args.repeats, args.seed, replace=args.bootstrap))
+        curves = {name: summarise(pd.concat(parts)) for name, parts in draws.items()}
+        pd.concat([c.assign(run=name) for name, c in curves.items()]).to_csv(out / "ood_curves.csv", index=False)
+        written.append(out / "ood_curves.csv")
+        for metric in METRICS if args.metric == "all" else [args.metric]:
+            written += save_figure(ood_figure(curves, metric), out / f"ood_{metric}", png=not args.no_png)
+        sizes = {name: sorted({d.attrs["size"] for d in parts}) for name, parts in draws.items()}
+        replaced = [name for name, parts in draws.items() if any(d.attrs["replaced"] for d in parts)]
+        for name, c in curves.items():
+            auc = c[c.metric == "auc"].set_index("ratio")["mean"]
+            print(f"{name:32} size {sizes[name]}  AUC at r=0 {auc.iloc[0]:.4f}  r=1 {auc.iloc[-1]:.4f}")
+        if replaced and not args.bootstrap:
+            print(f"note: drawn with replacement where a quality group was too small: {', '.join(replaced)}")
     # Quality-aware referral: the first pack of each name (a run's packs share one model).
-    referral = {}
+    referral, points = {}, {}
     for name, path in packs:
-        referral.setdefault(name, referral_curves(ResultsPack.load(resolve_pack(path))))
+        if name not in referral:
+            pack = ResultsPack.load(resolve_pack(path))
+            referral[name] = referral_curves(pack)
+            points[name] = operating_points(pack, args.epsilon, args.delta)
     pd.concat([c.assign(run=name) for name, c in referral.items()]).to_csv(out / "referral_curves.csv", index=False)
-    written += [out / "referral_curves.csv"] + save_figure(referral_figure(referral), out / "referral",
-                                                           png=not args.no_png)
+    pd.concat([c.assign(run=name) for name, c in points.items()]).to_csv(out / "referral_points.csv", index=False)
+    written += [out / "referral_curves.csv", out / "referral_points.csv"]
+    written += save_figure(referral_figure(referral, points), out / "referral", png=not args.no_png)
     for name, c in referral.items():
         aurc = c.groupby("rule", sort=False)["aurc"].first()
         print(f"{name:32} referral AURC: " + ", ".join(f"by {rule} {v:.4f}" for rule, v in aurc.items()))
+        for _, row in points[name].iterrows():
+            print(f"{'':32} {describe_point(row)}")
     print("wrote " + ", ".join(str(p) for p in written))
     return 0
 
@@ -261,7 +271,9 @@ def register(subparsers) -> None:
         description="Resample each results pack's test set to a fixed size with a share r of LQ images, for r from "
                     "0 to 1, many times; plot the mean and 95 % band per run. Then quality-aware referral: "
                     "diagnosis error against the share diagnosed, referring by predicted quality, by "
-                    "confidence, or by both. Reads saved predictions only.")
+                    "confidence, or by both, and per rule the share to refer so that the error among the images "
+                    "kept stays ≤ epsilon with probability ≥ 1 − delta (Learn then Test on the pack's split, "
+                    "normally the validation split). Reads saved predictions only.")
     o.add_argument("packs", nargs="+", metavar="[NAME=]PACK",
                    help="results packs or run directories (with one eval-* pack); packs sharing a NAME are pooled")
     add_output(o, "output folder", pools="pools")
@@ -271,6 +283,12 @@ def register(subparsers) -> None:
     o.add_argument("--repeats", type=int, default=200, help="draws per ratio")
     o.add_argument("--seed", type=int, default=0)
     o.add_argument("--bootstrap", action="store_true", help="draw with replacement (band = sampling uncertainty)")
+    o.add_argument("--referral", action="store_true",
+                   help="referral only: the risk-coverage curves and the certified operating points, no LQ-ratio draws")
+    o.add_argument("--epsilon", type=float, default=0.05,
+                   help="the diagnosis error allowed among the images kept (default: 0.05)")
+    o.add_argument("--delta", type=float, default=0.1,
+                   help="the operating point holds with probability ≥ 1 − delta over the split's draw (default: 0.1)")
     o.set_defaults(func=run_ood)
 
     e = subparsers.add_parser(

@@ -34,6 +34,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if not pack.header.get("temperatures"):
         print("note: this checkpoint is not calibrated (run `mkcnet calibrate`): both columns are raw softmax")
     print_calibration(pack.header["calibration"])
+    print_sets(pack.header.get("prediction_sets"))
     print(f"results pack: {out}")
     return 0
 
@@ -51,11 +52,32 @@ def print_calibration(scores: dict[str, float]) -> None:
                   f"{cal:7.4f} {scores[f'{head}.after.{group}Brier']:7.4f}")
 
 
+def print_sets(sets: dict | None) -> None:
+    """Empirical coverage and mean set size of the diagnosis sets, all / HQ / LQ."""
+    if not sets:
+        print("prediction sets: none in this checkpoint (fitted before they existed; run `mkcnet calibrate`)")
+        return
+    print(f"diagnosis sets at {sets['coverage']:.0%} (fitted on {sets.get('split') or 'the validation split'}):")
+    print(f"{'':4} {'n':>5} {'coverage':>9} {'mean size':>10} {'one class':>10}")
+    for label, prefix in (("all", ""), ("HQ", "HQ."), ("LQ", "LQ.")):
+        if f"{prefix}coverage" in sets:
+            print(f"{label:4} {int(sets[f'{prefix}n']):5d} {sets[f'{prefix}coverage']:9.3f} {sets[f'{prefix}size']:10.3f} "
+                  f"{sets[f'{prefix}single']:10.3f}")
+
+
 def run_calibrate(args: argparse.Namespace) -> int:
     from mkcnet.inference.evaluate import calibrate_checkpoint
 
+    if not 0.5 <= args.coverage < 1:
+        raise UserError(f"--coverage must lie in [0.5, 1), got {args.coverage}")
     model = calibrate_checkpoint(args.checkpoint, args.split, args.train_split, args.root, args.guard,
-                                 device=args.device, progress=not args.quiet)
+                                 device=args.device, progress=not args.quiet, coverage=args.coverage,
+                                 sets_only=args.sets_only)
+    ps = model.prediction_sets
+    if args.sets_only:
+        print(f"{model.path.name}: prediction sets refitted; temperatures and guard kept")
+        print_sets({"coverage": ps.coverage, "split": ps.split, **ps.measured})
+        return 0
     c, g = model.calibration, model.guard
     temps = ", ".join(f"{head} T = {t:.3f}" for head, t in c.temperatures.items())
     print(f"{model.path.name}: temperatures fitted on {c.split}: {temps}")
@@ -67,16 +89,20 @@ def run_calibrate(args: argparse.Namespace) -> int:
     print(f"out-of-distribution guard: {g.method} on the {g.feature} feature, threshold {g.threshold:.3f} "
           f"(conformal: an unseen validation-like image passes with probability ≥ {g.coverage:.0%}); flagged: "
           + ", ".join(f"{name} {share:.1%}" for name, share in g.measured.items()))
+    print_sets({"coverage": ps.coverage, "split": ps.split, **ps.measured})
     return 0
 
 
 def run_predict(args: argparse.Namespace) -> int:
     from mkcnet.checkpoint import load_checkpoint
+    from mkcnet.data.images import parse_window
     from mkcnet.inference.evaluate import collect_inputs, predict_images
 
     model = load_checkpoint(args.checkpoint)
     inputs = collect_inputs(args.inputs)
-    table = predict_images(model, inputs.files, device=args.device)
+    window = parse_window(args.window) if args.window else None
+    table = predict_images(model, inputs.files, device=args.device, slice=args.slice, window=window,
+                           robustness=args.robustness)
     if len(inputs.files) == 1 and not Path(args.inputs[0]).is_dir() and table["error"].iloc[0]:
         raise UserError(table["error"].iloc[0])  # a single unreadable image is an error, not a row
     failed = int((table["error"] != "").sum())
@@ -118,8 +144,9 @@ def register(subparsers) -> None:
 
     c = subparsers.add_parser(
         "calibrate", help="fit temperature scaling and the out-of-distribution guard; store them in the checkpoint",
-        description="Fit one temperature per head on the validation split (NLL) and the out-of-distribution "
-                    "guard (reference: training features; threshold: the validation images' conformal 95 % point). "
+        description="Fit one temperature per head on the validation split (NLL), the out-of-distribution "
+                    "guard (reference: training features; threshold: the validation images' conformal 95 % point) "
+                    "and the diagnosis prediction sets (split-conformal per predicted quality group). "
                     "`mkcnet train` runs this at the end; rerun it after changing the weights.")
     c.add_argument("checkpoint", help="run directory (uses best), model folder, or a .safetensors checkpoint")
     c.add_argument("--split", help="validation split file (default: the run's)")
@@ -127,6 +154,10 @@ def register(subparsers) -> None:
     c.add_argument("--root", help="data-set root (default: the run's)")
     c.add_argument("--guard", choices=["mahalanobis", "knn"], default="mahalanobis",
                    help="feature score of the out-of-distribution guard (default: mahalanobis)")
+    c.add_argument("--coverage", type=float, default=0.9,
+                   help="the diagnosis sets' guaranteed coverage per predicted quality group (default: 0.9)")
+    c.add_argument("--sets-only", action="store_true",
+                   help="refit the prediction sets alone, keeping the temperatures and the guard")
     c.add_argument("--device", default="auto")
     c.add_argument("--quiet", action="store_true")
     c.set_defaults(func=run_calibrate)
@@ -136,6 +167,15 @@ def register(subparsers) -> None:
         description="Predict one image, a folder of images, or a list file (.txt/.csv, first column paths).")
     p.add_argument("checkpoint", help="run directory (uses best), or a .safetensors checkpoint")
     p.add_argument("inputs", nargs="+", help="image files, folders or list files")
+    p.add_argument("--slice", type=int, metavar="K",
+                   help="the slice of multi-slice files (multi-frame DICOM, NIfTI, TIFF stacks), 0-based "
+                        "(default: the middle one)")
+    p.add_argument("--window", metavar="C,W",
+                   help="the window for DICOM and NIfTI values, centre,width (e.g. -600,1500) or a preset "
+                        "(lung, mediastinum, abdomen, bone, brain); default: the model's, else the file's")
+    p.add_argument("--robustness", action="store_true",
+                   help="a column per degradation family of the model's modality: the lowest severity (1-5) at "
+                        "which the diagnosis changes, or 'holds' (about a second per image on a CPU)")
     p.add_argument("--format", choices=["table", "csv", "json"], default="table")
     p.add_argument("--output", "-o", help="write to this file instead of the terminal")
     p.add_argument("--device", default="auto")

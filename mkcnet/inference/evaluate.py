@@ -10,13 +10,14 @@ import pandas as pd
 
 from mkcnet.checkpoint import LoadedModel, load_checkpoint, update_trust
 from mkcnet.data.dataset import UNKNOWN, ImageSet, SplitTable, read_split
-from mkcnet.data.images import IMAGE_SUFFIXES, fit_to_model, read_image
+from mkcnet.data.images import IMAGE_SUFFIXES, Window, fit_to_model, is_image_name, model_window, read_image
 from mkcnet.device import resolve_device
 from mkcnet.errors import UserError
 from mkcnet.inference.predict import predict_batches
 from mkcnet.inference.results import ResultsPack
 from mkcnet.metrics import evaluation_metrics
-from mkcnet.trust.calibration import calibration_scores, fit_calibration
+from mkcnet.trust.calibration import Calibration, calibration_scores, fit_calibration
+from mkcnet.trust.conformal import COVERAGE, PredictionSets, fit_prediction_sets, set_metrics
 from mkcnet.trust.guard import fit_guard, input_statistics
 
 # Chosen by measurement (docs/workbench.md, "Out-of-distribution guard"): Mahalanobis on the shared
@@ -42,17 +43,41 @@ def evaluate_split(checkpoint: str | Path | LoadedModel, split: str | Path, root
               "temperatures": temperatures or {},
               "calibration": calibration_scores(preds.logits, table.diagnosis, table.quality, mc.num_quality,
                                                 temperatures or {})}
+    if model.prediction_sets is not None:
+        member = model.prediction_sets.sets(preds.diagnosis, predicted_quality(preds.logits))
+        header["prediction_sets"] = {"coverage": model.prediction_sets.coverage, "split": model.prediction_sets.split,
+                                     **set_metrics(member, table.diagnosis, table.quality, mc.num_quality)}
     pack = ResultsPack.build(table.paths, table.diagnosis, table.quality, preds, header)
     if out_dir is not None:
         pack.save(out_dir)
     return pack
 
 
+def predicted_quality(logits: dict[str, np.ndarray]) -> np.ndarray | None:
+    """The quality head's class per image (the prediction sets' group); None without a quality head."""
+    return None if logits.get("quality") is None else logits["quality"].argmax(1)
+
+
+def sets_from(calibration: Calibration | None, logits: dict[str, np.ndarray], diagnosis: np.ndarray,
+              quality: np.ndarray, num_quality: int, coverage: float, split: str) -> PredictionSets:
+    """Prediction sets fitted on a labelled split's calibrated probabilities, with what they give there."""
+    probs = (calibration or Calibration({})).probabilities("diagnosis", logits["diagnosis"])  # T = 1 if uncalibrated
+    sets = fit_prediction_sets(probs, diagnosis, predicted_quality(logits), coverage, split)
+    sets.measured = set_metrics(sets.sets(probs, predicted_quality(logits)), diagnosis, quality, num_quality)
+    return sets
+
+
 def calibrate_checkpoint(checkpoint: str | Path, split: str | Path | None = None, train_split: str | Path | None = None,
                          root: str | Path | None = None, method: str = GUARD_METHOD, device: str = "auto",
-                         progress: bool = True) -> LoadedModel:
-    """Fit temperatures on the validation split and the out-of-distribution guard (reference from the
-    training split, threshold from the validation split); store both in the checkpoint."""
+                         progress: bool = True, coverage: float = COVERAGE, sets_only: bool = False) -> LoadedModel:
+    """Fit temperatures on the validation split, the out-of-distribution guard (reference from the
+    training split, threshold from the validation split) and the prediction sets (Mondrian
+    split-conformal on the validation split's calibrated probabilities); store them in the checkpoint.
+    `sets_only` refits the sets alone (at another `coverage`, or for a checkpoint calibrated before
+    sets existed), keeping its temperatures and guard and reading no training split.
+
+        calibrate_checkpoint("checkpoints/ct-iqad-mkcnet", "../shared/data/ct-iqad/val.csv", sets_only=True)
+    """
     model = load_checkpoint(checkpoint)
     mc, dc = model.config.model, model.config.data
     root = Path(root or dc.root)
@@ -61,22 +86,29 @@ def calibrate_checkpoint(checkpoint: str | Path, split: str | Path | None = None
     dev = resolve_device(device)
     model.task_net.to(dev)
     seen = {}
-    for name, path in (("val", split), ("train", train_split)):
+    for name, path in (("val", split),) if sets_only else (("val", split), ("train", train_split)):
         table = read_split(path, root, dc.diagnosis_map, mc.num_diagnosis, mc.num_quality, dc.allow_outside_root,
                            quality_map=dc.quality_map)
         data = ImageSet.load(table, mc.in_chans, mc.image_size, mc.mean, mc.std, progress=progress)
         preds = predict_batches(model.task_net, data.batches(64), dev, extra_features=(GUARD_FEATURE,))
-        stats = np.array([input_statistics(read_image(f)) for f in table.files()])
+        stats = None if sets_only else np.array([input_statistics(read_image(f)) for f in table.files()])
         seen[name] = (table, preds, stats)
-    (val, val_preds, _), (train, train_preds, train_stats) = seen["val"], seen["train"]
+    val, val_preds, _ = seen["val"]
+    if sets_only:
+        model.prediction_sets = sets_from(model.calibration, val_preds.logits, val.diagnosis, val.quality,
+                                          mc.num_quality, coverage, split.name)
+        update_trust(model.path, model.calibration, model.guard, prediction_sets=model.prediction_sets)
+        return model
+    train, train_preds, train_stats = seen["train"]
     calibration = fit_calibration(val_preds.logits, val.diagnosis, val.quality, mc.num_quality, split.name)
     guard = fit_guard(train_preds.features[GUARD_FEATURE], train.diagnosis, val_preds.features[GUARD_FEATURE],
                       train_stats, method, feature=GUARD_FEATURE)
     for name, (_, preds, stats) in seen.items():
         verdicts = guard.verdicts(preds.features[GUARD_FEATURE], [tuple(s) for s in stats])
         guard.measured[name] = float(np.mean([v.ood for v in verdicts]))
-    update_trust(model.path, calibration, guard)
-    model.calibration, model.guard = calibration, guard
+    sets = sets_from(calibration, val_preds.logits, val.diagnosis, val.quality, mc.num_quality, coverage, split.name)
+    update_trust(model.path, calibration, guard, prediction_sets=sets)
+    model.calibration, model.guard, model.prediction_sets = calibration, guard, sets
     return model
 
 
@@ -93,11 +125,11 @@ def collect_inputs(inputs: list[str | Path]) -> Inputs:
     for item in map(Path, inputs):
         if item.is_dir():
             found = sorted(p for p in item.rglob("*") if p.is_file())
-            images = [p for p in found if p.suffix.lower() in IMAGE_SUFFIXES]
+            images = [p for p in found if is_image_name(p)]
             if not images:
                 raise UserError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in folder {item}")
             files += images
-            skipped += [p for p in found if p.suffix.lower() not in IMAGE_SUFFIXES and not p.name.startswith(".")]
+            skipped += [p for p in found if not is_image_name(p) and not p.name.startswith(".")]
         elif item.suffix.lower() in (".txt", ".csv"):
             if not item.is_file():
                 raise UserError(f"list file not found: {item}")
@@ -110,15 +142,27 @@ def collect_inputs(inputs: list[str | Path]) -> Inputs:
     return Inputs(files, skipped)
 
 
-def predict_images(model: LoadedModel, files: list[Path], device: str = "auto", batch_size: int = 32) -> pd.DataFrame:
+SET_SEPARATOR = "|"  # between the class names of a `diagnosis_set`
+
+
+def predict_images(model: LoadedModel, files: list[Path], device: str = "auto", batch_size: int = 32,
+                   slice: int | None = None, window: Window | None = None, robustness: bool = False) -> pd.DataFrame:
     """One row per file with class names and probabilities (calibrated where the model is), the
-    out-of-distribution verdict (`ood`, `ood_score`, `ood_reason`; empty without a guard), and an
-    `error` for unreadable files."""
+    diagnosis set at the checkpoint's coverage (`diagnosis_set`, class names joined by "|"; absent
+    for a checkpoint without prediction sets), the out-of-distribution verdict (`ood`, `ood_score`,
+    `ood_reason`; empty without a guard), and an `error` for unreadable files. `slice` picks the
+    slice of multi-slice files (default: the middle one); `window` renders DICOM and NIfTI (default:
+    the model's own window, else the file's). With `robustness`, a column per degradation family of
+    the model's modality: the lowest severity at which the diagnosis changes, or "holds"
+    (`mkcnet.inference.robustness`; one batched forward of 76 images per file for CT)."""
     mc = model.config.model
-    arrays, rows, stats = [], [], []
+    window = window or model_window(mc)
+    arrays, rows, stats, decoded = [], [], [], []
     for f in files:
         try:
-            image = read_image(f)
+            image = read_image(f, slice=slice, window=window)
+            if robustness:
+                decoded.append(image)
             arrays.append(fit_to_model(image, mc.in_chans, mc.image_size))
             stats.append(input_statistics(image))
             rows.append({"image": str(f), "error": ""})
@@ -151,6 +195,16 @@ def predict_images(model: LoadedModel, files: list[Path], device: str = "auto", 
             table.loc[ok, head] = [names[k] for k in probs.argmax(1)]
             for k, name in enumerate(names):
                 table.loc[ok, f"p_{head}_{name}"] = probs[:, k].round(4)
+        if model.prediction_sets is not None:
+            names = mc.diagnosis_names or tuple(str(k) for k in range(preds.diagnosis.shape[1]))
+            member = model.prediction_sets.sets(preds.diagnosis, predicted_quality(preds.logits))
+            table.loc[ok, "diagnosis_set"] = [SET_SEPARATOR.join(n for n, m in zip(names, row) if m) for row in member]
+        if robustness:
+            from mkcnet.inference.robustness import robustness_margin
+
+            margins = [robustness_margin(model, image).columns() for image in decoded]
+            for column in margins[0]:
+                table.loc[ok, column] = [str(m[column]) for m in margins]
     verdict = [c for c in ("calibrated", "ood", "ood_score", "ood_reason") if c in table.columns]
     return table[[c for c in table.columns if c not in verdict and c != "error"] + verdict + ["error"]]
 

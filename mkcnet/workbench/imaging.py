@@ -20,7 +20,7 @@ from PIL import Image
 
 from mkcnet.config import ModelConfig
 from mkcnet.data.dataset import normalise
-from mkcnet.data.images import load_resized, read_image, to_channels
+from mkcnet.data.images import Window, load_resized, model_window, read_image, to_channels
 from mkcnet.degradation import degrade, list_families
 from mkcnet.errors import UserError
 from mkcnet.trust.guard import input_statistics
@@ -86,19 +86,21 @@ class ImageCache:
         self._items: OrderedDict[tuple, np.ndarray] = OrderedDict()
         self._lock = Lock()
 
-    def read(self, source: str | Path | bytes | np.ndarray) -> np.ndarray:
+    def read(self, source: str | Path | bytes | np.ndarray, slice: int | None = None,
+             window: Window | None = None) -> np.ndarray:
+        """The decoded image (`slice` and `window` as `read_image` takes them)."""
         if not isinstance(source, (str, Path)):
-            return read_image(source)
+            return read_image(source, slice=slice, window=window)
         path = Path(source)
         if not path.is_file():
             raise UserError(f"image not found: {path.name}")
         stat = path.stat()
-        key = (str(path), stat.st_mtime_ns, stat.st_size)
+        key = (str(path), stat.st_mtime_ns, stat.st_size, slice, window)
         with self._lock:
             if key in self._items:
                 self._items.move_to_end(key)
                 return self._items[key]
-        image = read_image(path)
+        image = read_image(path, slice=slice, window=window)
         with self._lock:
             self._items[key] = image
             while len(self._items) > 1 and (len(self._items) > self.size or
@@ -108,13 +110,14 @@ class ImageCache:
 
 
 def load_for(model: ZooModel, source: str | Path | None, images: ImageCache, family: str | None = None,
-             severity: int = 0, seed: int = 0) -> Prepared:
+             severity: int = 0, seed: int = 0, slice: int | None = None, window: Window | None = None) -> Prepared:
     """An uploaded or picked file, read (cached) and prepared for `model` (its size, channels,
-    normalisation, and its modality's degradation families)."""
+    normalisation, and its modality's degradation families). DICOM and NIfTI are rendered with
+    `window`, else the model's default window (as `mkcnet predict` does), else the file's."""
     if not source:
         raise UserError("upload an image or pick an example first")
-    return prepare(images.read(source), model.config, model.entry.modality, family, int(severity or 0),
-                   int(seed or 0))
+    image = images.read(source, slice=slice, window=window or model_window(model.config))
+    return prepare(image, model.config, model.entry.modality, family, int(severity or 0), int(seed or 0))
 
 
 def thumbnail(image: np.ndarray, size: int = 160) -> np.ndarray:

@@ -28,8 +28,8 @@ from mkcnet.workbench.hosting import Hosting, extract_zip
 from mkcnet.workbench.reading import Reading
 from mkcnet.workbench.zoo import ZooModel
 
-BATCH_COLUMNS = ["file", "diagnosis", "confidence", "quality", "quality confidence", "ood", "ood_score",
-                 "ood_reason", "error"]
+BATCH_COLUMNS = ["file", "diagnosis", "confidence", "diagnosis set", "quality", "quality confidence", "ood",
+                 "ood_score", "ood_reason", "error"]
 
 
 def batch_files(uploads: list[str | Path], folder: Path, limits: Hosting) -> list[Path]:
@@ -57,6 +57,9 @@ def batch_table(model: ZooModel, files: list[Path], root: Path | None = None) ->
         probs = [c for c in table.columns if c.startswith(f"p_{head}_")]
         out[head] = table[head] if head in table else ""
         out[label] = table[probs].max(axis=1).round(3) if probs else np.nan
+    # The classes still possible at the checkpoint's coverage ("" for a checkpoint without sets).
+    out["diagnosis set"] = table["diagnosis_set"].str.replace("|", " or ", regex=False) \
+        if "diagnosis_set" in table else ""
     for column in ("ood", "ood_score", "ood_reason"):
         out[column] = table[column] if column in table else ""
     return out[BATCH_COLUMNS].astype(object).fillna("")
@@ -76,9 +79,31 @@ def _bars(probs: dict[str, float] | None) -> str:
     return f"<table>{rows}</table>"
 
 
+def _margin_table(reading: Reading) -> str:
+    """The robustness margin per degradation family, or why there is none."""
+    if reading.margin is None:
+        return "<p>Not computed for this report.</p>"
+    from mkcnet.inference.robustness import family_label
+
+    rows = "".join(f"<tr><td>{html.escape(family_label(f))}</td><td>{'holds through 5' if s is None else f'flips at {s}'}"
+                   f"</td></tr>" for f, s in sorted(reading.margin.flips.items(), key=lambda kv: (kv[1] or 6, kv[0])))
+    return (f"<p>The lowest severity (1-5) of each degradation family of this modality at which the diagnosis "
+            f"changes (the image degraded by the simulator, seed {reading.margin.seed}).</p><table>{rows}</table>")
+
+
+def _set_line(reading: Reading) -> str:
+    if reading.diagnosis_set is None:
+        return "<p>No prediction set: the model was calibrated before sets existed.</p>"
+    names = " or ".join(html.escape(n) for n in reading.diagnosis_set)
+    verdict = "one answer" if len(reading.diagnosis_set) == 1 else "more than one answer: refer"
+    return (f"<p>Diagnosis set at {reading.set_coverage:.0%} confidence (per predicted image quality): "
+            f"<b>{names}</b> ({verdict}).</p>")
+
+
 def case_report(model: ZooModel, image_name: str, display: np.ndarray, reading: Reading,
-                overlays: list[tuple[np.ndarray, str]]) -> str:
-    """The report as one HTML document (images inlined)."""
+                overlays: list[tuple[np.ndarray, str]], input_note: str = "") -> str:
+    """The report as one HTML document (images inlined). `input_note` says how the image was read
+    (e.g. `Volume.describe(k)`: "slice 2 of 3 (0-based), lung window (C -600, W 1500)")."""
     from markdown_it import MarkdownIt
 
     md = MarkdownIt()
@@ -86,6 +111,7 @@ def case_report(model: ZooModel, image_name: str, display: np.ndarray, reading: 
     maps = "".join(f'<figure><img src="{_png(img)}" width="256"><figcaption>{html.escape(caption)}</figcaption></figure>'
                    for img, caption in overlays)
     entry = model.entry
+    note = f"<p>{html.escape(input_note)}</p>" if input_note else ""
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>MKCNet case report: {html.escape(image_name)}</title>
 <style>body{{font-family:sans-serif;max-width:960px;margin:2em auto}} figure{{display:inline-block;margin:4px}}
@@ -94,9 +120,11 @@ table td{{padding:2px 12px}} .limits{{border:1px solid #c00;padding:8px}}</style
 <p class="limits"><b>Research software, not a medical device.</b> Never base a clinical decision on this report.
 The model has seen only <code>{html.escape(entry.dataset)}</code> images.</p>
 <p>Model: <b>{html.escape(entry.title)}</b> (<code>{html.escape(entry.name)}</code>), mkcnet {mkcnet.__version__}.</p>
-<h2>Image as the model saw it</h2><img src="{_png(display)}" width="256">
-<h2>Probabilities ({kind})</h2><h3>Diagnosis</h3>{_bars(reading.diagnosis)}<h3>Image quality</h3>{_bars(reading.quality)}
+<h2>Image as the model saw it</h2><img src="{_png(display)}" width="256">{note}
+<h2>Probabilities ({kind})</h2><h3>Diagnosis</h3>{_bars(reading.diagnosis)}{_set_line(reading)}
+<h3>Image quality</h3>{_bars(reading.quality)}
 <h2>Reading</h2>{md.render(reading.text)}
+<h2>Robustness margin</h2>{_margin_table(reading)}
 <h2>Class activation maps</h2>{maps}
 <h2>Model card</h2>{md.render(entry.card_markdown())}
 </body></html>

@@ -24,12 +24,9 @@ from mkcnet.config import ModelConfig, RunConfig
 from mkcnet.errors import UserError
 from mkcnet.inference.results import ResultsPack, find_pack_dir, load_pack
 from mkcnet.methods import METHODS
+from mkcnet.presets import MODALITY_OF_PRESET, model_modality  # noqa: F401  (the map: scripts/bundle_models.py)
 from mkcnet.project import find_project_home
 from mkcnet.workbench.settings import WorkbenchSettings
-
-# Which degradation families fit a data set (the simulator's modalities).
-MODALITY_OF_PRESET = {"eyeq": "fundus", "deepdrid": "fundus", "synth-fundus": "fundus", "drac": "oct",
-                      "ct-iqad": "ct", "cxr-iqad": "xray"}
 
 
 def default_roots(settings: WorkbenchSettings | None = None) -> list[Path]:
@@ -76,8 +73,7 @@ class ZooEntry:
 
     @property
     def modality(self) -> str:
-        return self.card.get("modality") or MODALITY_OF_PRESET.get(
-            self.config.data.preset, "fundus" if self.model_config.in_chans == 3 else "ct")
+        return model_modality(self.config, self.card)
 
     @property
     def rank(self) -> int:
