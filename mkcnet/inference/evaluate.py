@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -10,9 +9,10 @@ import pandas as pd
 
 from mkcnet.checkpoint import LoadedModel, load_checkpoint, update_trust
 from mkcnet.data.dataset import UNKNOWN, ImageSet, SplitTable, read_split
-from mkcnet.data.images import IMAGE_SUFFIXES, fit_to_model, read_image
+from mkcnet.data.images import fit_to_model, read_image
 from mkcnet.device import resolve_device
 from mkcnet.errors import UserError
+from mkcnet.inference.inputs import Inputs, collect_inputs  # they lived here; re-exported (__all__)
 from mkcnet.inference.predict import predict_batches
 from mkcnet.inference.results import ResultsPack
 from mkcnet.metrics import evaluation_metrics
@@ -78,36 +78,6 @@ def calibrate_checkpoint(checkpoint: str | Path, split: str | Path | None = None
     update_trust(model.path, calibration, guard)
     model.calibration, model.guard = calibration, guard
     return model
-
-
-@dataclass(frozen=True)
-class Inputs:
-    files: list[Path]  # to read, in order
-    skipped: list[Path]  # found in folders but not images by their name (listed, never silently dropped)
-
-
-def collect_inputs(inputs: list[str | Path]) -> Inputs:
-    """Image files, folders (their images, sorted) and list files (.txt/.csv, first column)."""
-    files: list[Path] = []
-    skipped: list[Path] = []
-    for item in map(Path, inputs):
-        if item.is_dir():
-            found = sorted(p for p in item.rglob("*") if p.is_file())
-            images = [p for p in found if p.suffix.lower() in IMAGE_SUFFIXES]
-            if not images:
-                raise UserError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in folder {item}")
-            files += images
-            skipped += [p for p in found if p.suffix.lower() not in IMAGE_SUFFIXES and not p.name.startswith(".")]
-        elif item.suffix.lower() in (".txt", ".csv"):
-            if not item.is_file():
-                raise UserError(f"list file not found: {item}")
-            table = pd.read_csv(item, dtype=str, keep_default_na=False, header=None if item.suffix == ".txt" else 0)
-            files += [item.parent / p.strip() for p in table.iloc[:, 0] if p.strip()]
-        elif item.is_file():
-            files.append(item)
-        else:
-            raise UserError(f"input not found: {item}")
-    return Inputs(files, skipped)
 
 
 def predict_images(model: LoadedModel, files: list[Path], device: str = "auto", batch_size: int = 32) -> pd.DataFrame:
