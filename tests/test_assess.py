@@ -89,6 +89,7 @@ def test_assess_in_hosted_mode_takes_no_server_path(served, canary):
 
 @pytest.mark.filterwarnings("ignore:Use `streamable_http_client` instead")
 def test_the_mcp_tool_assesses_an_image(served):
+    pytest.importorskip("mcp")  # gradio[mcp], the `mcp` extra
     from mcp import ClientSession
     from mcp.client.streamable_http import streamablehttp_client
 
