@@ -15,7 +15,6 @@ from mkcnet.errors import UserError
 from mkcnet.inference.inputs import Inputs, collect_inputs  # they lived here; re-exported (__all__)
 from mkcnet.inference.predict import predict_batches
 from mkcnet.inference.results import ResultsPack
-from mkcnet.metrics import evaluation_metrics
 from mkcnet.trust.calibration import calibration_scores, fit_calibration
 from mkcnet.trust.guard import fit_guard, input_statistics
 
@@ -27,6 +26,8 @@ GUARD_METHOD, GUARD_FEATURE = "mahalanobis", "backbone"
 def evaluate_split(checkpoint: str | Path | LoadedModel, split: str | Path, root: str | Path | None = None,
                    out_dir: str | Path | None = None, device: str = "auto", batch_size: int = 64,
                    progress: bool = True, allow_outside_root: bool = False) -> ResultsPack:
+    from mkcnet.metrics import evaluation_metrics  # scikit-learn: `mkcnet predict` does not need it
+
     model = checkpoint if isinstance(checkpoint, LoadedModel) else load_checkpoint(checkpoint)
     mc, dc = model.config.model, model.config.data
     table = read_split(split, root, dc.diagnosis_map, mc.num_diagnosis, mc.num_quality, allow_outside_root,
