@@ -88,7 +88,9 @@ def export_onnx(checkpoint: str | Path | LoadedModel, out: str | Path, opset: in
     out.parent.mkdir(parents=True, exist_ok=True)
     names = [*heads, FEATURE]
     # The TorchScript exporter: the dynamo one needs onnxscript and traces no better for this net.
-    torch.onnx.export(ExportedHeads(task_net, heads, feature), (example,), str(out), input_names=[INPUT],
+    # .eval() on the wrapper too: the exporter puts the module back in its own mode afterwards, and a
+    # fresh wrapper's is training, which would leave the caller's network in training mode.
+    torch.onnx.export(ExportedHeads(task_net, heads, feature).eval(), (example,), str(out), input_names=[INPUT],
                       output_names=names, opset_version=opset, dynamo=False,
                       dynamic_axes={n: {0: "batch"} for n in [INPUT, *names]})
     graph = onnx.load(str(out))

@@ -30,6 +30,7 @@ IMAGES = [*sorted(EXAMPLES.glob("synth_*.png")), EXAMPLES / "retina.jpg", EXAMPL
 def exported(tmp_path_factory) -> tuple[mkcnet.Model, Path]:
     model = mkcnet.load("synth-fundus-mkcnet")
     path = export_onnx(model.loaded, tmp_path_factory.mktemp("onnx") / "model.onnx")
+    assert not model.loaded.task_net.training  # exporting leaves the caller's network as it was
     return model, path
 
 
