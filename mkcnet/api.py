@@ -280,10 +280,11 @@ def load(name_or_path: str | Path, device: str = "cpu") -> Model:
     """
     text = str(name_or_path)
     bundled = bundled_models()
-    if text in bundled:
-        model = Model.from_pretrained(bundled[text], name=text)
-    elif Path(text).is_dir():
-        model = Model.from_pretrained(text)
+    folder = bundled.get(text) or (Path(text) if Path(text).is_dir() else None)
+    if folder is not None and not (folder / CONFIG).is_file():  # a run directory, or a bundle of the older layout
+        model = Model(load_checkpoint(folder), name=folder.resolve().name)
+    elif folder is not None:
+        model = Model.from_pretrained(folder, name=folder.resolve().name)
     elif Path(text).suffix in (".safetensors", ".json") or Path(text).with_suffix(".safetensors").is_file():
         model = Model(load_checkpoint(text))
     elif text.count("/") == 1 and not Path(text).exists():
