@@ -42,6 +42,7 @@ def build_app(context: Workbench | None = None) -> gr.Blocks:
     """The first page is the app's home; every other one gets its own route."""
     import gradio as gr
 
+    from mkcnet.workbench.assess import add_assess_endpoint
     from mkcnet.workbench.context import Workbench
     from mkcnet.workbench.ui import end_sessions_on_unload
     from pages import PAGES
@@ -52,6 +53,7 @@ def build_app(context: Workbench | None = None) -> gr.Blocks:
         gr.Navbar(main_page_name=home.title)
         home.module.build(context, demo)
         end_sessions_on_unload(context, demo)
+        add_assess_endpoint(context)  # /assess: JSON for scripts, and the MCP tool with --mcp
     for page in others:
         with demo.route(page.title, page.path):
             gr.Navbar(main_page_name=home.title)
@@ -95,7 +97,8 @@ def serve(args: argparse.Namespace, block: bool = True) -> gr.Blocks:
     if not context.zoo.names():
         print("warning: no models found; see docs/workbench.md (checkpoints/, MKCNET_CHECKPOINTS)")
     demo = build_app(context)
-    demo.launch(server_name=settings.host, server_port=settings.port, prevent_thread_lock=True, **launch_options(context))
+    demo.launch(server_name=settings.host, server_port=settings.port, prevent_thread_lock=True,
+                mcp_server=settings.mcp, **launch_options(context))
     # A stopped server (SIGTERM: Spaces, systemd, docker) shuts down cleanly, which deletes
     # Gradio's cache of this app, and leaves no visitor's files behind (atexit above).
     signal.signal(signal.SIGTERM, lambda *_: (demo.close(), sys.exit(0)))

@@ -91,11 +91,12 @@ LAYERS = (
     ("mkcnet", "mkcnet.errors", "mkcnet.project", "mkcnet.files", "mkcnet.config", "mkcnet.methods", "mkcnet.device",
      "mkcnet.branches"),
     ("mkcnet.presets", "mkcnet.metrics", "mkcnet.losses", "mkcnet.data", "mkcnet.trust", "mkcnet.degradation",
-     "mkcnet.synth"),
+     "mkcnet.synth", "mkcnet.hub"),
     ("mkcnet.models",),
     ("mkcnet.checkpoint",),
-    ("mkcnet.training", "mkcnet.inference"),
+    ("mkcnet.training", "mkcnet.inference", "mkcnet.export"),
     ("mkcnet.analysis",),
+    ("mkcnet.api",),
     ("mkcnet.workbench",),
     ("mkcnet.cli", "mkcnet.__main__"),
 )
@@ -107,9 +108,14 @@ def layer_of(module: str) -> int | None:
     return max(matches)[1] if matches else None
 
 
+# The one import that points up on purpose: the package root re-exports the Python API
+# (`mkcnet.load`) lazily, through PEP 562's module __getattr__, so `import mkcnet` stays light.
+FRONT_DOOR = {("mkcnet", "mkcnet.api")}
+
+
 def upward_imports(graph: dict[str, set[str]]) -> list[str]:
     return [f"{a} (layer {layer_of(a)}) imports {b} (layer {layer_of(b)})" for a, targets in sorted(graph.items())
-            for b in sorted(targets) if layer_of(b) > layer_of(a)]
+            for b in sorted(targets) if layer_of(b) > layer_of(a) and (a, b) not in FRONT_DOOR]
 
 
 def test_every_module_has_a_layer_and_no_import_points_up():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -10,12 +9,12 @@ import pandas as pd
 
 from mkcnet.checkpoint import LoadedModel, load_checkpoint, update_trust
 from mkcnet.data.dataset import UNKNOWN, ImageSet, SplitTable, read_split
-from mkcnet.data.images import IMAGE_SUFFIXES, Window, fit_to_model, is_image_name, model_window, read_image
+from mkcnet.data.images import Window, fit_to_model, model_window, read_image
 from mkcnet.device import resolve_device
 from mkcnet.errors import UserError
+from mkcnet.inference.inputs import Inputs, collect_inputs  # they lived here; re-exported (__all__)
 from mkcnet.inference.predict import predict_batches
 from mkcnet.inference.results import ResultsPack
-from mkcnet.metrics import evaluation_metrics
 from mkcnet.trust.calibration import Calibration, calibration_scores, fit_calibration
 from mkcnet.trust.conformal import COVERAGE, PredictionSets, fit_prediction_sets, set_metrics
 from mkcnet.trust.guard import fit_guard, input_statistics
@@ -28,6 +27,8 @@ GUARD_METHOD, GUARD_FEATURE = "mahalanobis", "backbone"
 def evaluate_split(checkpoint: str | Path | LoadedModel, split: str | Path, root: str | Path | None = None,
                    out_dir: str | Path | None = None, device: str = "auto", batch_size: int = 64,
                    progress: bool = True, allow_outside_root: bool = False) -> ResultsPack:
+    from mkcnet.metrics import evaluation_metrics  # scikit-learn: `mkcnet predict` does not need it
+
     model = checkpoint if isinstance(checkpoint, LoadedModel) else load_checkpoint(checkpoint)
     mc, dc = model.config.model, model.config.data
     table = read_split(split, root, dc.diagnosis_map, mc.num_diagnosis, mc.num_quality, allow_outside_root,
@@ -110,36 +111,6 @@ def calibrate_checkpoint(checkpoint: str | Path, split: str | Path | None = None
     update_trust(model.path, calibration, guard, prediction_sets=sets)
     model.calibration, model.guard, model.prediction_sets = calibration, guard, sets
     return model
-
-
-@dataclass(frozen=True)
-class Inputs:
-    files: list[Path]  # to read, in order
-    skipped: list[Path]  # found in folders but not images by their name (listed, never silently dropped)
-
-
-def collect_inputs(inputs: list[str | Path]) -> Inputs:
-    """Image files, folders (their images, sorted) and list files (.txt/.csv, first column)."""
-    files: list[Path] = []
-    skipped: list[Path] = []
-    for item in map(Path, inputs):
-        if item.is_dir():
-            found = sorted(p for p in item.rglob("*") if p.is_file())
-            images = [p for p in found if is_image_name(p)]
-            if not images:
-                raise UserError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in folder {item}")
-            files += images
-            skipped += [p for p in found if not is_image_name(p) and not p.name.startswith(".")]
-        elif item.suffix.lower() in (".txt", ".csv"):
-            if not item.is_file():
-                raise UserError(f"list file not found: {item}")
-            table = pd.read_csv(item, dtype=str, keep_default_na=False, header=None if item.suffix == ".txt" else 0)
-            files += [item.parent / p.strip() for p in table.iloc[:, 0] if p.strip()]
-        elif item.is_file():
-            files.append(item)
-        else:
-            raise UserError(f"input not found: {item}")
-    return Inputs(files, skipped)
 
 
 SET_SEPARATOR = "|"  # between the class names of a `diagnosis_set`

@@ -16,8 +16,6 @@ from typing import Any
 
 import numpy as np
 
-from mkcnet.metrics import calibration_metrics
-
 HEADS = ("diagnosis", "quality")
 T_RANGE = (0.05, 20.0)
 BANDS_PER_GROUP = 4
@@ -118,6 +116,8 @@ def calibration_scores(logits: dict[str, np.ndarray], diagnosis: np.ndarray, qua
                        temperatures: dict[str, float]) -> dict[str, float]:
     """NLL, ECE and Brier per head on its labelled rows, before (raw softmax) and after temperature
     scaling; the diagnosis head's also per HQ/LQ group: "diagnosis.before.ECE", "diagnosis.after.LQ.Brier"."""
+    from mkcnet.metrics import calibration_metrics  # scikit-learn: only when scoring, not when predicting
+
     labels = {"diagnosis": np.asarray(diagnosis), "quality": np.asarray(quality)}
     scores = {}
     for head in HEADS:

@@ -20,6 +20,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hosted", action="store_true",
                    help="hosted mode even on a loopback address (it is on by itself for a non-loopback --host "
                         "and on Hugging Face Spaces): visitors upload data, no server folder is read from their input")
+    p.add_argument("--mcp", action="store_true",
+                   help="also serve the endpoints as MCP tools at /gradio_api/mcp/ (the `assess` tool: one image's "
+                        "diagnosis, quality, calibrated confidence and out-of-distribution verdict as JSON; "
+                        "needs gradio[mcp])")
 
 
 def run_app(args: argparse.Namespace) -> int:

@@ -10,6 +10,7 @@ workbench reads the environment.
 | where typed data folders may lie (local mode) | | `MKCNET_DATA_ROOTS` (else the current directory) |
 | hosted mode | `--hosted` | `SPACE_ID` (Hugging Face Spaces) |
 | the Compare page's benchmark table | | `MKCNET_BENCH` (a `mkcnet bench` output folder) |
+| the MCP server (the `assess` tool) | `--mcp` | |
 
 Kept free of gradio and torch: `mkcnet --help` builds the app's arguments from it.
 """
@@ -41,10 +42,12 @@ class WorkbenchSettings:
     data: str = ""  # the operator's data set, shown to every visitor; "" for none
     data_roots: tuple[Path, ...] = ()  # empty: the current directory
     bench: Path | None = None
+    mcp: bool = False  # also serve the endpoints as MCP tools
 
     @classmethod
     def read(cls, env: Mapping[str, str] | None = None, *, host: str | None = None, port: int | None = None,
-             hosted: bool = False, checkpoints: str | None = None, data: str | None = None) -> WorkbenchSettings:
+             hosted: bool = False, checkpoints: str | None = None, data: str | None = None,
+             mcp: bool = False) -> WorkbenchSettings:
         """The settings from the command line's values (None: not given) and then `env`.
 
         Example:
@@ -67,10 +70,11 @@ class WorkbenchSettings:
             data=str(data if data is not None else env.get("MKCNET_DATA", "")),
             data_roots=_paths(env.get(ROOTS_VARIABLE)),
             bench=Path(env["MKCNET_BENCH"]) if env.get("MKCNET_BENCH") else None,
+            mcp=bool(mcp),
         )
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, env: Mapping[str, str] | None = None) -> WorkbenchSettings:
         """The settings of `python app.py` / `mkcnet app` (the parser of `add_arguments`)."""
         return cls.read(env, host=args.host, port=args.port, hosted=args.hosted, checkpoints=args.checkpoints,
-                        data=args.data)
+                        data=args.data, mcp=getattr(args, "mcp", False))
