@@ -13,12 +13,13 @@ from pathlib import Path
 import gradio as gr
 
 from mkcnet.analysis.cam import DEFAULT_METHOD
+from mkcnet.data.images import WINDOW_PRESETS, Volume, Window, model_window, parse_window, read_volume
 from mkcnet.degradation import list_families, severity_table
 from mkcnet.errors import UserError
 from mkcnet.workbench.context import Workbench
 from mkcnet.workbench.examples import Example
 from mkcnet.workbench.imaging import NO_DEGRADATION, load_for
-from mkcnet.workbench.reading import Reading, analyse
+from mkcnet.workbench.reading import Reading, analyse, robustness_for
 from mkcnet.workbench.report import batch_files, batch_table, case_report
 from mkcnet.workbench.ui import (
     PredictionPanel,
@@ -37,6 +38,27 @@ from mkcnet.workbench.ui import (
 from mkcnet.workbench.zoo import ZooModel
 
 TITLE = "Diagnose"
+
+
+DEFAULT_WINDOW, CUSTOM_WINDOW = "default", "custom"
+WINDOW_CHOICES = [("the model's default, else the file's own", DEFAULT_WINDOW),
+                  *[(w.describe(), w.name) for w in WINDOW_PRESETS], ("custom: the centre and width below", CUSTOM_WINDOW)]
+
+
+def chosen_window(name: str | None, centre: float | None, width: float | None) -> Window | None:
+    """The window a visitor chose for DICOM and NIfTI (None: the model's default, else the file's)."""
+    if not name or name == DEFAULT_WINDOW:
+        return None
+    if name == CUSTOM_WINDOW:
+        if centre is None or width is None or not float(width) > 0:
+            raise UserError("a custom window needs a centre and a width above 0 (CT: Hounsfield units)")
+        return Window(float(centre), float(width), "custom")
+    return parse_window(str(name))
+
+
+def shows_reading(volume: Volume) -> bool:
+    """Whether how the file was read is worth a line: slices to choose from, or a window applied."""
+    return bool(volume.window_source) or volume.count > 1
 
 
 def family_choices(modality: str) -> list[tuple[str, str]]:
@@ -93,27 +115,49 @@ class DiagnoseEvents:
     def __init__(self, context: Workbench, panel: PredictionPanel):
         self.context, self.panel = context, panel
 
+    def prepared(self, zoo_model: ZooModel, file: str, family_name: str, level: int, seed_value: int,
+                 window_name: str, centre: float, width: float, slice_k: int):
+        return load_for(zoo_model, file, self.context.images, family_name, level, seed_value, slice=int(slice_k or 0),
+                        window=chosen_window(window_name, centre, width))
+
+    def inspect(self, file: str | None, model_name: str, window_name: str, centre: float, width: float):
+        """The file's slices (a slider from 0 to count − 1, at the middle; hidden for one) and how it is read."""
+        if not file:
+            return gr.update(visible=False, value=0), ""
+        zoo_model = self.context.zoo.model(model_name)
+        window = chosen_window(window_name, centre, width) or model_window(zoo_model.config)
+        volume = read_volume(file, window)
+        # (a slider needs minimum < maximum: a one-slice file keeps 0–1, hidden)
+        return (gr.update(minimum=0, maximum=max(volume.count - 1, 1), value=volume.middle, visible=volume.count > 1),
+                f"*{volume.kind}: {volume.describe(volume.middle)}*" if shows_reading(volume) else "")
+
     def predict(self, file: str | None, model_name: str, family_name: str, level: int, seed_value: int,
-                request: gr.Request):
+                window_name: str, centre: float, width: float, slice_k: int, robust: bool, request: gr.Request):
         if not file:
             return None, None, None, "", False, ""
         context = self.context
         zoo_model, session = context.zoo.model(model_name), context.session(request)
-        prepared = load_for(zoo_model, file, context.images, family_name, level, seed_value)
-        view = panel_view(zoo_model, prepared, "", 0, session, with_cams=False)
+        what = (family_name, level, seed_value, window_name, centre, width, slice_k)
+        prepared = self.prepared(zoo_model, file, *what)
+        margin = None
+        if robust:
+            window = chosen_window(window_name, centre, width) or model_window(zoo_model.config)
+            margin = robustness_for(zoo_model, context.images.read(file, slice=int(slice_k or 0), window=window))
+        view = panel_view(zoo_model, prepared, "", 0, session, with_cams=False, margin=margin)
         change = true_label_text(zoo_model, context.example_of(file, session, zoo_model.entry.modality), view.reading)
         if prepared.record is not None:
-            original = load_for(zoo_model, file, context.images)
+            original = self.prepared(zoo_model, file, "", 0, 0, *what[3:])
             before = panel_view(zoo_model, original, "", 0, session, with_cams=False).reading
             change = what_if_text(before, view.reading, prepared.record) + (f"  \n{change}" if change else "")
         return session.image_file(prepared.display), *self.panel.values(view, with_cams=False), change
 
     def cams(self, file: str | None, model_name: str, family_name: str, level: int, seed_value: int,
-             cam_method: str, weight: float, request: gr.Request):
+             cam_method: str, weight: float, window_name: str, centre: float, width: float, slice_k: int,
+             robust: bool, request: gr.Request):
         if not file:
             return []
         zoo_model = self.context.zoo.model(model_name)
-        prepared = load_for(zoo_model, file, self.context.images, family_name, level, seed_value)
+        prepared = self.prepared(zoo_model, file, family_name, level, seed_value, window_name, centre, width, slice_k)
         return panel_view(zoo_model, prepared, cam_method, weight, self.context.session(request)).cams
 
     def change_model(self, model_name: str, request: gr.Request):
@@ -150,17 +194,23 @@ class DiagnoseEvents:
         return table, str(target)
 
     def report(self, file: str | None, model_name: str, family_name: str, level: int, seed_value: int,
-               cam_method: str, weight: float, request: gr.Request):
+               cam_method: str, weight: float, window_name: str, centre: float, width: float, slice_k: int,
+               robust: bool, request: gr.Request):
         if not file:
             raise UserError("upload an image or pick an example first")
         context = self.context
         zoo_model, session = context.zoo.model(model_name), context.session(request)
-        prepared = load_for(zoo_model, file, context.images, family_name, level, seed_value)
-        reading, overlays = analyse(zoo_model, prepared, cam_method or DEFAULT_METHOD, float(weight or 0.5))
+        prepared = self.prepared(zoo_model, file, family_name, level, seed_value, window_name, centre, width, slice_k)
+        window = chosen_window(window_name, centre, width) or model_window(zoo_model.config)
+        margin = robustness_for(zoo_model, context.images.read(file, slice=int(slice_k or 0), window=window)) \
+            if robust else None
+        reading, overlays = analyse(zoo_model, prepared, cam_method or DEFAULT_METHOD, float(weight or 0.5), margin)
+        volume = read_volume(file, window)
+        note = volume.describe(int(slice_k or 0)) if shows_reading(volume) else ""
         name = Path(file).name
         target = session.folder / "reports" / f"{Path(name).stem}-report.html"
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(case_report(zoo_model, name, prepared.display, reading, overlays))
+        target.write_text(case_report(zoo_model, name, prepared.display, reading, overlays, input_note=note))
         return str(target)
 
     def describe(self, model_name: str, family_name: str, level: int) -> str:
@@ -177,12 +227,23 @@ def build(context: Workbench, root: gr.Blocks | None = None) -> gr.Blocks:
                 first = context.zoo.entry(model.value).modality if model.value else "fundus"
                 start = opening(context, model.value, first)
                 source = image_input(context, status_md, first, value=start[0] if start else None)
+                with gr.Accordion("DICOM and NIfTI: window and slice", open=False):
+                    window = gr.Dropdown(WINDOW_CHOICES, value=DEFAULT_WINDOW, label="Window",
+                                         info="how CT values become grey levels; the line below says which "
+                                              "window and slice the model read")
+                    with gr.Row():
+                        centre = gr.Number(-600, label="Centre (custom)", precision=0)
+                        width = gr.Number(1500, label="Width (custom)", precision=0, minimum=1)
+                    slice_k = gr.Slider(0, 1, value=0, step=1, label="Slice", visible=False)
+                    read_as = gr.Markdown("", elem_classes=["read-as"])
                 with gr.Accordion("What-if: degrade the image", open=True):
                     # The families follow the model's modality; prepare() checks the value.
                     family = server_checked(family_choices(first), value=NO_DEGRADATION, label="Degradation family")
                     severity = gr.Slider(0, 5, value=0, step=1, label="Severity (0 = none)")
                     seed = gr.Number(0, precision=0, label="Seed", minimum=0)
                     meaning = gr.Markdown(severity_text(first, None, 0), elem_classes=["meaning"])
+                    robust = gr.Checkbox(False, label="Robustness margin: the lowest severity of each family that "
+                                                      "changes the diagnosis (a few seconds)")
                 method, opacity = cam_controls()
                 with gr.Accordion("Several images at once", open=False):
                     batch_in = gr.File(file_count="multiple", type="filepath", height=90,
@@ -205,18 +266,29 @@ def build(context: Workbench, root: gr.Blocks | None = None) -> gr.Blocks:
                                                elem_id="card-reliability")
 
         events = DiagnoseEvents(context, panel)
+        # The reading controls come last: /predict, /cam and /report keep their earlier arguments' places.
         what = [source.file, model, family, severity, seed]
-        predicted = wire([source.file.change, family.change, severity.change, seed.change, model.input],
-                         events.predict, what, [panel.preview, *panel.outputs(with_cams=False), panel.note, status_md],
+        reading_as = [window, centre, width, slice_k, robust]
+        outputs = [panel.preview, *panel.outputs(with_cams=False), panel.note, status_md]
+        # The public event first: it owns the name "predict" (a private one would take it otherwise).
+        predicted = wire([family.change, severity.change, seed.change, model.input, window.change, centre.submit,
+                          width.submit, slice_k.release, robust.change], events.predict, [*what, *reading_as], outputs,
                          api_name="predict", concurrency_limit=2)
-        wire(predicted.then, events.cams, [*what, method, opacity], [panel.cams, status_md], api_name="cam")
+        # A new file first sets its slices (the slider must not keep another file's slice), then reads.
+        inspected = wire(source.file.change, events.inspect, [source.file, model, window, centre, width],
+                         [slice_k, read_as, status_md], api_visibility="private")
+        opened = wire(inspected.then, events.predict, [*what, *reading_as], outputs, api_visibility="private",
+                      concurrency_limit=2)
+        for done in (opened, predicted):
+            wire(done.then, events.cams, [*what, method, opacity, *reading_as], [panel.cams, status_md],
+                 **({"api_name": "cam"} if done is predicted else {"api_visibility": "private"}))
         # The page's load fills in the opening example's maps (its probabilities come built in).
-        wire([page.load, method.change, opacity.release], events.cams, [*what, method, opacity],
+        wire([page.load, method.change, opacity.release], events.cams, [*what, method, opacity, *reading_as],
              [panel.cams, status_md], api_visibility="private")
         wire(batch_go.click, events.read_batch, [batch_in, model], [batch_out, batch_csv, status_md], api_name="batch",
              concurrency_limit=1)
-        wire(report_go.click, events.report, [*what, method, opacity], [report_file, status_md], api_name="report",
-             concurrency_limit=1)
+        wire(report_go.click, events.report, [*what, method, opacity, *reading_as], [report_file, status_md],
+             api_name="report", concurrency_limit=1)
         wire([family.change, severity.change], events.describe, [model, family, severity], meaning,
              api_visibility="private")
         wire(model.input, events.change_model, model,

@@ -391,3 +391,64 @@ def test_declared_dropdown_choices_match_what_is_accepted(app):
             assert enum is None, d.label
         else:
             assert enum == [value for _, value in d.choices], d.label
+
+
+@pytest.mark.browser
+def test_a_multiframe_ct_dicom_with_its_window_slice_set_and_margin_in_a_browser(tmp_path):
+    """Diagnose with a 3-frame CT DICOM (made here from the bundled phantom): the slice slider, the
+    window it was read with, the diagnosis set at the checkpoint's coverage and the robustness margin.
+    The CT model's guard rightly flags a phantom (and a flagged reading shows neither set nor
+    margin), so this app serves a copy of the bundled CT MKCNet without its guard."""
+    if not CHROMIUM.is_file():
+        pytest.skip("Debian's chromium is not installed (/usr/bin/chromium; apt-get install chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    import shutil
+
+    import numpy as np
+    import pydicom
+
+    from mkcnet.checkpoint import load_checkpoint, update_trust
+    from tests.test_clinical_inputs import write_dicom
+
+    bundled = project_path("checkpoints") / "ct-iqad-mkcnet"
+    copy = shutil.copytree(bundled, tmp_path / "models" / "ct-iqad-mkcnet")
+    loaded = load_checkpoint(copy)
+    assert loaded.prediction_sets is not None and loaded.guard is not None
+    update_trust(copy, loaded.calibration, None, prediction_sets=loaded.prediction_sets)
+    context = Workbench(ModelZoo([tmp_path / "models"]), data_root="")
+    demo = build_app(context)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/"
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
+                **launch_options(context))
+    shots = Path(os.environ.get("MKCNET_SCREENSHOTS") or tmp_path)
+    shots.mkdir(parents=True, exist_ok=True)
+    phantom = pydicom.dcmread(CT_EXAMPLE)
+    stored = phantom.pixel_array.astype(np.int32)
+    frames = np.stack([np.clip(stored + shift, 0, 65535) for shift in (-40, 0, 40)])
+    volume = write_dicom(tmp_path / "ct_three_slices.dcm", frames, float(phantom.RescaleSlope),
+                         float(phantom.RescaleIntercept))
+    try:
+        with sync_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=str(CHROMIUM), args=[
+                "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+            page = browser.new_page(viewport={"width": 1400, "height": 1100})
+            page.set_default_timeout(90_000)
+            page.goto(url)
+            page.locator(".reading").first.wait_for()
+            page.get_by_role("button", name="DICOM and NIfTI: window and slice").click()
+            page.locator(".upload button[aria-label=Clear]").click()
+            page.locator(".upload input[type=file]").set_input_files(str(volume))
+            page.wait_for_function("document.querySelector('.read-as')?.innerText.includes('slice 1 of 3')")
+            # the CT model's own window is the lung window
+            assert "model default window (C -600, W 1500)" in page.inner_text(".read-as")
+            page.get_by_text("Robustness margin").click()
+            page.wait_for_function("document.querySelector('.reading')?.innerText.includes('Robustness')")
+            reading = page.inner_text(".reading")
+            assert "At 90% confidence" in reading and ("holds through" in reading or "flips at" in reading)
+            assert "⚠️" not in page.inner_text(".status")
+            images_shown(page, ".cams img", 4)
+            page.screenshot(path=str(shots / "diagnose-dicom-window-set-margin.png"), full_page=True)
+            browser.close()
+    finally:
+        demo.close()

@@ -83,7 +83,8 @@ def explain(model: ZooModel, diagnosis: np.ndarray, quality: np.ndarray | None, 
     if verdict is not None and verdict.ood:
         return (f"**{OUT_OF_DISTRIBUTION}** ({verdict.reason}). "
                 f"Do not use the diagnosis: the model has only seen `{dataset}` images, and on anything else "
-                f"its output means nothing (it would say {dnames[k]} {p:.0%}).")
+                f"its output means nothing (it would say {dnames[k]} {p:.0%}). No class activation maps are shown: "
+                "they would explain that output.")
     kind = "calibrated" if calibration else "raw softmax, not calibrated"
     if p < CONFIDENT:
         runner = int(np.argsort(diagnosis)[-2])

@@ -20,6 +20,7 @@ import gradio as gr
 
 from mkcnet.analysis.cam import CAM_METHODS, DEFAULT_METHOD
 from mkcnet.errors import UserError
+from mkcnet.inference.robustness import Margin
 from mkcnet.workbench.context import Example, Workbench
 from mkcnet.workbench.imaging import Prepared, load_for, thumbnail
 from mkcnet.workbench.reading import Reading, analyse, explain_maps, read_out
@@ -449,13 +450,16 @@ def prediction_panel(title: str | None = None, preview: str | None = None, note:
 
 
 def panel_view(model: ZooModel, prepared: Prepared, method: str, opacity: float, session,
-               with_cams: bool = True) -> PanelView:
-    """What a PredictionPanel shows; the maps as files of the visitor's session."""
+               with_cams: bool = True, margin: Margin | None = None) -> PanelView:
+    """What a PredictionPanel shows (with `margin`, the reading says it); the maps as files of the
+    visitor's session."""
     if with_cams:
-        reading, overlays = analyse(model, prepared, method or DEFAULT_METHOD, float(opacity))
-        overlays = [(session.image_file(image), caption) for image, caption in overlays]
+        reading, overlays = analyse(model, prepared, method or DEFAULT_METHOD, float(opacity), margin)
+        flagged = reading.verdict is not None and reading.verdict.ood
+        # A flagged image's maps would explain an output that means nothing: none are shown (the reading says so).
+        overlays = [] if flagged else [(session.image_file(image), caption) for image, caption in overlays]
     else:
-        reading, overlays = read_out(model, prepared), []
+        reading, overlays = read_out(model, prepared, margin), []
     # A model without a quality head says so in the quality box rather than leaving it blank.
     quality = reading.quality if reading.quality is not None else NO_QUALITY_HEAD
     # The reading's first line says whether these probabilities are calibrated.
