@@ -88,8 +88,8 @@ def test_no_import_cycle_in_the_package():
 # The package's layers, lowest first: a module may import its own layer and the ones below, never
 # one above (docs/architecture.md draws them). The longest matching prefix places a module.
 LAYERS = (
-    ("mkcnet", "mkcnet.errors", "mkcnet.project", "mkcnet.files", "mkcnet.config", "mkcnet.methods", "mkcnet.device",
-     "mkcnet.branches"),
+    ("mkcnet", "mkcnet.errors", "mkcnet.project", "mkcnet.files", "mkcnet.run_lock", "mkcnet.config", "mkcnet.methods",
+     "mkcnet.device", "mkcnet.branches"),
     ("mkcnet.presets", "mkcnet.metrics", "mkcnet.losses", "mkcnet.data", "mkcnet.trust", "mkcnet.degradation",
      "mkcnet.synth"),
     ("mkcnet.models",),

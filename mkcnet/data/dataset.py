@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from mkcnet.data.images import IMAGE_SUFFIXES, load_resized
 from mkcnet.errors import UserError
+from mkcnet.files import atomic_write, remove_temporaries, write_failure
 
 UNKNOWN = -1
 
@@ -162,31 +163,59 @@ def _cache_dir() -> Path:
 
 def decode_images(files: list[Path], channels: int, size: int, cache: bool = True, progress: bool = True,
                   workers: int | None = None) -> torch.Tensor:
-    """Decode and resize every file once: uint8 tensor N×C×size×size, cached on disk by content key."""
-    missing = [f for f in files if not f.is_file()]
+    """Decode and resize every file once: uint8 tensor N×C×size×size, cached on disk by content key.
+
+    A file listed several times is decoded once. The cache is optional: a folder that cannot be
+    written (read-only, full) is passed over with a warning."""
+    unique = list(dict.fromkeys(files))  # in order; rows that name one image share its decoding
+    missing = [f for f in unique if not f.is_file()]
     if missing:
         raise UserError(f"{len(missing)} image(s) not found, e.g. {missing[0]}")
     key = hashlib.sha1(f"{channels}|{size}".encode())
-    for f in files:
+    for f in unique:
         stat = f.stat()
         key.update(f"{f.resolve()}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
     cache_file = _cache_dir() / f"{key.hexdigest()}.npy"
-    if cache and cache_file.is_file():
-        return torch.from_numpy(np.load(cache_file))
-    out = np.empty((len(files), channels, size, size), np.uint8)
+    out = _read_cache(cache_file) if cache else None
+    if out is None:
+        out = np.empty((len(unique), channels, size, size), np.uint8)
 
-    def work(i: int) -> None:
-        out[i] = load_resized(files[i], channels, size)
+        def work(i: int) -> None:
+            out[i] = load_resized(unique[i], channels, size)
 
-    with ThreadPoolExecutor(workers or min(4, os.cpu_count() or 1)) as pool:
-        list(tqdm(pool.map(work, range(len(files))), total=len(files), desc="decoding images",
-                  disable=not progress, leave=False))
-    if cache:
+        with ThreadPoolExecutor(workers or min(4, os.cpu_count() or 1)) as pool:
+            list(tqdm(pool.map(work, range(len(unique))), total=len(unique), desc="decoding images",
+                      disable=not progress, leave=False))
+        if cache:
+            _write_cache(cache_file, out)
+    images = torch.from_numpy(out)
+    if len(unique) < len(files):
+        position = {f: i for i, f in enumerate(unique)}
+        images = images[torch.tensor([position[f] for f in files])]
+    return images
+
+
+def _read_cache(cache_file: Path) -> np.ndarray | None:
+    try:
+        return np.load(cache_file) if cache_file.is_file() else None
+    except (OSError, ValueError) as err:  # unreadable or damaged: decode again
+        warnings.warn(f"image cache {cache_file} cannot be read ({type(err).__name__}); decoding again", stacklevel=3)
+        return None
+
+
+def _write_cache(cache_file: Path, images: np.ndarray) -> None:
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:  # np.save on a name would add ".npy" to the temporary name
+            np.save(f, images)
+
+    try:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_suffix(f".tmp{os.getpid()}.npy")
-        np.save(tmp, out)
-        os.replace(tmp, cache_file)
-    return torch.from_numpy(out)
+        remove_temporaries(cache_file.parent)  # of killed writers (their PID gone) only
+        atomic_write(cache_file, write)
+    except OSError as err:
+        reason = write_failure(err, cache_file.parent) or f"{type(err).__name__}: {err}"
+        warnings.warn(f"image cache not written ({reason}); continuing without it (set MKCNET_CACHE to a writable "
+                      "folder to keep decoded images between runs)", stacklevel=3)
 
 
 def normalise(images: torch.Tensor, mean, std) -> torch.Tensor:

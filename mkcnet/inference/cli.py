@@ -52,10 +52,17 @@ def print_calibration(scores: dict[str, float]) -> None:
 
 
 def run_calibrate(args: argparse.Namespace) -> int:
-    from mkcnet.inference.evaluate import calibrate_checkpoint
+    import contextlib
 
-    model = calibrate_checkpoint(args.checkpoint, args.split, args.train_split, args.root, args.guard,
-                                 device=args.device, progress=not args.quiet)
+    from mkcnet.checkpoint import resolve_checkpoint
+    from mkcnet.inference.evaluate import calibrate_checkpoint
+    from mkcnet.run_lock import hold_run
+
+    folder = resolve_checkpoint(args.checkpoint).parent
+    # Calibration rewrites the checkpoint: in a run folder, not while its run writes it too.
+    with hold_run(folder) if (folder / "config.json").is_file() else contextlib.nullcontext():
+        model = calibrate_checkpoint(args.checkpoint, args.split, args.train_split, args.root, args.guard,
+                                     device=args.device, progress=not args.quiet)
     c, g = model.calibration, model.guard
     temps = ", ".join(f"{head} T = {t:.3f}" for head, t in c.temperatures.items())
     print(f"{model.path.name}: temperatures fitted on {c.split}: {temps}")
@@ -88,7 +95,9 @@ def run_predict(args: argparse.Namespace) -> int:
         text = table.drop(columns="error" if failed == 0 else []).to_string(index=False)
     counts = f"{len(table) - failed} prediction(s) and {failed} error row(s)"
     if args.output:
-        Path(args.output).write_text(text if text.endswith("\n") else text + "\n")
+        from mkcnet.files import atomic_write
+
+        atomic_write(Path(args.output), lambda p: p.write_text(text if text.endswith("\n") else text + "\n"))
         print(f"wrote {counts} to {args.output}")
     else:
         print(text)
