@@ -106,6 +106,10 @@ def run_predict(args: argparse.Namespace) -> int:
     if inputs.skipped:
         shown = ", ".join(str(p) for p in inputs.skipped[:10]) + (" …" if len(inputs.skipped) > 10 else "")
         print(f"note: skipped {len(inputs.skipped)} file(s) that are not images by their name: {shown}", file=sys.stderr)
+    if inputs.not_files:
+        shown = ", ".join(str(p) for p in inputs.not_files[:10]) + (" …" if len(inputs.not_files) > 10 else "")
+        print(f"note: skipped {len(inputs.not_files)} item(s) that are not regular files (FIFOs, sockets, broken or "
+              f"looping links, folders named as images, linked folders): {shown}", file=sys.stderr)
     if failed == len(table):
         raise UserError("no image could be read")
     return 0
