@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import nn
 
 from mkcnet.config import RunConfig
@@ -66,9 +66,17 @@ def _write(stem: Path, tensors: dict[str, torch.Tensor], config: dict[str, Any],
         header["guard"] = guard.to_header()
         tensors = tensors | {f"guard.{k}": torch.from_numpy(v).contiguous() for k, v in guard.tensors().items()}
     text = json.dumps(header, indent=2, default=float)
-    atomic_write(stem.with_suffix(".safetensors"), lambda p: save_file(tensors, str(p), metadata={"mkcnet": text}))
+    write_safetensors(stem.with_suffix(".safetensors"), tensors, {"mkcnet": text})
     atomic_write(stem.with_suffix(".json"), lambda p: p.write_text(text))
     return stem.with_suffix(".safetensors")
+
+
+def write_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    """A safetensors file written through `atomic_write` (fsync, rename). Serialised in memory
+    first: safetensors' own save_file writes a temporary `.tmpXXXXXX` of its own, which a kill
+    would leave behind, and does not fsync."""
+    data = save(tensors, metadata=metadata)
+    atomic_write(path, lambda p: p.write_bytes(data))
 
 
 def update_trust(path: str | Path, calibration: Calibration, guard: Guard | None,

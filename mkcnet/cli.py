@@ -2,7 +2,8 @@
 
 A command group is a module with `register(subparsers)`; it adds its parsers and sets
 `func` on each, a callable taking the parsed namespace. Errors a user can fix are raised
-as `UserError` and printed as one line, without a traceback.
+as `UserError` and printed as one line, without a traceback; so is a write that fails because
+the disk is full or read-only.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import sys
 from mkcnet.analysis import cli as analysis_cli
 from mkcnet.degradation import cli as degradation_cli
 from mkcnet.errors import UserError
+from mkcnet.files import write_failure
 from mkcnet.inference import cli as inference_cli
 from mkcnet.synth import cli as synth_cli
 from mkcnet.training import cli as training_cli
@@ -39,6 +41,12 @@ def main(argv: list[str] | None = None) -> int:
         result = args.func(args)
     except (UserError, FileNotFoundError) as err:
         print(f"mkcnet {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        failure = write_failure(err)  # a full, read-only or forbidden output folder: one line
+        if failure is None:
+            raise
+        print(f"mkcnet {args.command}: error: {failure}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"mkcnet {args.command}: interrupted", file=sys.stderr)

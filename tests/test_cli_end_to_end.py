@@ -1,6 +1,9 @@
 """One-epoch runs on tiny generated images: every run-directory artefact, then evaluate/predict."""
 
+import io
 import json
+import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -137,6 +140,37 @@ def test_predict_accounts_for_every_input(mkcnet_run, tiny_dataset, tmp_path, ca
         "broken.png": True, "dot.png": False, "scan.gif": False}
     assert "wrote 2 prediction(s) and 1 error row(s)" in captured.out
     assert "skipped 1 file(s) that are not images by their name" in captured.err and "notes.txt" in captured.err
+
+
+@pytest.mark.parametrize("name, text, message", [
+    ("empty.csv", "", r"list file .*empty.csv is empty"),
+    ("empty.txt", "", r"list file .*empty.txt is empty"),
+    ("header.csv", "image\n", r"list file .*header.csv names no images"),
+    ("quote.csv", 'image\n"a.png\nb.png\n', r"cannot read list file .*quote.csv: EOF inside string starting at row 1"),
+])
+def test_a_bad_list_file_is_one_line(mkcnet_run, tmp_path, capsys, name, text, message):
+    (tmp_path / name).write_text(text)
+    assert main(["predict", str(mkcnet_run), str(tmp_path / name)]) == 2
+    err = capsys.readouterr().err
+    assert re.search(message, err) and len(err.strip().splitlines()) == 1, err
+
+
+def test_predict_lists_what_in_a_folder_is_not_a_regular_file(mkcnet_run, tiny_dataset, tmp_path, capsys):
+    """A FIFO (reading it would block), a link loop, a folder named like an image and a linked
+    folder (not followed) are listed, not dropped in silence; a plain subfolder is searched."""
+    folder = tmp_path / "inputs"
+    (folder / "sub").mkdir(parents=True)
+    image = next((tiny_dataset / "Images").iterdir())
+    (folder / "sub" / "scan.png").write_bytes(image.read_bytes())
+    os.mkfifo(folder / "pipe.png")
+    (folder / "loop.png").symlink_to("loop.png")
+    (folder / "folder.png").mkdir()
+    (folder / "linked").symlink_to(folder / "sub", target_is_directory=True)
+    assert main(["predict", str(mkcnet_run), str(folder), "--format", "csv"]) == 0
+    captured = capsys.readouterr()
+    assert [Path(p).name for p in pd.read_csv(io.StringIO(captured.out))["image"]] == ["scan.png"]
+    assert "skipped 4 item(s) that are not regular files" in captured.err
+    assert all(name in captured.err for name in ("pipe.png", "loop.png", "folder.png", "linked")), captured.err
 
 
 def test_exif_orientation_is_applied(tmp_path):

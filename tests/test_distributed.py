@@ -130,8 +130,8 @@ def test_a_two_rank_run_writes_one_directory_and_resumes_on_any_number_of_ranks(
     first = train(tiny_dataset, resumed, 1, RANKS)
     assert first.stdout.count("done:") == 1  # rank 0 alone reports
     files = sorted(p.name for p in resumed.iterdir())
-    assert files == ["best.json", "best.safetensors", "config.json", "history.csv", "history.jsonl", "last.json",
-                     "last.safetensors", "state.safetensors"]
+    assert files == [".lock", "best.json", "best.safetensors", "config.json", "history.csv", "history.jsonl",
+                     "last.json", "last.safetensors", "state.safetensors"]  # .lock: rank 0's alone (run_lock.py)
     train(tiny_dataset, resumed, 2, RANKS, "--resume")
     a, b = load_file(str(straight / "state.safetensors")), load_file(str(resumed / "state.safetensors"))
     assert a.keys() == b.keys()

@@ -88,8 +88,8 @@ def test_no_import_cycle_in_the_package():
 # The package's layers, lowest first: a module may import its own layer and the ones below, never
 # one above (docs/architecture.md draws them). The longest matching prefix places a module.
 LAYERS = (
-    ("mkcnet", "mkcnet.errors", "mkcnet.project", "mkcnet.files", "mkcnet.config", "mkcnet.methods", "mkcnet.device",
-     "mkcnet.branches"),
+    ("mkcnet", "mkcnet.errors", "mkcnet.project", "mkcnet.files", "mkcnet.run_lock", "mkcnet.config", "mkcnet.methods",
+     "mkcnet.device", "mkcnet.branches"),
     ("mkcnet.presets", "mkcnet.metrics", "mkcnet.losses", "mkcnet.data", "mkcnet.trust", "mkcnet.degradation",
      "mkcnet.synth", "mkcnet.hub"),
     ("mkcnet.models",),
@@ -322,7 +322,7 @@ def test_workbench_settings_come_from_the_command_line_then_the_environment():
         WorkbenchSettings.read({"GRADIO_SERVER_PORT": "eighty"})
 
 
-@pytest.mark.parametrize("module", ["mkcnet.files", "mkcnet.workbench.settings", "mkcnet.workbench.ui",
+@pytest.mark.parametrize("module", ["mkcnet.files", "mkcnet.inference.inputs", "mkcnet.workbench.settings", "mkcnet.workbench.ui",
                                     "mkcnet.workbench.context"])
 def test_the_docstring_examples_run(module):
     import doctest

@@ -211,6 +211,9 @@ def run_cam(args: argparse.Namespace) -> int:
     result = save_cams(args.checkpoint, inputs.files, args.out, args.method, args.opacity, args.device, args.batch_size)
     for path in inputs.skipped:
         print(f"note: skipped {path.name}: not an image by its name", file=sys.stderr)
+    for path in inputs.not_files:
+        print(f"note: skipped {path.name}: not a regular file (a FIFO, a socket, a broken or looping link, a folder)",
+              file=sys.stderr)
     for name, why in result.errors:
         print(f"warning: skipped {name}: {why}", file=sys.stderr)
     if not result.written:

@@ -11,6 +11,8 @@ epoch costs ~20 % of a CPU epoch), kept in memory and on disk between runs.
 
 from __future__ import annotations
 
+import csv
+import errno
 import hashlib
 import os
 import re
@@ -27,6 +29,7 @@ from tqdm.auto import tqdm
 
 from mkcnet.data.images import IMAGE_SUFFIXES, load_resized
 from mkcnet.errors import UserError
+from mkcnet.files import atomic_write, remove_temporaries, write_failure
 
 UNKNOWN = -1
 
@@ -66,37 +69,35 @@ def read_split(path: str | Path, root: str | Path | None = None, diagnosis_map: 
                allow_outside_root: bool = False, quality_map: dict[int, int] | None = None) -> SplitTable:
     """Read a split file, remap diagnosis and quality labels, and check every label is in range and every
     image path stays inside the data-set root (split files are untrusted: a row may name any
-    file; `allow_outside_root` is for trusted local data only)."""
+    file; `allow_outside_root` is for trusted local data only). Every problem is one line naming
+    the file and the row (its line in the file).
+
+    Example:
+        >>> import tempfile
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> _ = (folder / "val.csv").write_text("image,diagnosis,quality\\na.png,1,0\\nb.png,0,1\\n")
+        >>> read_split(folder / "val.csv", num_diagnosis=2, num_quality=2).diagnosis.tolist()
+        [1, 0]
+    """
     path = Path(path)
     if not path.is_file():
         raise UserError(f"split file not found: {path}")
-    try:
-        # keep_default_na=False: a file called "NA.png" is a name, not a missing value.
-        table = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-        raise UserError(f"cannot parse split file {path}: {err}") from None
-    columns = [str(c) for c in table.columns]
-    if len(columns) < 2:
-        raise UserError(f"{path.name}: one column found ({columns[0][:40]!r}); expected comma-separated "
+    header, rows, lines = _read_rows(path)
+    if len(header) < 2:
+        raise UserError(f"{path.name}: one column found ({header[0][:40]!r}); expected comma-separated "
                         "image_path,diagnosis[,quality]")
-    if Path(columns[0]).suffix.lower() in IMAGE_SUFFIXES or re.fullmatch(r"-?\d+", columns[1].strip()):
-        raise UserError(f"{path.name}: the first line looks like a row, not a header ({','.join(columns)[:60]}); "
+    if Path(header[0]).suffix.lower() in IMAGE_SUFFIXES or re.fullmatch(r"-?\d+", header[1].strip()):
+        raise UserError(f"{path.name}: the first line looks like a row, not a header ({','.join(header)[:60]}); "
                         "add a header line such as image_path,diagnosis,quality")
-    if table.empty:
+    if not rows:
         raise UserError(f"{path.name}: a header and no rows")
-    labels = []
-    for col in table.columns[1:3]:
-        values = pd.to_numeric(table[col].str.strip(), errors="coerce")
-        bad = values.isna() | (values != values.round())
-        if bad.any():
-            row = int(np.flatnonzero(bad.to_numpy())[0])
-            raise UserError(f"{path.name}, row {row + 2}: {col} must be an integer, got {table[col].iloc[row]!r}")
-        labels.append(values.to_numpy(np.int64))
+    labels = [_labels(path, header[column], [r[column] if column < len(r) else "" for r in rows], lines)
+              for column in range(1, min(len(header), 3))]
     diagnosis = labels[0]
-    quality = labels[1] if len(labels) > 1 else np.full(len(table), UNKNOWN, np.int64)
+    quality = labels[1] if len(labels) > 1 else np.full(len(rows), UNKNOWN, np.int64)
     if (diagnosis < 0).any():
         row = int(np.flatnonzero(diagnosis < 0)[0])
-        raise UserError(f"{path.name}, row {row + 2}: diagnosis {diagnosis[row]}: every row needs a diagnosis label "
+        raise UserError(f"{path.name}, row {lines[row]}: diagnosis {diagnosis[row]}: every row needs a diagnosis label "
                         f"(-1, unlabelled, is accepted for the quality only)")
     if diagnosis_map:
         diagnosis = _remap(path, "diagnosis", diagnosis, diagnosis_map)
@@ -108,14 +109,60 @@ def read_split(path: str | Path, root: str | Path | None = None, diagnosis_map: 
         wrong = (values != UNKNOWN) & ((values < 0) | (values >= count))
         if wrong.any():
             row = int(np.flatnonzero(wrong)[0])
-            raise UserError(f"{path.name}, row {row + 2}: {name} label {values[row]} is out of range "
+            raise UserError(f"{path.name}, row {lines[row]}: {name} label {values[row]} is out of range "
                             f"(expected 0..{count - 1})")
-    check_duplicates(path, table.iloc[:, 0].str.strip().tolist(), diagnosis, quality)
+    paths = [r[0].strip() for r in rows]
+    check_duplicates(path, paths, diagnosis, quality, lines)
     root = Path(root) if root is not None else path.parent
-    paths = table.iloc[:, 0].str.strip().tolist()
-    if not allow_outside_root:
-        check_inside_root(path, root, paths)
+    check_paths(path, root, paths, lines, allow_outside_root)
     return SplitTable(root, paths, diagnosis, quality)
+
+
+def _read_rows(path: Path) -> tuple[list[str], list[list[str]], list[int]]:
+    """The header, the rows and each row's line, by the csv module (pandas would take a first row
+    with one field too many as an index column and blame the next row). A row with more fields than
+    the header, a quote left open or a NUL byte is one line naming its row; blank lines are skipped."""
+    records: list[list[str]] = []
+    lines: list[int] = []
+    start = 1
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.reader(f, skipinitialspace=True, strict=True)
+            for fields in reader:
+                if any(field.strip() for field in fields):
+                    records.append(fields)
+                    lines.append(start)
+                start = reader.line_num + 1
+    except csv.Error as err:
+        what = "a NUL byte" if "NUL" in str(err) else "a quote left open" if "end of data" in str(err) else str(err)
+        raise UserError(f"{path.name}, row {start}: cannot parse ({what})") from None
+    except UnicodeDecodeError as err:
+        raise UserError(f"cannot parse split file {path}: not UTF-8 text (byte {err.start})") from None
+    if not records:
+        raise UserError(f"{path.name}: empty; expected a header line such as image_path,diagnosis,quality")
+    header, rows = records[0], records[1:]
+    for fields, line in zip(rows, lines[1:]):
+        if len(fields) > len(header):
+            raise UserError(f"{path.name}, row {line}: {len(fields)} fields, but the header names {len(header)} "
+                            f"({','.join(header)[:60]})")
+    return header, rows, lines[1:]
+
+
+def _labels(path: Path, column: str, raw: list[str], lines: list[int]) -> np.ndarray:
+    """One label column as integers; a value that is not an integer, or too large for a class index
+    (`inf`, `99999999999999999999`), is one line naming its row."""
+    values = pd.to_numeric(pd.Series([v.strip() for v in raw], dtype=object), errors="coerce").to_numpy(np.float64)
+    with np.errstate(invalid="ignore"):
+        bad = ~np.isfinite(values) | (values != np.round(values))
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise UserError(f"{path.name}, row {lines[row]}: {column} must be an integer, got {raw[row][:40]!r}")
+    huge = np.abs(values) >= 2**31
+    if huge.any():
+        row = int(np.flatnonzero(huge)[0])
+        raise UserError(f"{path.name}, row {lines[row]}: {column} label {raw[row].strip()[:40]} is out of range "
+                        "(a class index)")
+    return values.astype(np.int64)
 
 
 def _remap(path: Path, name: str, values: np.ndarray, mapping: dict[int, int]) -> np.ndarray:
@@ -126,9 +173,11 @@ def _remap(path: Path, name: str, values: np.ndarray, mapping: dict[int, int]) -
     return np.array([v if v == UNKNOWN else mapping[int(v)] for v in values], np.int64)
 
 
-def check_duplicates(split: Path, paths: list[str], diagnosis: np.ndarray, quality: np.ndarray) -> None:
+def check_duplicates(split: Path, paths: list[str], diagnosis: np.ndarray, quality: np.ndarray,
+                     lines: Sequence[int] | None = None) -> None:
     """The same image twice with other labels is an error; twice with the same labels a warning
-    (it would count double)."""
+    (it would count double). `lines`: each row's line in the file (default: row i on line i + 2)."""
+    lines = lines if lines is not None else range(2, len(paths) + 2)
     first: dict[str, int] = {}
     repeats = []
     for row, name in enumerate(Path(p).as_posix() for p in paths):
@@ -137,22 +186,40 @@ def check_duplicates(split: Path, paths: list[str], diagnosis: np.ndarray, quali
             continue
         seen = first[name]
         if (diagnosis[seen], quality[seen]) != (diagnosis[row], quality[row]):
-            raise UserError(f"{split.name}, rows {seen + 2} and {row + 2}: {name!r} has conflicting labels "
+            raise UserError(f"{split.name}, rows {lines[seen]} and {lines[row]}: {name[:80]!r} has conflicting labels "
                             f"(diagnosis {diagnosis[seen]} / {diagnosis[row]}, quality {quality[seen]} / {quality[row]})")
-        repeats.append((seen + 2, row + 2, name))
+        repeats.append((lines[seen], lines[row], name))
     if repeats:
         seen, row, name = repeats[0]
         more = f" and {len(repeats) - 1} more" if len(repeats) > 1 else ""
-        warnings.warn(f"{split.name}: rows {seen} and {row} name the same image {name!r}{more}: it is used as often "
-                      "as it is listed", UserWarning, stacklevel=3)
+        warnings.warn(f"{split.name}: rows {seen} and {row} name the same image {name[:80]!r}{more}: it is used as "
+                      "often as it is listed (and decoded once)", UserWarning, stacklevel=3)
 
 
-def check_inside_root(split: Path, root: Path, paths: list[str]) -> None:
-    """Every row's file, links resolved, lies inside `root`; else one line naming the row."""
+def check_paths(split: Path, root: Path, paths: list[str], lines: Sequence[int], allow_outside_root: bool = False) -> None:
+    """Every row's file name can be looked up (no NUL byte, no over-long name, no link loop) and, links
+    resolved, lies inside `root` (unless `allow_outside_root`); else one line naming the row.
+    Each distinct name is looked at once."""
     base = root.resolve()
-    for row, relative in enumerate(paths):
-        if not (root / relative).resolve().is_relative_to(base):
-            raise UserError(f"{split.name}, row {row + 2}: {relative!r} lies outside the data-set root "
+    seen: set[str] = set()
+    for relative, line in zip(paths, lines):
+        if relative in seen:
+            continue
+        seen.add(relative)
+        shown = repr(relative[:60] + ("…" if len(relative) > 60 else ""))
+        if "\0" in relative:
+            raise UserError(f"{split.name}, row {line}: {shown} contains a NUL byte")
+        file = root / relative
+        try:
+            resolved = file.resolve()
+            file.is_file()  # raises for a name the file system refuses (too long)
+        except RuntimeError:  # Python < 3.13: resolve() on a link loop
+            raise UserError(f"{split.name}, row {line}: {shown} is a symbolic-link loop") from None
+        except OSError as err:
+            reason = "a symbolic-link loop" if err.errno == errno.ELOOP else (err.strerror or type(err).__name__).lower()
+            raise UserError(f"{split.name}, row {line}: {shown} cannot be looked up ({reason})") from None
+        if not allow_outside_root and not resolved.is_relative_to(base):
+            raise UserError(f"{split.name}, row {line}: {shown} lies outside the data-set root "
                             "(absolute paths, '..' and links out of it are refused)")
 
 
@@ -162,31 +229,59 @@ def _cache_dir() -> Path:
 
 def decode_images(files: list[Path], channels: int, size: int, cache: bool = True, progress: bool = True,
                   workers: int | None = None) -> torch.Tensor:
-    """Decode and resize every file once: uint8 tensor N×C×size×size, cached on disk by content key."""
-    missing = [f for f in files if not f.is_file()]
+    """Decode and resize every file once: uint8 tensor N×C×size×size, cached on disk by content key.
+
+    A file listed several times is decoded once. The cache is optional: a folder that cannot be
+    written (read-only, full) is passed over with a warning."""
+    unique = list(dict.fromkeys(files))  # in order; rows that name one image share its decoding
+    missing = [f for f in unique if not f.is_file()]
     if missing:
         raise UserError(f"{len(missing)} image(s) not found, e.g. {missing[0]}")
     key = hashlib.sha1(f"{channels}|{size}".encode())
-    for f in files:
+    for f in unique:
         stat = f.stat()
         key.update(f"{f.resolve()}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
     cache_file = _cache_dir() / f"{key.hexdigest()}.npy"
-    if cache and cache_file.is_file():
-        return torch.from_numpy(np.load(cache_file))
-    out = np.empty((len(files), channels, size, size), np.uint8)
+    out = _read_cache(cache_file) if cache else None
+    if out is None:
+        out = np.empty((len(unique), channels, size, size), np.uint8)
 
-    def work(i: int) -> None:
-        out[i] = load_resized(files[i], channels, size)
+        def work(i: int) -> None:
+            out[i] = load_resized(unique[i], channels, size)
 
-    with ThreadPoolExecutor(workers or min(4, os.cpu_count() or 1)) as pool:
-        list(tqdm(pool.map(work, range(len(files))), total=len(files), desc="decoding images",
-                  disable=not progress, leave=False))
-    if cache:
+        with ThreadPoolExecutor(workers or min(4, os.cpu_count() or 1)) as pool:
+            list(tqdm(pool.map(work, range(len(unique))), total=len(unique), desc="decoding images",
+                      disable=not progress, leave=False))
+        if cache:
+            _write_cache(cache_file, out)
+    images = torch.from_numpy(out)
+    if len(unique) < len(files):
+        position = {f: i for i, f in enumerate(unique)}
+        images = images[torch.tensor([position[f] for f in files])]
+    return images
+
+
+def _read_cache(cache_file: Path) -> np.ndarray | None:
+    try:
+        return np.load(cache_file) if cache_file.is_file() else None
+    except (OSError, ValueError) as err:  # unreadable or damaged: decode again
+        warnings.warn(f"image cache {cache_file} cannot be read ({type(err).__name__}); decoding again", stacklevel=3)
+        return None
+
+
+def _write_cache(cache_file: Path, images: np.ndarray) -> None:
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:  # np.save on a name would add ".npy" to the temporary name
+            np.save(f, images)
+
+    try:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_suffix(f".tmp{os.getpid()}.npy")
-        np.save(tmp, out)
-        os.replace(tmp, cache_file)
-    return torch.from_numpy(out)
+        remove_temporaries(cache_file.parent)  # of killed writers (their PID gone) only
+        atomic_write(cache_file, write)
+    except OSError as err:
+        reason = write_failure(err, cache_file.parent) or f"{type(err).__name__}: {err}"
+        warnings.warn(f"image cache not written ({reason}); continuing without it (set MKCNET_CACHE to a writable "
+                      "folder to keep decoded images between runs)", stacklevel=3)
 
 
 def normalise(images: torch.Tensor, mean, std) -> torch.Tensor:
@@ -232,7 +327,8 @@ class ImageSet:
                 drop_singleton: bool = False, shard: tuple[int, int] = (0, 1)) -> Iterator[Batch]:
         """Batches in order or shuffled; `every=k` yields only every k-th batch (and builds no others).
         `drop_singleton` leaves out a trailing batch of one image (training: BatchNorm cannot
-        normalise a single sample), unless the split holds just that one image.
+        normalise a single sample), unless the split holds just that one image (the trainer refuses
+        such a split).
 
         `shard=(rank, ranks)`: this rank's contiguous share of every global batch. Every rank draws
         the same permutation and augmentation from the same generator, so the shares of one

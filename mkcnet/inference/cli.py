@@ -66,13 +66,20 @@ def print_sets(sets: dict | None) -> None:
 
 
 def run_calibrate(args: argparse.Namespace) -> int:
+    import contextlib
+
+    from mkcnet.checkpoint import resolve_checkpoint
     from mkcnet.inference.evaluate import calibrate_checkpoint
+    from mkcnet.run_lock import hold_run
 
     if not 0.5 <= args.coverage < 1:
         raise UserError(f"--coverage must lie in [0.5, 1), got {args.coverage}")
-    model = calibrate_checkpoint(args.checkpoint, args.split, args.train_split, args.root, args.guard,
-                                 device=args.device, progress=not args.quiet, coverage=args.coverage,
-                                 sets_only=args.sets_only)
+    folder = resolve_checkpoint(args.checkpoint).parent
+    # Calibration rewrites the checkpoint: in a run folder, not while its run writes it too.
+    with hold_run(folder) if (folder / "config.json").is_file() else contextlib.nullcontext():
+        model = calibrate_checkpoint(args.checkpoint, args.split, args.train_split, args.root, args.guard,
+                                     device=args.device, progress=not args.quiet, coverage=args.coverage,
+                                     sets_only=args.sets_only)
     ps = model.prediction_sets
     if args.sets_only:
         print(f"{model.path.name}: prediction sets refitted; temperatures and guard kept")
@@ -122,7 +129,9 @@ def run_predict(args: argparse.Namespace) -> int:
     text = format_rows(rows, columns, args.format, drop_error=failed == 0)
     counts = f"{len(rows) - failed} prediction(s) and {failed} error row(s)"
     if args.output:
-        Path(args.output).write_text(text if text.endswith("\n") else text + "\n")
+        from mkcnet.files import atomic_write
+
+        atomic_write(Path(args.output), lambda p: p.write_text(text if text.endswith("\n") else text + "\n"))
         print(f"wrote {counts} to {args.output}")
     else:
         print(text)
@@ -131,6 +140,10 @@ def run_predict(args: argparse.Namespace) -> int:
     if inputs.skipped:
         shown = ", ".join(str(p) for p in inputs.skipped[:10]) + (" …" if len(inputs.skipped) > 10 else "")
         print(f"note: skipped {len(inputs.skipped)} file(s) that are not images by their name: {shown}", file=sys.stderr)
+    if inputs.not_files:
+        shown = ", ".join(str(p) for p in inputs.not_files[:10]) + (" …" if len(inputs.not_files) > 10 else "")
+        print(f"note: skipped {len(inputs.not_files)} item(s) that are not regular files (FIFOs, sockets, broken or "
+              f"looping links, folders named as images, linked folders): {shown}", file=sys.stderr)
     if failed == len(rows):
         raise UserError("no image could be read")
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 
@@ -126,21 +127,31 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def train_ranks(args: argparse.Namespace, config, ranks) -> int:
-    """Train in this process: alone, or as one rank of a torchrun job (rank 0 reports)."""
-    from mkcnet.data.dataset import ImageSet, read_split
-    from mkcnet.training.trainer import Trainer
+    """Train in this process: alone, or as one rank of a torchrun job (rank 0 reports). Rank 0
+    holds the run folder's lock from the check for an earlier run to the end of calibration."""
+    from mkcnet.data.dataset import read_split
+    from mkcnet.run_lock import hold_run
 
     root = Path(config.data.root)
     if not root.is_dir():
         raise UserError(f"data-set root not found: {root}")
-    out = Path(args.out)
-    if not args.resume and (out / "state.safetensors").exists() and not args.overwrite:
-        raise UserError(f"{out} already holds a run; use --resume to continue it or --overwrite to start over")
     mc = config.model
     split_args = (root, config.data.diagnosis_map, mc.num_diagnosis, mc.num_quality, config.data.allow_outside_root)
     train_table = read_split(root / config.data.train_split, *split_args, quality_map=config.data.quality_map)
     val_table = (read_split(root / config.data.val_split, *split_args, quality_map=config.data.quality_map)
                  if config.data.val_split else None)
+    out = Path(args.out)
+    with hold_run(out) if ranks.main else contextlib.nullcontext():
+        if not args.resume and (out / "state.safetensors").exists() and not args.overwrite:
+            raise UserError(f"{out} already holds a run; use --resume to continue it or --overwrite to start over")
+        return _train_and_calibrate(args, config, ranks, out, train_table, val_table)
+
+
+def _train_and_calibrate(args: argparse.Namespace, config, ranks, out: Path, train_table, val_table) -> int:
+    from mkcnet.data.dataset import ImageSet
+    from mkcnet.training.trainer import Trainer
+
+    mc = config.model
     if not ranks.main:
         ranks.barrier()  # rank 0 decodes first; the others then read its image cache
     train = ImageSet.load(train_table, mc.in_chans, mc.image_size, mc.mean, mc.std, progress=ranks.main)

@@ -6,10 +6,17 @@ Run directory layout:
     best.safetensors/.json      the epoch with the best validation diagnosis AUC
     last.safetensors/.json      the latest epoch
     state.safetensors           weights, optimiser state and counters for --resume (one atomic file)
+    .lock                       held by the run's process while it runs (mkcnet/run_lock.py)
+
+Every file is replaced atomically (written, fsynced, renamed) or appended with fsync, so a kill at
+any moment leaves a folder that `--resume` continues bit for bit; a full or read-only disk ends the
+run with one line naming the last good checkpoint, which stays intact.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import functools
 import json
 import math
@@ -22,23 +29,24 @@ import numpy as np
 import pandas as pd
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch.func import functional_call
 from tqdm.auto import tqdm
 
-from mkcnet.checkpoint import load_into, save_checkpoint
+from mkcnet.checkpoint import load_into, save_checkpoint, write_safetensors
 from mkcnet.config import RunConfig
 from mkcnet.data.dataset import Batch, ImageSet
 from mkcnet.data.shift import lq_subset
 from mkcnet.device import autocast, memory_format, resolve_device
 from mkcnet.errors import UserError
-from mkcnet.files import append_line, atomic_write, read_jsonl
+from mkcnet.files import append_line, atomic_write, read_jsonl, remove_temporaries, write_failure
 from mkcnet.inference.predict import predict_batches
 from mkcnet.methods import get_method
 from mkcnet.metrics import evaluation_metrics
 from mkcnet.models import build_networks
 from mkcnet.models.meta_learner import RandomLabels, mask_labels
 from mkcnet.models.task_net import TaskOutput
+from mkcnet.run_lock import hold_run
 from mkcnet.training import distributed
 from mkcnet.training.distributed import Ranks
 from mkcnet.training.gradients import gradient_cosines
@@ -145,6 +153,7 @@ class Trainer:
         self.meta_updates = 0  # φ updates so far, over the whole run
         self.best_epoch, self.best_score, self.best_metrics = -1, -math.inf, {}
         self.minutes = 0.0
+        self.saved_epoch = 0  # the epoch that state.safetensors holds (what --resume would continue)
 
     # -- one epoch -------------------------------------------------------------------------
     def _to_device(self, batch):
@@ -300,11 +309,30 @@ class Trainer:
 
     # -- the run ---------------------------------------------------------------------------
     def fit(self, train: ImageSet, val: ImageSet | None = None, resume: bool = False) -> FitResult:
+        """Train to `epochs`, from scratch or (`resume`) from the folder's state file. Rank 0 holds
+        the run folder's lock throughout: a second writer is refused with one line."""
+        with hold_run(self.run_dir) if self.ranks.main else contextlib.nullcontext():
+            try:
+                return self._fit(train, val, resume)
+            except OSError as err:
+                failure = write_failure(err, self.run_dir)
+                if failure is None:
+                    raise
+                remedy = "free space" if err.errno in (errno.ENOSPC, errno.EDQUOT) else "make it writable"
+                if self.saved_epoch:
+                    raise UserError(f"{failure}: the last good checkpoint is epoch {self.saved_epoch}; {remedy} "
+                                    "and resume with --resume") from None
+                raise UserError(f"{failure}: no epoch was saved yet; {remedy} and start again") from None
+
+    def _fit(self, train: ImageSet, val: ImageSet | None, resume: bool) -> FitResult:
         tc = self.config.train
         if tc.train_lq_ratio is not None:  # training-side quality shift: the split resampled to that LQ share
             train = train.subset(lq_subset(train.table.quality, self.config.model.num_quality, tc.train_lq_ratio,
                                            tc.seed))
         self._check_labels(train)
+        if len(train) < 2:
+            raise UserError(f"the training split holds {len(train)} image(s): training needs 2 or more (BatchNorm "
+                            "cannot normalise a batch of one)")
         if self.method.aux_labels == "random":
             self.random_labels = RandomLabels(self.config.model, len(train), tc.seed)
         # One fixed, unaugmented batch on which the gradient cosines are measured every epoch.
@@ -312,12 +340,12 @@ class Trainer:
         main = self.ranks.main
         if main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            self._remove_stale_temporaries()
+            remove_temporaries(self.run_dir, exclusive=True)  # a killed writer's; this process holds the lock
         self.ranks.barrier()  # the others read the state file only after rank 0 has tidied the folder
         if resume:
             self._load_state()
-        elif main:
-            for stale in ("history.jsonl", "history.csv"):
+        elif main:  # a fresh start: a kill before its first epoch must not leave an older run to resume
+            for stale in ("history.jsonl", "history.csv", STATE_FILE):
                 (self.run_dir / stale).unlink(missing_ok=True)
         if main:
             self.config.save(self.run_dir / "config.json")
@@ -406,13 +434,8 @@ class Trainer:
                         tensors[f"optim.{name}.{i}.{key}"] = value.detach().cpu().contiguous()
         info = {"epoch": self.epoch, "best_epoch": self.best_epoch, "best_score": self.best_score,
                 "best_metrics": self.best_metrics, "minutes": self.minutes, "meta_updates": self.meta_updates}
-        metadata = {STATE_KEY: json.dumps(info, default=float)}
-        atomic_write(self.run_dir / STATE_FILE, lambda p: save_file(tensors, str(p), metadata=metadata))
-
-    def _remove_stale_temporaries(self) -> None:
-        """Half-written files of a killed run (atomic_write's `.NAME.tmpPID`), never read again."""
-        for stale in self.run_dir.glob(".*.tmp*"):
-            stale.unlink(missing_ok=True)
+        write_safetensors(self.run_dir / STATE_FILE, tensors, {STATE_KEY: json.dumps(info, default=float)})
+        self.saved_epoch = self.epoch
 
     def _load_state(self) -> None:
         weights = self.run_dir / STATE_FILE
@@ -436,14 +459,17 @@ class Trainer:
             load_into(module, tensors, name, weights)
             for i, p in enumerate(module.parameters()):
                 if f"optim.{name}.{i}" in tensors:  # state files written before every state key was saved
-                    opt.state[p]["momentum_buffer"] = tensors[f"optim.{name}.{i}"].to(p.device)
+                    opt.state[p]["momentum_buffer"] = tensors[f"optim.{name}.{i}"].to(p.device, copy=True)
                 prefix = f"optim.{name}.{i}."
                 for key in (k for k in tensors if k.startswith(prefix)):
-                    value = tensors[key]
+                    # A copy: load_file's tensors map the file, and a mapping would keep the replaced
+                    # state's disk space in use for the rest of the run.
+                    value = tensors[key].clone()
                     opt.state[p][key[len(prefix):]] = value if key.endswith(".step") else value.to(p.device)
         self.epoch, self.best_epoch = info["epoch"], info["best_epoch"]
         self.best_score, self.best_metrics, self.minutes = info["best_score"], info["best_metrics"], info["minutes"]
         self.meta_updates = info.get("meta_updates", 0)
+        self.saved_epoch = self.epoch
         for scheduler in (self.scheduler, self.meta_scheduler):
             if scheduler is not None:  # StepLR's closed form at the restored epoch
                 scheduler.last_epoch = self.epoch
