@@ -368,18 +368,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--title")
     p.add_argument("--command", help="the training command to print on the card (default: reconstructed)")
     args = p.parse_args(argv)
-    if args.sets:
-        for name in args.sets:
-            if not (args.out / name / "model.safetensors").is_file():
-                p.error(f"no bundled model {name!r} in {args.out}")
-            fit_sets(name, args.out, args.root, args.split)
-        return 0
-    if args.refresh:
-        for name in args.refresh:
-            if not (args.out / name / "model.safetensors").is_file():
-                p.error(f"no bundled model {name!r} in {args.out}")
-            refresh(name, args.out, args.root, args.split)
-        return 0
+    for names, update in ((args.sets, fit_sets), (args.refresh, refresh)):  # updates of existing bundles
+        if names:
+            for name in names:
+                if not (args.out / name / "model.safetensors").is_file():
+                    p.error(f"no bundled model {name!r} in {args.out}")
+                update(name, args.out, args.root, args.split)
+            return 0
     if not args.standard and not (args.run and args.name):
         p.error("give RUN and NAME, --standard, or --refresh NAME...")
     if args.standard:
