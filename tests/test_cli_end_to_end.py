@@ -147,6 +147,7 @@ def test_predict_accounts_for_every_input(mkcnet_run, tiny_dataset, tmp_path, ca
     ("empty.txt", "", r"list file .*empty.txt is empty"),
     ("header.csv", "image\n", r"list file .*header.csv names no images"),
     ("quote.csv", 'image\n"a.png\nb.png\n', r"cannot read list file .*quote.csv: EOF inside string starting at row 1"),
+    ("nul.csv", "image\na.png\nb\0.png\n", r"nul.csv, line 3: the file name holds a NUL byte"),
 ])
 def test_a_bad_list_file_is_one_line(mkcnet_run, tmp_path, capsys, name, text, message):
     (tmp_path / name).write_text(text)

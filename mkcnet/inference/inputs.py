@@ -77,6 +77,10 @@ def read_list_file(path: Path) -> list[Path]:
     except (pd.errors.ParserError, UnicodeDecodeError) as err:
         reason = " ".join(str(err).split()).removeprefix("Error tokenizing data. C error: ")
         raise UserError(f"cannot read list file {path}: {reason}") from None
+    first_row = 1 if path.suffix == ".txt" else 2  # a .csv's header is line 1
+    for row, name in enumerate(table.iloc[:, 0], start=first_row):
+        if "\0" in name:  # the OS refuses such a name with a ValueError, not an OSError
+            raise UserError(f"{path.name}, line {row}: the file name holds a NUL byte")
     files = [path.parent / p.strip() for p in table.iloc[:, 0] if p.strip()]
     if not files:
         raise UserError(f"list file {path} names no images")
