@@ -170,6 +170,23 @@ def test_the_kill_test_sees_every_write_of_a_run(straight_run):
     assert written == ["config.json", *epoch, *epoch] and len(written) == WRITES_OF_TWO_EPOCHS
 
 
+def test_resume_refuses_another_network_but_not_another_reading_window(tiny_dataset, tmp_path):
+    """A run resumes under a newer default window (how DICOM/NIfTI files are read, not the network),
+    and refuses a config that builds another network."""
+    config = run_config("vanilla", 1)
+    train = image_set(tiny_dataset, "train.csv", config)
+    run = tmp_path / "run"
+    Trainer(config, run, progress=False, verbose=False).fit(train)
+    windowed = run_config("vanilla", 2)
+    windowed.model.window = (40.0, 400.0)  # a soft-tissue window instead of the lung one
+    Trainer(windowed, run, progress=False, verbose=False).fit(train, resume=True)
+    assert [r["epoch"] for r in read_jsonl(run / "history.jsonl")] == [1, 2]
+    wider = run_config("vanilla", 3)
+    wider.model.feature_dim *= 2
+    with pytest.raises(UserError, match="another model configuration"):
+        Trainer(wider, run, progress=False, verbose=False).fit(train, resume=True)
+
+
 def test_temporaries_of_killed_writers_go_and_the_old_state_is_not_kept_mapped(tiny_dataset, tmp_path):
     train = image_set(tiny_dataset, "train.csv", run_config("vanilla", 1))
     run = tmp_path / "run"

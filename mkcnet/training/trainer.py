@@ -453,7 +453,7 @@ class Trainer:
         except (OSError, ValueError) as err:  # a missing or damaged config (JSONDecodeError is a ValueError)
             raise UserError(f"config.json in {self.run_dir} cannot be read ({type(err).__name__}); start over with "
                             "--overwrite (the last finished epoch's weights are in last.safetensors)") from None
-        if saved.model != self.config.model:
+        if not saved.model.same_network(self.config.model):
             raise UserError(f"{self.run_dir} was trained with another model configuration; cannot resume")
         for name, opt, module in self._optimizers():
             load_into(module, tensors, name, weights)
