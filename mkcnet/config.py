@@ -41,7 +41,7 @@ class ModelConfig:
     window: tuple[float, float] | None = None  # (centre, width) for DICOM/NIfTI in their units (CT: HU); None: the file's
     revision: int = 2  # 1: saved when "vanilla" named the Global-Attention-Block baseline (now "vanilla-gab")
 
-    def same_network(self, other: "ModelConfig") -> bool:
+    def same_network(self, other: ModelConfig) -> bool:
         """Whether `other` builds the same network; how raw files are read (the window) does not change it."""
         return dataclasses.replace(self, window=None) == dataclasses.replace(other, window=None)
 
