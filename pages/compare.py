@@ -140,8 +140,10 @@ def build(context: Workbench, root: gr.Blocks | None = None) -> gr.Blocks:
         wire([page.load, dataset.change], events.show_reliability, dataset, [reliability, status_md],
              api_name="reliability")
         outputs = [preview, *panels[0].outputs(), *panels[1].outputs(), status_md]
-        wire([source.file.change, dataset.change, method.change, opacity.release], events.compare,
-             [source.file, dataset, method, opacity], outputs, api_name="compare", trigger_mode="always_last")
+        compared = wire([source.file.change, dataset.change, method.change, opacity.release], events.compare,
+                        [source.file, dataset, method, opacity], outputs, api_name="compare", trigger_mode="always_last")
+        for panel in panels:
+            panel.restyle_after(compared)
         examples = [source.gallery, source.shown, status_md]
         wire(dataset.change, events.change_dataset, dataset, examples, api_visibility="private")
         for changed in data_changed:  # the visitor's data set: its images become the examples

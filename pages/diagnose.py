@@ -56,6 +56,13 @@ def chosen_window(name: str | None, centre: float | None, width: float | None) -
     return parse_window(str(name))
 
 
+def switched_on(value) -> bool:
+    """A checkbox's value: true or false, nothing else (a client may send anything)."""
+    if not isinstance(value, bool):
+        raise UserError("the robustness switch is either on or off")
+    return value
+
+
 def shows_reading(volume: Volume) -> bool:
     """Whether how the file was read is worth a line: slices to choose from, or a window applied."""
     return bool(volume.window_source) or volume.count > 1
@@ -140,7 +147,7 @@ class DiagnoseEvents:
         what = (family_name, level, seed_value, window_name, centre, width, slice_k)
         prepared = self.prepared(zoo_model, file, *what)
         margin = None
-        if robust:
+        if switched_on(robust):
             window = chosen_window(window_name, centre, width) or model_window(zoo_model.config)
             margin = robustness_for(zoo_model, context.images.read(file, slice=int(slice_k or 0), window=window))
         view = panel_view(zoo_model, prepared, "", 0, session, with_cams=False, margin=margin)
@@ -203,7 +210,7 @@ class DiagnoseEvents:
         prepared = self.prepared(zoo_model, file, family_name, level, seed_value, window_name, centre, width, slice_k)
         window = chosen_window(window_name, centre, width) or model_window(zoo_model.config)
         margin = robustness_for(zoo_model, context.images.read(file, slice=int(slice_k or 0), window=window)) \
-            if robust else None
+            if switched_on(robust) else None
         reading, overlays = analyse(zoo_model, prepared, cam_method or DEFAULT_METHOD, float(weight or 0.5), margin)
         volume = read_volume(file, window)
         note = volume.describe(int(slice_k or 0)) if shows_reading(volume) else ""
@@ -279,6 +286,7 @@ def build(context: Workbench, root: gr.Blocks | None = None) -> gr.Blocks:
                          [slice_k, read_as, status_md], api_visibility="private")
         opened = wire(inspected.then, events.predict, [*what, *reading_as], outputs, api_visibility="private",
                       concurrency_limit=2)
+        panel.restyle_after(opened, predicted)
         for done in (opened, predicted):
             wire(done.then, events.cams, [*what, method, opacity, *reading_as], [panel.cams, status_md],
                  **({"api_name": "cam"} if done is predicted else {"api_visibility": "private"}))

@@ -81,8 +81,8 @@ def test_bundle_holds_fp16_task_net_card_and_pack(zoo_dir):
 
 
 def test_a_flagged_reading_strikes_out_the_diagnosis_box_by_its_verdict_not_its_words(context):
-    """The guard's verdict reaches the page as data (a State whose change sets the diagnosis box's
-    class); no page script looks for the reading's words."""
+    """The guard's verdict reaches the page as data (a State, read by the event after each reading
+    to set the diagnosis box's class); no page script looks for the reading's words."""
     from mkcnet.workbench.reading import OUT_OF_DISTRIBUTION, Reading
     from mkcnet.workbench.ui import OUT_OF_DISTRIBUTION_CLASS, PanelView, PredictionPanel, _restyle_diagnosis
 

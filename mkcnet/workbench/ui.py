@@ -404,8 +404,9 @@ class PredictionPanel:
     quality: gr.Label
     reading: gr.Markdown
     cams: gr.Gallery
-    # The guard's verdict as data: a State is no API output, so /predict keeps its values, and
-    # its change restyles the diagnosis box (an element class, never found by the reading's words).
+    # The guard's verdict as data: a State is no API output, so /predict keeps its values, and the
+    # event after each reading restyles the diagnosis box by it (an element class, never found by
+    # the reading's words).
     flagged: gr.State
     preview: gr.Image | None = None
     note: gr.Markdown | None = None
@@ -417,6 +418,14 @@ class PredictionPanel:
     def values(view: PanelView, with_cams: bool = True) -> tuple:
         """`view` in the order of `outputs(with_cams)`."""
         return (view.diagnosis, view.quality, view.text, view.out_of_distribution, *([view.cams] if with_cams else []))
+
+    def restyle_after(self, *readings) -> None:
+        """After each of `readings` (events whose outputs include `outputs()`), strike out the
+        diagnosis box or not by the verdict just set. Chained, not on the State's change: a
+        change event that comes while the last restyle is pending can be dropped, which left a
+        flagged box unstruck."""
+        for reading in readings:
+            wire(reading.then, _restyle_diagnosis, self.flagged, self.diagnosis, api_visibility="private")
 
 
 def _restyle_diagnosis(flagged: bool):
@@ -445,7 +454,6 @@ def prediction_panel(title: str | None = None, preview: str | None = None, note:
                       height="max-content", allow_preview=True, object_fit="contain", elem_classes=["cams"])
     gr.HTML(COLOUR_BAR)
     flagged = gr.State(bool(view and view.out_of_distribution))
-    wire(flagged.change, _restyle_diagnosis, flagged, diagnosis, api_visibility="private")
     return PredictionPanel(diagnosis, quality, reading, cams, flagged, shown, remark)
 
 
