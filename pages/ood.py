@@ -9,6 +9,7 @@ referral: risk-coverage curves (`mkcnet.analysis.referral`). API: /ood, /referra
 from __future__ import annotations
 
 import gradio as gr
+import numpy as np
 import pandas as pd
 
 from mkcnet.errors import UserError
@@ -37,6 +38,15 @@ def at_ratio(curves: dict[str, pd.DataFrame], metric: str, ratio: float) -> pd.D
     return pd.DataFrame(rows)
 
 
+def picked_runs(keys) -> list[str]:
+    """The runs a client picked: a non-empty list of run keys (a client may send anything)."""
+    if not isinstance(keys, list | tuple) or not all(isinstance(k, str) for k in keys):
+        raise UserError("the runs are a list of run names")
+    if not keys:
+        raise UserError("pick at least one run")
+    return list(keys)
+
+
 class OodEvents:
     """The page's handlers, over the workbench context; `build` wires them."""
 
@@ -46,26 +56,32 @@ class OodEvents:
     def show(self, keys: list[str], which: str, r: float, request: gr.Request):
         from mkcnet.analysis.ood import ood_figure
 
-        if not keys:
-            raise UserError("pick at least one run")
+        keys = picked_runs(keys)
         packs = self.context.session(request).packs
-        curves = {packs.entry(str(k)).label: packs.ood_curves(str(k)) for k in keys}
+        curves = {packs.entry(k).label: packs.ood_curves(str(k)) for k in keys}
         figure = ood_figure(curves, which)
         figure.add_vline(x=float(r), line_dash="dot", line_color="grey")
         figure.update_layout(height=460, margin={"l": 10, "r": 10, "t": 50, "b": 10},
                              legend={"orientation": "h", "y": -0.2})
         return figure, at_ratio(curves, which, float(r))
 
-    def show_referral(self, keys: list[str], request: gr.Request):
-        from mkcnet.analysis.referral import referral_curves, referral_figure
+    def show_referral(self, keys: list[str], epsilon: float, delta: float, request: gr.Request):
+        from mkcnet.analysis.referral import describe_point, operating_points, referral_curves, referral_figure
 
-        if not keys:
-            raise UserError("pick at least one run")
+        keys = picked_runs(keys)
+        if not all(isinstance(v, int | float) and 0 < v < 1 for v in (epsilon, delta)):
+            raise UserError("the error bound ε and the risk δ must lie between 0 and 1")
         packs = self.context.session(request).packs
-        curves = {packs.entry(str(k)).label: referral_curves(packs.entry(str(k)).pack) for k in keys}
-        figure = referral_figure(curves)
+        entries = {packs.entry(k).label: packs.entry(k).pack for k in keys}
+        curves = {label: referral_curves(pack) for label, pack in entries.items()}
+        points = {label: operating_points(pack, float(epsilon), float(delta)) for label, pack in entries.items()}
+        figure = referral_figure(curves, points)
         figure.update_layout(height=460, margin={"l": 10, "r": 10, "t": 50, "b": 10})
-        return figure
+        table = pd.DataFrame([{"run": label, "refer by": row["rule"], "diagnosed": f"{row['share_kept']:.0%}"
+                               if np.isfinite(row["threshold"]) else "none (refer all)",
+                               "operating point": describe_point(row)}
+                              for label, frame in points.items() for _, row in frame.iterrows()])
+        return figure, table
 
     def pick_dataset(self, name: str, request: gr.Request):
         choices = runs_of(self.context.session(request).packs, name)
@@ -101,14 +117,22 @@ def build(context: Workbench, root: gr.Blocks | None = None) -> gr.Blocks:
                 gr.Markdown("### Quality-aware referral\nRefer the least trusted images to a person and diagnose "
                             "the rest: the error among those diagnosed, against their share. Referring by "
                             "predicted quality is the usual *reject LQ images*; by calibrated confidence, or "
-                            "by both. A lower curve (smaller AURC) refers better.")
+                            "by both. A lower curve (smaller AURC) refers better. The markers are operating "
+                            "points with a guarantee: diagnosing the images above each point's threshold keeps "
+                            "the error among them ≤ ε with probability ≥ 1 − δ (fitted on the run's validation "
+                            "images; new images like them keep it).")
+                with gr.Row():
+                    epsilon = gr.Slider(0.01, 0.2, value=0.05, step=0.01, label="Error bound ε among those diagnosed")
+                    delta = gr.Slider(0.01, 0.5, value=0.1, step=0.01, label="Risk δ (the bound holds with 1 − δ)")
                 referral = gr.Plot(label="Diagnosis error vs. share diagnosed", elem_id="referral-plot")
+                points = gr.Dataframe(label="Certified operating points (Learn-then-Test on the run's validation "
+                                            "images)", interactive=False, wrap=True)
 
         events = OodEvents(context)
         wire([page.load, runs.change, metric.change, ratio.release], events.show, [runs, metric, ratio],
              [plot, table, status_md], api_name="ood", trigger_mode="always_last")
-        wire([page.load, runs.change], events.show_referral, runs, [referral, status_md], api_name="referral",
-             trigger_mode="always_last")
+        wire([page.load, runs.change, epsilon.release, delta.release], events.show_referral, [runs, epsilon, delta],
+             [referral, points, status_md], api_name="referral", trigger_mode="always_last")
         wire(dataset.change, events.pick_dataset, dataset, [runs, status_md], api_visibility="private")
         if not context.hosting.hosted:
             wire(add.click, events.add_run, [run_dir, runs], [runs, run_dir, status_md], api_visibility="private")

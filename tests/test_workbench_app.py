@@ -22,6 +22,7 @@ gradio_client = pytest.importorskip("gradio_client")
 
 from app import build_app, launch_options  # noqa: E402
 from mkcnet.analysis.cam import DEFAULT_METHOD, cam_targets  # noqa: E402
+from mkcnet.analysis.referral import trust_scores  # noqa: E402
 from mkcnet.project import project_path  # noqa: E402
 from mkcnet.workbench.context import Workbench  # noqa: E402
 from mkcnet.workbench.hosting import free_port  # noqa: E402
@@ -162,10 +163,18 @@ def test_api_ood(app, client):
 def test_api_referral(app, client):
     context, _ = app
     keys = [k for _, k in context.packs.choices("ct-iqad")]
-    figure, status = client.predict(keys, api_name="/referral")
+    figure, points, status = client.predict(keys, 0.05, 0.1, api_name="/referral")
     assert status == ""
     names = [trace["name"] for trace in json.loads(figure["plot"])["data"]]
     assert any("refer by quality" in n for n in names) and any("refer by confidence" in n for n in names)
+    # One certified operating point per run and rule, in words; at ε = 5 % the CT MKCNet's confidence
+    # rule diagnoses a share (docs/workbench.md: 63 %), drawn as a marker on the curves.
+    rows = [dict(zip(points["headers"], row)) for row in points["data"]]
+    rules = sum(len(trust_scores(context.packs.entry(k).pack)) for k in keys)  # vanilla: confidence alone
+    assert rules >= 4 and len(rows) == rules and all("error among those kept ≤ 5%" in r["operating point"]
+                                               or "refer every image" in r["operating point"] for r in rows)
+    assert any(r["diagnosed"] != "none (refer all)" for r in rows)
+    assert any("certified operating points" in n for n in names)
 
 
 def test_api_reliability(app, client):
