@@ -79,7 +79,7 @@ class CompareEvents:
     def compare(self, file: str | None, name: str, cam_method: str, weight: float, request: gr.Request):
         if not file:
             return None, *(None for panel in self.panels for _ in panel.outputs())
-        zoo, session = self.context.zoo, self.context.session(request)
+        zoo, session = self.context.zoo, self.context.session(request, file)
         values, display = [], None
         for side, panel in zip(SIDES, self.panels):
             model = zoo.model(zoo.names(self.pair(name), side)[0])

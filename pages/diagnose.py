@@ -143,7 +143,7 @@ class DiagnoseEvents:
         if not file:
             return None, None, None, "", False, ""
         context = self.context
-        zoo_model, session = context.zoo.model(model_name), context.session(request)
+        zoo_model, session = context.zoo.model(model_name), context.session(request, file)
         what = (family_name, level, seed_value, window_name, centre, width, slice_k)
         prepared = self.prepared(zoo_model, file, *what)
         margin = None
@@ -163,9 +163,9 @@ class DiagnoseEvents:
              robust: bool, request: gr.Request):
         if not file:
             return []
-        zoo_model = self.context.zoo.model(model_name)
+        zoo_model, session = self.context.zoo.model(model_name), self.context.session(request, file)
         prepared = self.prepared(zoo_model, file, family_name, level, seed_value, window_name, centre, width, slice_k)
-        return panel_view(zoo_model, prepared, cam_method, weight, self.context.session(request)).cams
+        return panel_view(zoo_model, prepared, cam_method, weight, session).cams
 
     def change_model(self, model_name: str, request: gr.Request):
         entry = self.context.zoo.entry(model_name)
@@ -190,7 +190,7 @@ class DiagnoseEvents:
 
     def read_batch(self, files: list[str] | None, model_name: str, request: gr.Request):
         context = self.context
-        zoo_model, session = context.zoo.model(model_name), context.session(request)
+        zoo_model, session = context.zoo.model(model_name), context.session(request, files or [])
         unpacked = session.folder / "batch"
         shutil.rmtree(unpacked, ignore_errors=True)
         found = batch_files(files or [], unpacked, context.hosting)
@@ -206,7 +206,7 @@ class DiagnoseEvents:
         if not file:
             raise UserError("upload an image or pick an example first")
         context = self.context
-        zoo_model, session = context.zoo.model(model_name), context.session(request)
+        zoo_model, session = context.zoo.model(model_name), context.session(request, file)
         prepared = self.prepared(zoo_model, file, family_name, level, seed_value, window_name, centre, width, slice_k)
         window = chosen_window(window_name, centre, width) or model_window(zoo_model.config)
         margin = robustness_for(zoo_model, context.images.read(file, slice=int(slice_k or 0), window=window)) \

@@ -11,6 +11,7 @@ uploads; no message may carry a traceback or a server path; the server must keep
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import tempfile
 import time
@@ -388,11 +389,12 @@ def test_split_rows_stay_inside_their_root(tmp_path):
 
 
 def test_idle_and_surplus_sessions_are_closed(tiny_dataset):
+    from mkcnet.workbench.imaging import ImageCache
     from mkcnet.workbench.packs import PackStore
     from mkcnet.workbench.sessions import Sessions
 
     visitor = lambda key: type("Request", (), {"session_hash": key})()  # noqa: E731
-    sessions = Sessions(PackStore(ModelZoo([]), None), max_sessions=2)
+    sessions = Sessions(PackStore(ModelZoo([]), ImageCache()), max_sessions=2)
     a = sessions.get(visitor("a"))
     a.image_file(np.zeros((4, 4, 3), np.uint8))
     sessions.get(visitor("b"))
@@ -405,3 +407,110 @@ def test_idle_and_surplus_sessions_are_closed(tiny_dataset):
     sessions.get(visitor("d"))
     assert set(sessions._sessions) == {"d"}
     sessions.shutdown()
+
+
+def files_under(roots: list[Path], skip: list[Path]) -> dict[Path, int]:
+    """Every file under `roots` (but `skip`), with its modification time."""
+    found = {}
+    for root in roots:
+        for path in root.rglob("*") if root.is_dir() else []:
+            try:
+                if path.is_file() and not any(path.is_relative_to(s) for s in skip):
+                    found[path] = path.stat().st_mtime_ns
+            except OSError:  # another process's file, gone while listed
+                continue
+    return found
+
+
+@pytest.mark.slow
+def test_nothing_of_a_visitor_outlives_their_session(monkeypatch, tmp_path, tmp_path_factory):
+    """A hosted visitor uploads a data set, evaluates a model on it, embeds it, draws its
+    out-of-distribution and referral curves, reads one of its images (probabilities, maps, a
+    report) and compares the two models on it; when their page closes, no file written or
+    changed meanwhile remains under the home, cache or temporary folders, nor anything in the
+    app's in-memory image cache."""
+    # The app's temporary folder (Gradio's uploads and copies, the sessions) and its image cache
+    # are fresh folders of this test's, outside pytest's (which is not watched), so that no other
+    # process on the machine writes in what is watched.
+    temporary = Path(tempfile.mkdtemp(prefix="mkcnet-visit-"))
+    monkeypatch.setattr(tempfile, "tempdir", str(temporary))
+    monkeypatch.delenv("GRADIO_TEMP_DIR", raising=False)
+    cache = temporary / "mkcnet-cache"
+    monkeypatch.setenv("MKCNET_CACHE", str(cache))
+    data = write_dataset(tmp_path_factory.mktemp("visitor") / "mine")
+    archive = tmp_path_factory.mktemp("visitor-zip") / "mine.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for path in sorted(data.rglob("*")):
+            if path.is_file():
+                zf.write(path, path.relative_to(data))
+    image = next((data / "Images").glob("*.png"))
+    context, demo, url = launch(monkeypatch, True, tmp_path)
+    dependencies = demo.config["dependencies"]
+
+    def by_handler(name: str) -> dict:
+        return next(d for d in dependencies if getattr(demo.fns[d["id"]].fn, "__name__", "") == name)
+
+    def by_api(name: str) -> dict:
+        return next(d for d in dependencies if d.get("api_name") == name)
+
+    ct = context.zoo.names("ct-iqad", "mkcnet")[0]
+    roots = [temporary, Path.home()]
+    skip = [tmp_path_factory.getbasetemp()]
+    try:
+        with httpx.Client(timeout=120) as http:
+            assert http.get(url).status_code == 200
+            before = files_under(roots, skip)
+            heartbeat = socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1].strip("/"))))
+            heartbeat.sendall(b"GET /gradio_api/heartbeat/visitor HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            assert heartbeat.recv(200).startswith(b"HTTP/1.1 200")
+
+            components = {c["id"]: c for c in demo.config["components"]}
+
+            def run(dep: dict, first: list) -> list:
+                """The event with `first` as its first inputs, the others as the page opens them."""
+                data = [components[i]["props"].get("value") if i in components else None for i in dep["inputs"]]
+                data[:len(first)] = first
+                messages = call(http, url, "visitor", dep["id"], data)
+                done = next(m for m in messages if m.get("msg") == "process_completed")
+                assert done["success"] and done["output"]["data"][-1] == "", (dep.get("api_name"), done)
+                return done["output"]["data"]
+
+            upload_event = next(d for d in dependencies if any(
+                c["id"] in d["inputs"] and c["props"].get("elem_classes") == ["data-upload"]
+                for c in demo.config["components"]))
+            zipped = upload(http, url, archive)
+            run(upload_event, [[zipped]])
+            chosen = run(by_handler("evaluate_on_data"), [ct])[0]["value"]
+            assert "your" in dict((k, v) for v, k in context.session(type("R", (), {"session_hash": "visitor"})())
+                                  .packs.choices())[chosen]
+            run(by_api("embedding"), [chosen, "diagnosis", "umap", "diagnosis"])
+            run(by_api("ood"), [[chosen], "f1", 0.5])
+            run(by_api("referral"), [[chosen], 0.05, 0.1])
+            mine = upload(http, url, image)
+            for name in ("predict", "cam", "report"):
+                run(by_api(name), [mine, ct, "none", 0, 0])
+            run(by_api("compare"), [mine, "ct-iqad"])
+            session = context.session(type("R", (), {"session_hash": "visitor"})())
+            received = {Path(zipped["path"]), Path(mine["path"])}
+            assert all(p.is_file() for p in received) and session.folder.is_dir()  # the visit's traces, so far
+
+            def remembered() -> list:
+                return [k for k in context.images._items if Path(k[0]).is_relative_to(session.folder)
+                        or Path(k[0]) in received]
+            assert remembered()
+
+            heartbeat.close()  # the page closes
+            deadline = time.monotonic() + 30
+            while "visitor" in context.sessions._sessions and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert "visitor" not in context.sessions._sessions, "the session outlived its page"
+            # (Gradio's multipart parser leaves empty temporary files in its upload folder: they
+            # hold nothing of anyone's.)
+            left = {p for p, mtime in files_under(roots, skip).items()
+                    if before.get(p) != mtime and p.stat().st_size > 0}
+            assert not left, f"files of the visit remain: {sorted(map(str, left))[:10]}"
+            assert not remembered()
+    finally:
+        demo.close()
+        context.sessions.shutdown()
+        shutil.rmtree(temporary, ignore_errors=True)

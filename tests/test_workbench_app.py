@@ -110,6 +110,7 @@ def test_api_batch_gives_one_row_per_file_errors_included(app, client, tmp_path)
     assert rows[EXAMPLE.name]["diagnosis"] in {"NoDR", "NPDR", "PDR"} and rows[EXAMPLE.name]["error"] == ""
     assert str(rows[CT_EXAMPLE.name]["ood"]) == "True"  # a grey phantom through the fundus model
     assert rows["broken.png"]["error"] and rows["broken.png"]["diagnosis"] == ""
+    assert "broken.png" in rows["broken.png"]["error"] and "/" not in rows["broken.png"]["error"]  # its own name
     assert len(Path(csv).read_text().splitlines()) == 4
     archive = tmp_path / "some.zip"
     with zipfile.ZipFile(archive, "w") as zf:

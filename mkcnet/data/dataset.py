@@ -227,12 +227,14 @@ def _cache_dir() -> Path:
     return Path(os.environ.get("MKCNET_CACHE", Path.home() / ".cache" / "mkcnet"))
 
 
-def decode_images(files: list[Path], channels: int, size: int, cache: bool = True, progress: bool = True,
+def decode_images(files: list[Path], channels: int, size: int, cache: bool | Path = True, progress: bool = True,
                   workers: int | None = None) -> torch.Tensor:
     """Decode and resize every file once: uint8 tensor N×C×size×size, cached on disk by content key.
 
-    A file listed several times is decoded once. The cache is optional: a folder that cannot be
-    written (read-only, full) is passed over with a warning."""
+    A file listed several times is decoded once. `cache` is the folder the decoded copy is kept in
+    (True: `MKCNET_CACHE`, else ~/.cache/mkcnet; False: none; the workbench gives a visitor's data
+    their session's folder, which goes with the session). A folder that cannot be written
+    (read-only, full) is passed over with a warning."""
     unique = list(dict.fromkeys(files))  # in order; rows that name one image share its decoding
     missing = [f for f in unique if not f.is_file()]
     if missing:
@@ -241,8 +243,9 @@ def decode_images(files: list[Path], channels: int, size: int, cache: bool = Tru
     for f in unique:
         stat = f.stat()
         key.update(f"{f.resolve()}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
-    cache_file = _cache_dir() / f"{key.hexdigest()}.npy"
-    out = _read_cache(cache_file) if cache else None
+    folder = _cache_dir() if cache is True else Path(cache) if cache else None
+    cache_file = folder / f"{key.hexdigest()}.npy" if folder else None
+    out = _read_cache(cache_file) if cache_file else None
     if out is None:
         out = np.empty((len(unique), channels, size, size), np.uint8)
 
@@ -252,7 +255,7 @@ def decode_images(files: list[Path], channels: int, size: int, cache: bool = Tru
         with ThreadPoolExecutor(workers or min(4, os.cpu_count() or 1)) as pool:
             list(tqdm(pool.map(work, range(len(unique))), total=len(unique), desc="decoding images",
                       disable=not progress, leave=False))
-        if cache:
+        if cache_file:
             _write_cache(cache_file, out)
     images = torch.from_numpy(out)
     if len(unique) < len(files):
@@ -312,8 +315,9 @@ class ImageSet:
         self.std = tuple(float(v) for v in std)
 
     @classmethod
-    def load(cls, table: SplitTable, channels: int, size: int, mean, std, progress: bool = True) -> ImageSet:
-        return cls(table, decode_images(table.files(), channels, size, progress=progress), mean, std)
+    def load(cls, table: SplitTable, channels: int, size: int, mean, std, progress: bool = True,
+             cache: bool | Path = True) -> ImageSet:
+        return cls(table, decode_images(table.files(), channels, size, cache=cache, progress=progress), mean, std)
 
     def __len__(self) -> int:
         return len(self.table)

@@ -26,14 +26,14 @@ GUARD_METHOD, GUARD_FEATURE = "mahalanobis", "backbone"
 
 def evaluate_split(checkpoint: str | Path | LoadedModel, split: str | Path, root: str | Path | None = None,
                    out_dir: str | Path | None = None, device: str = "auto", batch_size: int = 64,
-                   progress: bool = True, allow_outside_root: bool = False) -> ResultsPack:
+                   progress: bool = True, allow_outside_root: bool = False, cache: bool | Path = True) -> ResultsPack:
     from mkcnet.metrics import evaluation_metrics  # scikit-learn: `mkcnet predict` does not need it
 
     model = checkpoint if isinstance(checkpoint, LoadedModel) else load_checkpoint(checkpoint)
     mc, dc = model.config.model, model.config.data
     table = read_split(split, root, dc.diagnosis_map, mc.num_diagnosis, mc.num_quality, allow_outside_root,
                        quality_map=dc.quality_map)
-    data = ImageSet.load(table, mc.in_chans, mc.image_size, mc.mean, mc.std, progress=progress)
+    data = ImageSet.load(table, mc.in_chans, mc.image_size, mc.mean, mc.std, progress=progress, cache=cache)
     dev = resolve_device(device)
     model.task_net.to(dev)
     temperatures = model.calibration.temperatures if model.calibration else None

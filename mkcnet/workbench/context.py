@@ -51,8 +51,12 @@ class Workbench:
     def default_data(self) -> str:
         return str(self.default_root or "")
 
-    def session(self, request=None) -> VisitorSession:
-        return self.sessions.get(request)
+    def session(self, request=None, *received) -> VisitorSession:
+        """The visitor's session; `received` are files their event brought (uploads: paths or
+        lists of them), deleted when the session ends."""
+        session = self.sessions.get(request)
+        session.receive(*received)
+        return session
 
     def data_root(self, session: VisitorSession | None = None) -> Path | None:
         """The visitor's data set if they brought one, else the operator's, else None."""

@@ -109,6 +109,14 @@ class ImageCache:
         return image
 
 
+    def forget(self, folder: Path) -> None:
+        """Drop every image read from under `folder` (a visitor's session, as it ends)."""
+        folder = Path(folder)
+        with self._lock:
+            for key in [k for k in self._items if Path(k[0]).is_relative_to(folder)]:
+                del self._items[key]
+
+
 def load_for(model: ZooModel, source: str | Path | None, images: ImageCache, family: str | None = None,
              severity: int = 0, seed: int = 0, slice: int | None = None, window: Window | None = None) -> Prepared:
     """An uploaded or picked file, read (cached) and prepared for `model` (its size, channels,

@@ -69,12 +69,16 @@ def regenerate_synthetic(sources: Path, image: str) -> np.ndarray | None:
 class PackStore:
     """Results packs, keyed; bundled ones load on first use. The app holds one with the bundled
     packs, shared by every visitor; each visitor's session holds its own on top of it
-    (`shared=`), for the packs that visitor adds, so no visitor sees another's."""
+    (`shared=`), for the packs that visitor adds, so no visitor sees another's. `decoded` is where
+    an evaluation keeps its decoded images (`decode_images`' cache): a session's own folder, so
+    nothing of a visitor's data outlives the session."""
 
-    def __init__(self, zoo: ModelZoo, images: ImageCache, shared: PackStore | None = None):
+    def __init__(self, zoo: ModelZoo, images: ImageCache, shared: PackStore | None = None,
+                 decoded: bool | Path = True):
         self.zoo = zoo
         self.images = images
         self.shared = shared
+        self.decoded = decoded
         self.entries: dict[str, PackEntry] = {}
         self._lock = threading.Lock()
         self._embeddings: dict[tuple, pd.DataFrame] = {}
@@ -84,6 +88,13 @@ class PackStore:
                 entry = zoo.entry(name)
                 if entry.pack_dir is not None:
                     self.entries[name] = PackEntry(name, entry.title, None, entry.pack_dir, name)
+
+    def clear(self) -> None:
+        """Forget this store's own packs and what was computed from them."""
+        with self._lock:
+            self.entries.clear()
+            self._embeddings.clear()
+            self._ood.clear()
 
     def _owner(self, key: str) -> PackStore:
         if key in self.entries or self.shared is None or key not in self.shared.entries:
@@ -131,7 +142,7 @@ class PackStore:
         path = find_split(root, split, SPLIT_FILES)
         model = self.zoo.model(model_name)
         with model.lock:
-            pack = evaluate_split(model.loaded, path, root, device="cpu", progress=False)
+            pack = evaluate_split(model.loaded, path, root, device="cpu", progress=False, cache=self.decoded)
         key = f"{model_name} @ {path.name}"
         with self._lock:
             self.entries[key] = PackEntry(key, f"{self.zoo.entry(model_name).title} on your {path.name}", pack, None,

@@ -52,7 +52,9 @@ def batch_table(model: ZooModel, files: list[Path], root: Path | None = None) ->
     table = predict_images(model.loaded, files, device="cpu")
     names = [str(Path(f).relative_to(root)) if root is not None and Path(f).is_relative_to(root) else Path(f).name
              for f in files]
-    out = pd.DataFrame({"file": names, "error": table["error"]})
+    # An error names the file as the visitor knows it, never where the server keeps it.
+    errors = [str(error).replace(str(f), name) for error, f, name in zip(table["error"], files, names, strict=True)]
+    out = pd.DataFrame({"file": names, "error": errors})
     for head, label in (("diagnosis", "confidence"), ("quality", "quality confidence")):
         probs = [c for c in table.columns if c.startswith(f"p_{head}_")]
         out[head] = table[head] if head in table else ""

@@ -5,9 +5,11 @@ been idle too long, or when too many sessions are open (the oldest idle one goes
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
+import secrets
 import shutil
 import tempfile
 import threading
@@ -17,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from PIL.PngImagePlugin import PngInfo
 
 from mkcnet.errors import UserError
 from mkcnet.workbench.examples import data_root_from
@@ -36,9 +39,22 @@ class VisitorSession:
         self.folder = folder
         self.data_root: Path | None = None
         self.data_label = ""  # what the pages call the data set: a folder's or an upload's own name
-        self.packs = PackStore(shared.zoo, shared.images, shared=shared)
+        self.packs = PackStore(shared.zoo, shared.images, shared=shared, decoded=folder / "decoded")
+        self.received: set[Path] = set()  # the visitor's uploads, in Gradio's upload folder
         self.last_seen = time.monotonic()
         self.lock = threading.Lock()
+        # Salts the images made for this visitor, so Gradio's copy of each is theirs alone (Gradio
+        # names its copies by content): deleting it when they leave takes nothing from another.
+        self._salt = PngInfo()
+        self._salt.add_text("session", secrets.token_hex(8))
+
+    def receive(self, *values) -> None:
+        """Note the uploads an event brought (file paths, or lists of them): they go with the session."""
+        uploads = Path(upload_folder()).resolve()
+        for value in values:
+            for item in value if isinstance(value, list | tuple) else [value]:
+                if isinstance(item, str | Path) and Path(item).resolve().is_relative_to(uploads):
+                    self.received.add(Path(item))
 
     def use_folder(self, root: Path | None) -> None:
         self.data_root, self.data_label = root, (root.name if root is not None else "")
@@ -69,7 +85,7 @@ class VisitorSession:
         writes an array in place, where two visitors shown the same image race (one may be
         served the other's half-written file)."""
         data = io.BytesIO()
-        Image.fromarray(array).save(data, format="PNG", compress_level=1)
+        Image.fromarray(array).save(data, format="PNG", compress_level=1, pnginfo=self._salt)
         digest = hashlib.sha1(data.getvalue()).hexdigest()[:20]
         target = self.folder / "out" / f"{digest}.png"
         if not target.is_file():
@@ -87,8 +103,41 @@ class VisitorSession:
             raise UserError("this session holds as many results as it may; reload the page to start afresh")
 
     def close(self) -> None:
+        """Leave nothing of the visitor's: their uploads, Gradio's copies of every file made for
+        them, the decoded images read from either (memory and disk), their folder and packs."""
+        made = [p for p in self.folder.rglob("*") if p.is_file()] if self.folder.is_dir() else []
+        uploads = Path(upload_folder()).resolve()
+        for path in [*self.received, *made]:
+            self.packs.images.forget(path)
+            for copy in {*gradio_copies(path), path}:
+                copy.unlink(missing_ok=True)
+                if copy.parent.resolve().parent == uploads:
+                    with contextlib.suppress(OSError):
+                        copy.parent.rmdir()  # Gradio's folder per file, once empty
+        self.packs.images.forget(self.folder)
         shutil.rmtree(self.folder, ignore_errors=True)
-        self.packs.entries.clear()
+        self.received.clear()
+        self.packs.clear()
+
+
+def upload_folder() -> str:
+    """Gradio's folder of uploads and of its copies of the files events return."""
+    from gradio.utils import get_upload_folder
+
+    return get_upload_folder()
+
+
+def gradio_copies(path: Path) -> list[Path]:
+    """Where Gradio keeps its copy of `path` when an event returns it: a folder named by the
+    file's content (gradio.processing_utils.save_file_to_cache; gradio is pinned below 7)."""
+    from gradio.processing_utils import hash_file
+    from gradio_client.utils import strip_invalid_filename_characters
+
+    try:
+        digest = hash_file(path)
+    except OSError:
+        return []
+    return [Path(upload_folder()) / digest / strip_invalid_filename_characters(path.name)]
 
 
 class Sessions:

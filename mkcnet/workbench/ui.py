@@ -217,7 +217,7 @@ def data_source(context: Workbench, page: gr.Blocks, status_out: gr.Markdown) ->
     def uploaded(files: list[str] | None, request: gr.Request):
         if not files:
             return gr.skip()
-        session = context.session(request)
+        session = context.session(request, files)
         session.use_upload([Path(f) for f in files], context.hosting)
         return data_set_line(context, session)
 
