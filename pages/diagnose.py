@@ -20,7 +20,7 @@ from mkcnet.workbench.context import Workbench
 from mkcnet.workbench.examples import Example
 from mkcnet.workbench.imaging import NO_DEGRADATION, load_for
 from mkcnet.workbench.reading import Reading, analyse, robustness_for
-from mkcnet.workbench.report import batch_files, batch_table, case_report
+from mkcnet.workbench.report import batch_files, batch_table, batch_view, case_report
 from mkcnet.workbench.ui import (
     PredictionPanel,
     cam_controls,
@@ -198,7 +198,7 @@ class DiagnoseEvents:
         target = session.folder / "batch-out" / "readings.csv"
         target.parent.mkdir(parents=True, exist_ok=True)
         table.to_csv(target, index=False)
-        return table, str(target)
+        return batch_view(table), str(target)
 
     def report(self, file: str | None, model_name: str, family_name: str, level: int, seed_value: int,
                cam_method: str, weight: float, window_name: str, centre: float, width: float, slice_k: int,
@@ -252,13 +252,6 @@ def build(context: Workbench, root: gr.Blocks | None = None) -> gr.Blocks:
                     robust = gr.Checkbox(False, label="Robustness margin: the lowest severity of each family that "
                                                       "changes the diagnosis (a few seconds)")
                 method, opacity = cam_controls()
-                with gr.Accordion("Several images at once", open=False):
-                    batch_in = gr.File(file_count="multiple", type="filepath", height=90,
-                                       label="Images, or one zip of images")
-                    batch_go = gr.Button("Read them all")
-                    batch_out = gr.Dataframe(label="One row per file (errors included)", interactive=False,
-                                             wrap=True)
-                    batch_csv = gr.File(label="The table as CSV", interactive=False)
                 with gr.Accordion("Your data set", open=False):
                     data_changed = data_source(context, page, status_md)
             with gr.Column(scale=3, min_width=480):
@@ -271,6 +264,16 @@ def build(context: Workbench, root: gr.Blocks | None = None) -> gr.Blocks:
                                        elem_classes=["card"])
                     card_reliability = gr.Plot(label="Reliability diagram (diagnosis, validation images)",
                                                elem_id="card-reliability")
+        # Full width: the table has ten columns, and a flagged row must be seen as one.
+        with gr.Accordion("Several images at once", open=False):
+            with gr.Row():
+                # (no height: a fixed one hides every file but the first)
+                batch_in = gr.File(file_count="multiple", type="filepath", label="Images, or one zip of images",
+                                   scale=3, elem_classes=["batch-in"])
+                batch_go = gr.Button("Read them all", scale=1)
+            batch_out = gr.Dataframe(label="One row per file: flagged ones first, struck out; errors included",
+                                     interactive=False, wrap=True, elem_classes=["batch"])
+            batch_csv = gr.File(label="The table as CSV", interactive=False)
 
         events = DiagnoseEvents(context, panel)
         # The reading controls come last: /predict, /cam and /report keep their earlier arguments' places.

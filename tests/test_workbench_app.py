@@ -105,8 +105,11 @@ def test_api_batch_gives_one_row_per_file_errors_included(app, client, tmp_path)
     files = [gradio_client.handle_file(str(f)) for f in (EXAMPLE, CT_EXAMPLE, broken)]
     table, csv, status = client.predict(files, model(context), api_name="/batch")
     assert status == ""
-    rows = {r[0]: dict(zip(table["headers"], r)) for r in table["data"]}
-    assert list(rows) == [EXAMPLE.name, CT_EXAMPLE.name, "broken.png"]  # own names, never server paths
+    rows = {row["file"]: row for row in (dict(zip(table["headers"], r)) for r in table["data"])}
+    # Own names, never server paths; the flagged image first, marked (the CSV keeps the upload order).
+    assert list(rows) == [CT_EXAMPLE.name, EXAMPLE.name, "broken.png"]
+    assert rows[CT_EXAMPLE.name]["verdict"].startswith("⚠") and rows[EXAMPLE.name]["verdict"] == ""
+    assert rows["broken.png"]["verdict"] == "not read"
     assert rows[EXAMPLE.name]["diagnosis"] in {"NoDR", "NPDR", "PDR"} and rows[EXAMPLE.name]["error"] == ""
     assert str(rows[CT_EXAMPLE.name]["ood"]) == "True"  # a grey phantom through the fundus model
     assert rows["broken.png"]["error"] and rows["broken.png"]["diagnosis"] == ""
@@ -117,7 +120,8 @@ def test_api_batch_gives_one_row_per_file_errors_included(app, client, tmp_path)
         zf.write(EXAMPLE, f"images/{EXAMPLE.name}")
         zf.write(CT_EXAMPLE, f"images/{CT_EXAMPLE.name}")
     table, _, status = client.predict([gradio_client.handle_file(str(archive))], model(context), api_name="/batch")
-    assert status == "" and sorted(r[0] for r in table["data"]) == sorted(f"images/{f.name}" for f in (CT_EXAMPLE, EXAMPLE))
+    files = [dict(zip(table["headers"], r))["file"] for r in table["data"]]
+    assert status == "" and sorted(files) == sorted(f"images/{f.name}" for f in (CT_EXAMPLE, EXAMPLE))
 
 
 def test_api_report_downloads_and_names_the_model(app, client):
@@ -286,6 +290,14 @@ def test_every_page_in_a_browser(app, tmp_path):
         assert "not a diagnosis" in page.evaluate(
             "getComputedStyle(document.querySelector('.diagnosis.out-of-distribution'), '::after').content")
         page.screenshot(path=str(shots / "diagnose-xray-warning.png"), full_page=True)
+        # Several images at once: the flagged X-ray's row comes first, marked, its diagnosis struck out.
+        page.get_by_text("Several images at once").click()
+        page.locator(".batch-in input[type=file]").set_input_files([str(EXAMPLE), str(xray)])
+        page.get_by_role("button", name="Read them all").click()
+        page.wait_for_function("document.querySelector('.batch')?.innerText.includes('not a diagnosis')")
+        page.wait_for_function("[...document.querySelectorAll('.batch [role=gridcell]')].some(e => "
+                               "getComputedStyle(e).textDecorationLine.includes('line-through'))")
+        page.locator(".batch").first.screenshot(path=str(shots / "diagnose-batch.png"))
         # The model card: its reliability table and, drawn under it, the reliability diagram.
         page.get_by_role("button", name="Model card").click()
         page.locator("#card-reliability .js-plotly-plot .scatterlayer .trace").first.wait_for()

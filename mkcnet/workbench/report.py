@@ -67,6 +67,33 @@ def batch_table(model: ZooModel, files: list[Path], root: Path | None = None) ->
     return out[BATCH_COLUMNS].astype(object).fillna("")
 
 
+FLAGGED = "unlike the training data: not a diagnosis"
+STRUCK = ("diagnosis", "confidence", "diagnosis set")
+
+
+def batch_view(table: pd.DataFrame):
+    """`batch_table` as the page shows it: flagged rows first, marked, their diagnosis struck out;
+    confidences as whole percentages (the CSV keeps the numbers).
+
+        >>> batch_view(pd.DataFrame({c: [""] for c in BATCH_COLUMNS})).data.columns[0]
+        'verdict'
+    """
+    flagged = table["ood"].astype(str) == "True"
+    verdict = np.where(flagged, "⚠ " + FLAGGED, np.where(table["error"].astype(str) != "", "not read", ""))
+    shown = table.assign(verdict=verdict)[["verdict", *BATCH_COLUMNS]]
+    shown = shown.iloc[np.argsort(~flagged.to_numpy(), kind="stable")].reset_index(drop=True)
+
+    def strike(row: pd.Series) -> list[str]:
+        struck = row["verdict"].startswith("⚠")
+        return ["text-decoration: line-through; color: #888" if struck and c in STRUCK else "" for c in row.index]
+
+    def percent(value) -> str:
+        return f"{float(value):.0%}" if value not in ("", None) else ""
+
+    return shown.style.apply(strike, axis=1).format({"confidence": percent, "quality confidence": percent,
+                                                     "ood_score": lambda v: f"{v:.2f}" if v != "" else ""})
+
+
 def _png(array: np.ndarray) -> str:
     data = io.BytesIO()
     Image.fromarray(array).save(data, format="PNG")
