@@ -25,37 +25,17 @@ import torch
 from huggingface_hub import ModelCard, ModelHubMixin, hf_hub_download
 from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError, OfflineModeIsEnabled
 
-from mkcnet.checkpoint import LoadedModel, find_checkpoint, load_checkpoint, read_header, save_checkpoint
+from mkcnet.checkpoint import LoadedModel, bundled_models, load_checkpoint, read_header, save_checkpoint
 from mkcnet.config import ModelConfig
 from mkcnet.data.dataset import normalise
 from mkcnet.data.images import Window, fit_to_model, model_window, read_image
 from mkcnet.errors import UserError
 from mkcnet.hub import BASE_TAGS, LIBRARY, LICENSE, model_card
 from mkcnet.inference.assessment import Assessment, TrustData, assess_outputs, class_names
-from mkcnet.project import find_project_home
 from mkcnet.trust.guard import input_statistics
 
 ImageInput = str | Path | bytes | np.ndarray  # a file, its bytes, or a decoded H×W(×C) uint8 array
 WEIGHTS, CONFIG, CARD = "model.safetensors", "config.json", "README.md"
-
-
-def bundled_models() -> dict[str, Path]:
-    """The bundled models by name → folder: MKCNET_CHECKPOINTS (os.pathsep-separated) or the
-    project's checkpoints/, found from the package's own location, so from any working directory.
-
-    Example:
-        >>> "synth-fundus-mkcnet" in bundled_models()
-        True
-    """
-    env = os.environ.get("MKCNET_CHECKPOINTS")
-    home = find_project_home()
-    roots = [Path(p) for p in env.split(os.pathsep) if p] if env else [home / "checkpoints"] if home else []
-    found: dict[str, Path] = {}
-    for root in roots:
-        for folder in sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []:
-            if find_checkpoint(folder) is not None:
-                found.setdefault(folder.name, folder)
-    return found
 
 
 class Model(ModelHubMixin, library_name=LIBRARY, license=LICENSE, tags=list(BASE_TAGS),

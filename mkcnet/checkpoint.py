@@ -12,6 +12,7 @@ truncated checkpoint.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from mkcnet.errors import UserError
 from mkcnet.files import atomic_write
 from mkcnet.models import TaskNet, build_networks
 from mkcnet.models.meta_learner import MetaLearner
+from mkcnet.project import find_project_home
 from mkcnet.trust.calibration import Calibration
 from mkcnet.trust.conformal import PredictionSets
 from mkcnet.trust.guard import Guard
@@ -112,9 +114,36 @@ def find_checkpoint(directory: Path) -> Path | None:
     return next((directory / n for n in CHECKPOINT_NAMES if (directory / n).is_file()), None)
 
 
+def bundled_models() -> dict[str, Path]:
+    """The bundled models by name → folder: MKCNET_CHECKPOINTS (os.pathsep-separated) or the
+    project's checkpoints/, found from the package's own location, so from any working directory.
+
+    Example:
+        >>> "synth-fundus-mkcnet" in bundled_models()
+        True
+    """
+    env = os.environ.get("MKCNET_CHECKPOINTS")
+    home = find_project_home()
+    roots = [Path(p) for p in env.split(os.pathsep) if p] if env else [home / "checkpoints"] if home else []
+    found: dict[str, Path] = {}
+    for root in roots:
+        for folder in sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []:
+            if find_checkpoint(folder) is not None:
+                found.setdefault(folder.name, folder)
+    return found
+
+
 def resolve_checkpoint(path: str | Path) -> Path:
-    """A run directory (→ its best checkpoint), a model folder, a stem, or a .safetensors / .json file."""
+    """A run directory (→ its best checkpoint), a model folder, a bundled model's name, a stem, or a
+    .safetensors / .json file."""
     path = Path(path)
+    if not path.exists() and len(path.parts) == 1 and not path.with_suffix(".safetensors").is_file():
+        bundled = bundled_models()
+        if str(path) not in bundled:
+            names = ", ".join(bundled) or "none here"
+            raise UserError(f"checkpoint not found: {path} is neither a file, a folder nor a bundled model "
+                            f"(bundled: {names})")
+        path = bundled[str(path)]
     if path.is_dir():
         found = find_checkpoint(path)
         others = sorted(p for p in path.glob("*.safetensors") if not p.name.startswith("state"))

@@ -165,3 +165,19 @@ def test_the_new_modules_doctests_pass(monkeypatch):
     for name in ("mkcnet.api", "mkcnet.hub", "mkcnet.inference.assessment"):
         result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
         assert result.failed == 0 and result.attempted > 0, name
+
+
+def test_a_bundled_model_name_resolves_wherever_a_checkpoint_is_asked_for(tmp_path, monkeypatch):
+    """`mkcnet predict ct-iqad-mkcnet x.png` from any folder: a bare name that is no file is looked
+    up among the bundled models; an unknown one is one line naming the bundled ones."""
+    from mkcnet.checkpoint import resolve_checkpoint
+    from mkcnet.errors import UserError
+    from mkcnet.project import project_path
+
+    monkeypatch.chdir(tmp_path)
+    assert resolve_checkpoint("synth-fundus-mkcnet").parent == project_path("checkpoints", "synth-fundus-mkcnet")
+    with pytest.raises(UserError, match=r"nosuch .*bundled: .*synth-fundus-mkcnet"):
+        resolve_checkpoint("nosuch")
+    (tmp_path / "synth-fundus-mkcnet").mkdir()  # a folder of that name here is what the user means
+    with pytest.raises(UserError, match="no checkpoint"):
+        resolve_checkpoint("synth-fundus-mkcnet")

@@ -68,6 +68,34 @@ def test_evaluate_writes_a_results_pack(mkcnet_run, tiny_dataset, tmp_path):
     assert pack.header["prediction_sets"]["coverage"] == 1 and pack.header["prediction_sets"]["size"] == 2
 
 
+def test_evaluate_writes_beside_the_split_for_a_bundled_model_and_inside_a_run(mkcnet_run, tiny_dataset, tmp_path,
+                                                                             capsys):
+    """Without --out: a run's pack goes in the run (eval-SPLIT/, where the workbench finds it); a
+    bundled model's folder stays as shipped (the pack goes next to the split); a group with no
+    image, and an AUC that one class cannot give, are said in words."""
+    from mkcnet.project import project_path
+
+    split = tmp_path / "lq-only.csv"  # the LQ images of the tiny set (quality 0), with their root's names
+    rows = [line for line in (tiny_dataset / "val.csv").read_text().splitlines()[1:] if line.endswith(",0")]
+    split.write_text("image,diagnosis,quality\n" + "\n".join(rows) + "\n")
+    shipped = sorted(p.name for p in project_path("checkpoints", "ct-iqad-vanilla").iterdir())
+    assert main(["evaluate", "ct-iqad-vanilla", str(split), "--root", str(tiny_dataset), "--quiet"]) == 0
+    assert (tmp_path / "eval-ct-iqad-vanilla-lq-only" / "predictions.csv").is_file()
+    assert sorted(p.name for p in project_path("checkpoints", "ct-iqad-vanilla").iterdir()) == shipped
+    out = capsys.readouterr().out
+    assert re.search(r"^HQ\s+0\s+no HQ images in this split$", out, re.M) and "nan" not in out.split("calibration")[0]
+    assert main(["evaluate", str(mkcnet_run), str(split), "--root", str(tiny_dataset), "--quiet"]) == 0
+    assert (mkcnet_run / "eval-lq-only" / "predictions.csv").is_file()
+
+
+def test_evaluate_refuses_images_that_do_not_fit_the_model_in_one_line(tiny_dataset, capsys):
+    """Greyscale images through a colour fundus model: one line, exit 2, no pack."""
+    assert main(["evaluate", "synth-fundus-mkcnet", str(tiny_dataset / "val.csv"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "do not fit synth-fundus-mkcnet" in err and "greyscale" in err and len(err.splitlines()) == 1
+    assert not (tiny_dataset / "eval-synth-fundus-mkcnet-val").exists()
+
+
 def test_predict_image_folder_and_json(mkcnet_run, tiny_dataset, tmp_path, capsys):
     out = tmp_path / "pred.csv"
     assert main(["predict", str(mkcnet_run), str(tiny_dataset / "Images"), "--format", "csv", "-o", str(out),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -17,8 +18,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     root = Path(args.root) if args.root else None
     if root is not None and not split.is_absolute() and not split.is_file():
         split = root / split
-    out = Path(args.out) if args.out else Path(args.checkpoint if Path(args.checkpoint).is_dir() else
-                                               Path(args.checkpoint).parent) / f"eval-{split.stem}"
+    out = Path(args.out) if args.out else default_pack_dir(Path(args.checkpoint), split)
     pack = evaluate_split(args.checkpoint, split, root, out, device=args.device, progress=not args.quiet,
                           allow_outside_root=args.allow_outside_root)
     m = pack.header["metrics"]
@@ -27,16 +27,41 @@ def run_evaluate(args: argparse.Namespace) -> int:
     for label, prefix in groups:
         if f"diagnosis.{prefix}acc" in m:
             get = lambda k, prefix=prefix: m.get(f"diagnosis.{prefix}{k}", float("nan"))  # noqa: E731
-            hard = f"{get('auc_hard'):9.4f}" if f"diagnosis.{prefix}auc_hard" in m else f"{'-':>9}"  # binary only
-            print(f"{label:4} {int(get('n')):5d} {get('auc'):7.4f} {get('acc'):7.4f} {get('f1'):7.4f} {hard}")
+            n = get("n")
+            if not n > 0:  # NaN or 0: say it, rather than print a table row of nan and 0.0000
+                print(f"{label:4} {0:5d}   no {label} images in this split" if label != "all" else
+                      f"{label:4} {0:5d}   no labelled images in this split")
+                continue
+            hard = _number(get("auc_hard"), 9)  # binary only: "-" otherwise
+            auc = _number(get("auc"), 7)
+            print(f"{label:4} {int(n):5d} {auc} {get('acc'):7.4f} {get('f1'):7.4f} {hard}"
+                  + ("   (AUC needs every class among these images)" if auc.strip() == "-" else ""))
     if "quality.acc" in m:
-        print(f"quality head: AUC {m['quality.auc']:.4f}  ACC {m['quality.acc']:.4f}  F1 {m['quality.f1']:.4f}")
+        print(f"quality head: AUC {_number(m['quality.auc'], 0)}  ACC {m['quality.acc']:.4f}  F1 {m['quality.f1']:.4f}")
     if not pack.header.get("temperatures"):
         print("note: this checkpoint is not calibrated (run `mkcnet calibrate`): both columns are raw softmax")
     print_calibration(pack.header["calibration"])
     print_sets(pack.header.get("prediction_sets"))
     print(f"results pack: {out}")
     return 0
+
+
+def _number(value: float, width: int) -> str:
+    """A metric to 4 places, or "-" where it is undefined (NaN: one class only among the images)."""
+    return f"{value:{width}.4f}" if value == value else f"{'-':>{width}}"
+
+
+def default_pack_dir(checkpoint: Path, split: Path) -> Path:
+    """Where `evaluate` writes without --out: inside a training run (its eval-SPLIT/, which the
+    workbench and `mkcnet ood` find), else next to the split (the working directory when that
+    folder is read-only), named by model and split, so a bundled model's folder stays as shipped."""
+    from mkcnet.checkpoint import resolve_checkpoint
+
+    folder = resolve_checkpoint(checkpoint).parent
+    if (folder / "history.jsonl").is_file():
+        return folder / f"eval-{split.stem}"
+    beside = split.resolve().parent
+    return (beside if os.access(beside, os.W_OK) else Path.cwd()) / f"eval-{folder.name}-{split.stem}"
 
 
 def print_calibration(scores: dict[str, float]) -> None:

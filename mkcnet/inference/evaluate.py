@@ -33,6 +33,7 @@ def evaluate_split(checkpoint: str | Path | LoadedModel, split: str | Path, root
     mc, dc = model.config.model, model.config.data
     table = read_split(split, root, dc.diagnosis_map, mc.num_diagnosis, mc.num_quality, allow_outside_root,
                        quality_map=dc.quality_map)
+    check_fit(model, table.files())
     data = ImageSet.load(table, mc.in_chans, mc.image_size, mc.mean, mc.std, progress=progress, cache=cache)
     dev = resolve_device(device)
     model.task_net.to(dev)
@@ -52,6 +53,20 @@ def evaluate_split(checkpoint: str | Path | LoadedModel, split: str | Path, root
     if out_dir is not None:
         pack.save(out_dir)
     return pack
+
+
+def check_fit(model: LoadedModel, files: list[Path], sample: int = 16) -> None:
+    """Refuse, in one line, images that do not fit the model: when most of a spread sample fails
+    its input checks the same way (colour images for a greyscale model, or the reverse)."""
+    if model.guard is None or not files:
+        return
+    picked = [files[i] for i in np.linspace(0, len(files) - 1, min(sample, len(files))).round().astype(int)]
+    problems = [model.guard.inputs.problem(*input_statistics(read_image(f))) for f in picked]
+    common = max(set(problems), key=problems.count)
+    if common.startswith(("it is a colour image", "it is a greyscale image")) and problems.count(common) > len(picked) / 2:
+        name = model.path.parent.name if model.path is not None else "the model"
+        raise UserError(f"these images do not fit {name}: {problems.count(common)} of the {len(picked)} checked say "
+                        f"{common.removeprefix('it is ')}; choose a model trained on images like them")
 
 
 def predicted_quality(logits: dict[str, np.ndarray]) -> np.ndarray | None:
