@@ -41,6 +41,8 @@ def nearest_row(table: pd.DataFrame, pick: str) -> int:
         return int(np.argmin((table["x"] - x) ** 2 + (table["y"] - y) ** 2))
     if not text.isdigit():
         raise UserError(f"cannot read the point {pick!r}; expected x,y or an image number")
+    if int(text) >= len(table):
+        raise UserError(f"no image #{text}: this pack holds images #0 to #{len(table) - 1}")
     return int(text)
 
 

@@ -196,6 +196,9 @@ def test_api_embedding_and_point(app, client):
     image, details, status = client.predict(key, "quality", "umap", "3", api_name="/embedding_point")
     assert status == "" and details.startswith("**#3**")
     assert image is not None  # the synthetic image, regenerated from its seed
+    count = len(context.packs.entry(key).pack.predictions)
+    *_, status = client.predict(key, "quality", "umap", str(count), api_name="/embedding_point")
+    assert status == f"⚠️ no image #{count}: this pack holds images #0 to #{count - 1}"
 
 
 def test_api_compare(app, client):
