@@ -217,7 +217,8 @@ class DiagnoseEvents:
         name = Path(file).name
         target = session.folder / "reports" / f"{Path(name).stem}-report.html"
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(case_report(zoo_model, name, prepared.display, reading, overlays, input_note=note))
+        target.write_text(case_report(zoo_model, name, prepared.display, reading, overlays, input_note=note,
+                                      method=cam_method or DEFAULT_METHOD, opacity=float(weight or 0.5)))
         return str(target)
 
     def describe(self, model_name: str, family_name: str, level: int) -> str:

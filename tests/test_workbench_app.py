@@ -135,6 +135,43 @@ def test_api_report_downloads_and_names_the_model(app, client):
     assert text.count("<figure>") == 4 and "Validation metrics" in text  # the four maps and the model card
 
 
+@pytest.mark.browser
+def test_the_case_report_prints_with_its_verdict_maps_and_colour_scale(app, client, tmp_path):
+    """The report printed by headless chromium (as a clinician prints it to attach): the date and
+    model, the verdict first, the maps with their method and opacity and the colour scale, the
+    card as a table; for a flagged X-ray through the CT model, the verdict says not to use it,
+    the probabilities are struck out and no map is shown."""
+    import shutil
+    import subprocess
+
+    if not CHROMIUM.is_file() or not shutil.which("pdftotext"):
+        pytest.skip("needs Debian's chromium and poppler's pdftotext (apt-get install chromium poppler-utils)")
+    context, _ = app
+    xray = tmp_path / "chest_xray.png"
+    Image.fromarray(drawn_chest_xray()).save(xray)
+    printed = {}
+    for name, image, chosen in (("fundus", EXAMPLE, model(context)), ("xray", xray, model(context, "ct-iqad"))):
+        report, status = client.predict(gradio_client.handle_file(str(image)), chosen, "none", 0, 0, "Grad-CAM", 0.4,
+                                        api_name="/report")
+        assert status == ""
+        html_text = Path(report).read_text()
+        assert "|---" not in html_text and "<table>" in html_text.split("Model card")[-1]  # the card rendered
+        pdf = tmp_path / f"{name}.pdf"
+        subprocess.run([str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                        "--no-pdf-header-footer", f"--print-to-pdf={pdf}", Path(report).as_uri()],
+                       check=True, capture_output=True, timeout=120)
+        printed[name] = (html_text, subprocess.run(["pdftotext", "-layout", str(pdf), "-"], check=True,
+                                                   capture_output=True, text=True).stdout)
+    html_text, text = printed["fundus"]
+    first_page = text.split("\f")[0]
+    assert "In distribution" in first_page and context.zoo.entry(model(context)).title in first_page
+    assert "Class activation maps (Grad-CAM, opacity 40%)" in text and "strongest" in text and "no evidence" in text
+    assert html_text.count("<figure>") == 4 and 'class="struck"' not in html_text
+    html_text, text = printed["xray"]
+    assert "Out of distribution: do not use the diagnosis" in text.split("\f")[0]
+    assert html_text.count('class="struck"') == 2 and "<figure>" not in html_text and "strongest" not in text
+
+
 def test_api_cam_gives_every_branch(app, client):
     context, _ = app
     gallery, status = client.predict(gradio_client.handle_file(str(EXAMPLE)), model(context), "none", 0, 0,

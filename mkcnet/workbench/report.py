@@ -15,6 +15,7 @@ import base64
 import html
 import io
 import zipfile
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,7 @@ import mkcnet
 from mkcnet.errors import UserError
 from mkcnet.inference.evaluate import collect_inputs, predict_images
 from mkcnet.workbench.hosting import Hosting, extract_zip
-from mkcnet.workbench.reading import Reading
+from mkcnet.workbench.reading import COLOUR_BAR, Reading
 from mkcnet.workbench.zoo import ZooModel
 
 BATCH_COLUMNS = ["file", "diagnosis", "confidence", "diagnosis set", "quality", "quality confidence", "ood",
@@ -100,12 +101,12 @@ def _png(array: np.ndarray) -> str:
     return "data:image/png;base64," + base64.b64encode(data.getvalue()).decode()
 
 
-def _bars(probs: dict[str, float] | None) -> str:
+def _bars(probs: dict[str, float] | None, attributes: str = "") -> str:
     if not probs:
         return "<p>none (this model has no such head)</p>"
     rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{v:.1%}</td></tr>" for k, v in
                    sorted(probs.items(), key=lambda kv: -kv[1]))
-    return f"<table>{rows}</table>"
+    return f"<table{attributes}>{rows}</table>"
 
 
 def _margin_table(reading: Reading) -> str:
@@ -121,6 +122,8 @@ def _margin_table(reading: Reading) -> str:
 
 
 def _set_line(reading: Reading) -> str:
+    if reading.verdict is not None and reading.verdict.ood:
+        return "<p>No diagnosis set: the image is out of distribution.</p>"
     if reading.diagnosis_set is None:
         return "<p>No prediction set: the model was calibrated before sets existed.</p>"
     names = " or ".join(html.escape(n) for n in reading.diagnosis_set)
@@ -130,31 +133,54 @@ def _set_line(reading: Reading) -> str:
 
 
 def case_report(model: ZooModel, image_name: str, display: np.ndarray, reading: Reading,
-                overlays: list[tuple[np.ndarray, str]], input_note: str = "") -> str:
-    """The report as one HTML document (images inlined). `input_note` says how the image was read
-    (e.g. `Volume.describe(k)`: "slice 2 of 3 (0-based), lung window (C -600, W 1500)")."""
+                overlays: list[tuple[np.ndarray, str]], input_note: str = "", method: str = "",
+                opacity: float | None = None, when: datetime | None = None) -> str:
+    """The report as one HTML document (images inlined) that prints to clean A4 pages: the date,
+    the model and its version, the out-of-distribution verdict first, the probabilities (struck
+    out when the image is flagged), the reading, the maps with their method, opacity and colour
+    scale, and the rendered model card. `input_note` says how the image was read (e.g.
+    `Volume.describe(k)`: "slice 2 of 3 (0-based), lung window (C -600, W 1500)")."""
     from markdown_it import MarkdownIt
 
-    md = MarkdownIt()
+    md = MarkdownIt("commonmark").enable("table")  # the card's tables
     kind = "calibrated" if reading.calibrated else "raw softmax (not calibrated)"
-    maps = "".join(f'<figure><img src="{_png(img)}" width="256"><figcaption>{html.escape(caption)}</figcaption></figure>'
-                   for img, caption in overlays)
+    flagged = reading.verdict is not None and reading.verdict.ood
+    # A flagged image's maps would explain an output that means nothing (as on the page): none.
+    maps = "".join(f'<figure><img src="{_png(img)}" width="220"><figcaption>{html.escape(caption)}</figcaption></figure>'
+                   for img, caption in ([] if flagged else overlays))
+    how = ", ".join(part for part in (html.escape(method), f"opacity {opacity:.0%}" if opacity is not None else "") if part)
     entry = model.entry
     note = f"<p>{html.escape(input_note)}</p>" if input_note else ""
+    stamp = (when or datetime.now().astimezone()).strftime("%Y-%m-%d %H:%M %Z").strip()
+    verdict = (f'<p class="verdict flagged"><b>Out of distribution: do not use the diagnosis.</b> '
+               f"{html.escape(reading.verdict.reason or '')}</p>" if flagged else
+               '<p class="verdict">In distribution: the image resembles the model\'s validation images.</p>'
+               if reading.verdict is not None else "")
+    struck = ' class="struck"' if flagged else ""
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>MKCNet case report: {html.escape(image_name)}</title>
-<style>body{{font-family:sans-serif;max-width:960px;margin:2em auto}} figure{{display:inline-block;margin:4px}}
-table td{{padding:2px 12px}} .limits{{border:1px solid #c00;padding:8px}}</style></head><body>
+<style>
+body{{font-family:sans-serif;max-width:960px;margin:2em auto;line-height:1.35}}
+figure{{display:inline-block;margin:4px;break-inside:avoid}} figcaption{{font-size:.85em;max-width:220px}}
+table td,table th{{padding:2px 12px;text-align:left}} code,pre{{white-space:pre-wrap;overflow-wrap:anywhere}}
+.limits{{border:1px solid #c00;padding:8px}} .verdict{{padding:8px;border:2px solid #2a7}}
+.verdict.flagged{{border-color:#c00;background:#fee}} .struck td{{text-decoration:line-through;color:#888}}
+h2{{break-after:avoid}} @page{{size:A4;margin:14mm}} @media print{{body{{margin:0;max-width:none}}}}
+</style></head><body>
 <h1>Case report: {html.escape(image_name)}</h1>
+<p>{html.escape(stamp)} · model <b>{html.escape(entry.title)}</b> (<code>{html.escape(entry.name)}</code>) ·
+mkcnet {mkcnet.__version__}</p>
+{verdict}
 <p class="limits"><b>Research software, not a medical device.</b> Never base a clinical decision on this report.
 The model has seen only <code>{html.escape(entry.dataset)}</code> images.</p>
-<p>Model: <b>{html.escape(entry.title)}</b> (<code>{html.escape(entry.name)}</code>), mkcnet {mkcnet.__version__}.</p>
 <h2>Image as the model saw it</h2><img src="{_png(display)}" width="256">{note}
-<h2>Probabilities ({kind})</h2><h3>Diagnosis</h3>{_bars(reading.diagnosis)}{_set_line(reading)}
-<h3>Image quality</h3>{_bars(reading.quality)}
+<h2>Probabilities ({kind}){" — not a diagnosis: the image is out of distribution" if flagged else ""}</h2>
+<h3>Diagnosis</h3>{_bars(reading.diagnosis, struck)}{_set_line(reading)}
+<h3>Image quality</h3>{_bars(reading.quality, struck)}
 <h2>Reading</h2>{md.render(reading.text)}
 <h2>Robustness margin</h2>{_margin_table(reading)}
-<h2>Class activation maps</h2>{maps}
+<h2>Class activation maps{f" ({how})" if how else ""}</h2>{maps or "<p>None: the image is out of distribution.</p>"}
+{COLOUR_BAR if maps else ""}
 <h2>Model card</h2>{md.render(entry.card_markdown())}
 </body></html>
 """

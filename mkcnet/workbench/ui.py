@@ -23,20 +23,12 @@ from mkcnet.errors import UserError
 from mkcnet.inference.robustness import Margin
 from mkcnet.workbench.context import Example, Workbench
 from mkcnet.workbench.imaging import Prepared, load_for, thumbnail
-from mkcnet.workbench.reading import Reading, analyse, explain_maps, read_out
+from mkcnet.workbench.reading import COLOUR_BAR, Reading, analyse, explain_maps, read_out
 from mkcnet.workbench.zoo import ZooModel
 
 log = logging.getLogger("mkcnet.workbench")
 
 NO_QUALITY_HEAD = "no quality head"
-# The maps' colour scale: pytorch-grad-cam's default colormap (OpenCV's JET), low → high.
-JET = ("#00007f", "#0000ff", "#007fff", "#00ffff", "#7fff7f", "#ffff00", "#ff7f00", "#ff0000", "#7f0000")
-COLOUR_BAR = (
-    '<div class="colour-bar" role="img" aria-label="map colour scale: blue low, red high">'
-    f'<div style="height:12px;border-radius:3px;background:linear-gradient(to right,{",".join(JET)})"></div>'
-    '<div style="display:flex;justify-content:space-between;font-size:0.85em">'
-    "<span>no evidence</span><span>map colour: evidence for the class named under each map</span>"
-    "<span>strongest</span></div></div>")
 # On every page, in plain sight (not in an accordion).
 LIMITS = ("**Research software, not a medical device**: never base a clinical decision on it. Each model has seen "
           "only its own training data (its model card says which); on other images its readings mean little.")
