@@ -84,6 +84,21 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def first_answer(url: str, timeout: float = 120.0) -> None:
+    """Wait for the server's first page (its first render is slow work the port does not show)."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            httpx.get(url, timeout=timeout).raise_for_status()
+            return
+        except httpx.HTTPError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
 def serve(args: argparse.Namespace, block: bool = True) -> gr.Blocks:
     import mkcnet.workbench  # noqa: F401  (the offline environment, before gradio loads)
     from mkcnet.workbench.context import Workbench
@@ -107,6 +122,7 @@ def serve(args: argparse.Namespace, block: bool = True) -> gr.Blocks:
     else:
         print(f"local mode: typed data folders must lie inside {', '.join(str(r) for r in hosting.data_roots)} "
               f"({ROOTS_VARIABLE})")
+    first_answer(demo.local_url)  # "ready" when a browser gets the page, not when the port opens
     print(f"workbench ready in {time.perf_counter() - start:.1f} s at http://{settings.host}:{settings.port}/")
     if block:
         demo.block_thread()

@@ -291,3 +291,36 @@ def test_every_page_with_examples_offers_the_remembered_data_folder(context):
         assert "…or a data folder on this machine" in labels, page.__name__
         stores = [b for b in blocks.blocks.values() if isinstance(b, gr.BrowserState)]
         assert [s.storage_key for s in stores] == ["mkcnet-data-folder"], page.__name__
+
+
+def test_ready_is_said_when_the_page_answers():
+    """`app.first_answer` waits through refusals and errors for the first good page (the app prints
+    "ready" after it), and gives up past its timeout."""
+    import http.server
+    import threading
+
+    import httpx
+
+    from app import first_answer
+
+    answers = iter([503, 503, 200])
+    seen = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            seen.append(next(answers))
+            self.send_response(seen[-1])
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        first_answer(f"http://127.0.0.1:{server.server_port}/", timeout=10)
+        assert seen == [503, 503, 200]
+    finally:
+        server.shutdown()
+    with pytest.raises(httpx.HTTPError):
+        first_answer(f"http://127.0.0.1:{server.server_port}/", timeout=0.5)  # nobody answers any more
