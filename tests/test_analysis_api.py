@@ -100,6 +100,8 @@ def test_embedding_table_has_one_row_per_image():
     fig = embedding_figure(table, "joint", class_names(pack))
     assert {t.name for t in fig.data} == {"non-COVID · LQ", "COVID-19 · LQ", "non-COVID · HQ", "COVID-19 · HQ"}
     assert set(label_text(table, "correct")) == {"right", "wrong"}
+    colours = {t.name: t.marker.color for t in embedding_figure(table, "correct").data}
+    assert colours == {"right": "#2a9d4b", "wrong": "#d62728"}  # green right, red wrong
 
 
 def test_umap_embedding():

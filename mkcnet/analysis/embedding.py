@@ -120,9 +120,11 @@ def embedding_figure(table: pd.DataFrame, color: str = "diagnosis", names: dict 
     `names` maps "diagnosis" / "quality" to class names in label order (see `class_names`)."""
     order = table.sort_values(color, kind="stable")  # legend in label order (joint: the JEM order)
     shown = order.assign(label=label_text(order, color, names))
+    # Right and wrong in the colours everyone reads them by (the default cycle made wrong blue, right red).
+    colours = {"right": "#2a9d4b", "wrong": "#d62728"} if color == "correct" else None
     fig = px.scatter(shown, x="x", y="y", color="label", hover_data=["image", "diagnosis", "quality", "pred_diagnosis"],
                      category_orders={"label": list(dict.fromkeys(shown["label"]))}, template="plotly_white",
-                     labels={"label": color})
+                     labels={"label": color}, color_discrete_map=colours)
     fig.update_traces(marker={"size": 6, "opacity": 0.8})
     fig.update_layout(xaxis={"showticklabels": False, "title": None}, yaxis={"showticklabels": False, "title": None})
     return fig
