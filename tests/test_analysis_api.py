@@ -119,3 +119,20 @@ def test_separation_scores_tell_which_branch_holds_which_label():
 def test_missing_branch_is_a_clear_error():
     with pytest.raises(Exception, match="no 'auxiliary' features"):
         embedding_table(hand_made_pack(), "auxiliary")
+
+
+def test_every_figure_of_the_workbench_shares_one_theme():
+    """The LQ-ratio, referral, reliability and embedding figures sit side by side on the pages: one
+    plotly template (the referral and reliability figures had plotly's grey default)."""
+    import plotly.io as pio
+
+    from mkcnet.analysis.referral import operating_points, referral_curves, referral_figure
+    from mkcnet.analysis.reliability import reliability_figure
+
+    pack = hand_made_pack()
+    figures = {"ood": ood_figure({"a": lq_ratio_curves(pack, repeats=5)}, metric="f1"),
+               "referral": referral_figure({"a": referral_curves(pack)}, {"a": operating_points(pack, 0.1, 0.1)}),
+               "reliability": reliability_figure({"a": pack}),
+               "embedding": embedding_figure(embedding_table(pack, "diagnosis", "pca"), "diagnosis")}
+    white = pio.templates["plotly_white"].layout.plot_bgcolor
+    assert {name: f.layout.template.layout.plot_bgcolor for name, f in figures.items()} == dict.fromkeys(figures, white)

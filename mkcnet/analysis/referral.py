@@ -105,7 +105,8 @@ def referral_figure(curves: dict[str, pd.DataFrame], points: dict[str, pd.DataFr
             eps, delta = first["epsilon"].iloc[0], first["delta"].iloc[0]
             fig.add_hline(y=eps, line={"dash": "dot", "color": "grey"},
                           annotation_text=f"ε = {eps:.0%} (guaranteed with {1 - delta:.0%} confidence)")
-    fig.update_layout(xaxis_title="share of images diagnosed (the rest referred)", yaxis_title="diagnosis error",
+    fig.update_layout(template="plotly_white",  # as every figure of the project
+                      xaxis_title="share of images diagnosed (the rest referred)", yaxis_title="diagnosis error",
                       xaxis_range=[0, 1], legend={"orientation": "h", "y": -0.25}, margin={"t": 30},
                       title="Quality-aware referral: risk against coverage")
     return fig

@@ -55,7 +55,8 @@ def reliability_figure(packs: dict[str, ResultsPack], head: str = "diagnosis") -
                             line={"dash": "dash" if kind == "raw" else "solid"},
                             name=f"{name}, {kind} (ECE {ece:.3f})", customdata=curve["n"],
                             hovertemplate="confidence %{x:.2f}<br>right %{y:.0%}<br>%{customdata} images")
-    fig.update_layout(xaxis_title=f"{head} confidence (top probability)", yaxis_title="share right",
+    fig.update_layout(template="plotly_white",  # as every figure of the project
+                      xaxis_title=f"{head} confidence (top probability)", yaxis_title="share right",
                       xaxis_range=[0, 1], yaxis_range=[0, 1.02], legend={"orientation": "h", "y": -0.25},
                       margin={"t": 30}, title="Reliability on the validation split")
     return fig
