@@ -189,8 +189,8 @@ def check(messages: list[dict], http: httpx.Client, url: str, context: Workbench
                     f"{where}: the canary or /etc/passwd was served"
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("hosted", [True, False], ids=["hosted", "local"])
+# Hosted (anyone can reach it) in every run; local (the allowed folders) with -m slow.
+@pytest.mark.parametrize("hosted", [True, pytest.param(False, marks=pytest.mark.slow)], ids=["hosted", "local"])
 def test_every_event_with_hostile_values_leaks_nothing(monkeypatch, tmp_path, canary, hosted):
     allowed = tmp_path / "allowed"
     allowed.mkdir()
@@ -422,7 +422,6 @@ def files_under(roots: list[Path], skip: list[Path]) -> dict[Path, int]:
     return found
 
 
-@pytest.mark.slow
 def test_nothing_of_a_visitor_outlives_their_session(monkeypatch, tmp_path, tmp_path_factory):
     """A hosted visitor uploads a data set, evaluates a model on it, embeds it, draws its
     out-of-distribution and referral curves, reads one of its images (probabilities, maps, a

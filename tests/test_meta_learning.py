@@ -220,7 +220,6 @@ def _label_information(root, tmp_path, method: str) -> pd.DataFrame:
     return pd.read_csv(tmp_path / method / "history.csv")
 
 
-@pytest.mark.slow
 def test_the_meta_objective_makes_the_labels_informative_and_the_regulariser_alone_does_not(subtype_dataset,
                                                                                             tmp_path):
     """Measured (seed 0): aux_mi peaks at 0.003 nats with the meta objective and stays below 1e-4
