@@ -150,6 +150,10 @@ def test_cli_degrade_replay_and_list(tmp_path, fundus: np.ndarray, capsys) -> No
     assert main(["degrade", str(src), str(again), "--replay", str(rec)]) == 0
     assert out.read_bytes() == again.read_bytes()
     assert json.loads(rec.read_text())["family"] == "fundus.spots"
+    capsys.readouterr()
+    assert main(["degrade", str(src), str(out), "--family", "fundus.blur", "--severity", "2", "--seed", "5"]) == 0
+    said = capsys.readouterr().out.strip().splitlines()  # one line saying what was written, no JSON
+    assert said == [f"wrote {out} (fundus.blur, severity 2, seed 5); --record FILE keeps the full record for --replay"]
     assert main(["degrade", "--list", "--modality", "oct"]) == 0
     assert "oct.speckle" in capsys.readouterr().out
     assert main(["degrade", str(tmp_path / "missing.png"), str(out), "--family", "fundus.blur", "--severity", "2"]) == 2

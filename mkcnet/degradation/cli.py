@@ -112,13 +112,13 @@ def run_degrade(args: argparse.Namespace) -> int:
             raise UserError("give --family and --severity (or --replay RECORD)")
         out, record = degrade(image, args.family, args.severity, seed=args.seed)
     _save_image(out, args.output)
-    text = json.dumps(record, indent=2)
+    what = f"{record['family']}, severity {record['severity']}, seed {record['seed']}"
     if args.record:
-        args.record.write_text(text + "\n", encoding="utf-8")
-        print(f"wrote {args.output} and {args.record} ({record['family']}, severity {record['severity']}, "
-              f"seed {record['seed']})")
-    elif not args.replay:
-        print(text)
+        args.record.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+        print(f"wrote {args.output} and {args.record} ({what})")
+    else:  # the seed is what a replay needs; the whole record only on request
+        print(f"wrote {args.output} ({'replayed: ' if args.replay else ''}{what})"
+              + ("" if args.replay else "; --record FILE keeps the full record for --replay"))
     return 0
 
 
