@@ -83,7 +83,8 @@ def test_evaluate_writes_beside_the_split_for_a_bundled_model_and_inside_a_run(m
     assert (tmp_path / "eval-ct-iqad-vanilla-lq-only" / "predictions.csv").is_file()
     assert sorted(p.name for p in project_path("checkpoints", "ct-iqad-vanilla").iterdir()) == shipped
     out = capsys.readouterr().out
-    assert re.search(r"^HQ\s+0\s+no HQ images in this split$", out, re.M) and "nan" not in out.split("calibration")[0]
+    assert re.search(r"^HQ\s+0\s+no HQ images in this split$", out, re.M) and "nan" not in out
+    assert "calibration" not in out and out.strip().endswith("eval-ct-iqad-vanilla-lq-only")  # --quiet: metrics, pack
     assert main(["evaluate", str(mkcnet_run), str(split), "--root", str(tiny_dataset), "--quiet"]) == 0
     assert (mkcnet_run / "eval-lq-only" / "predictions.csv").is_file()
 

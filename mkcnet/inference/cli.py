@@ -38,10 +38,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
                   + ("   (AUC needs every class among these images)" if auc.strip() == "-" else ""))
     if "quality.acc" in m:
         print(f"quality head: AUC {_number(m['quality.auc'], 0)}  ACC {m['quality.acc']:.4f}  F1 {m['quality.f1']:.4f}")
-    if not pack.header.get("temperatures"):
-        print("note: this checkpoint is not calibrated (run `mkcnet calibrate`): both columns are raw softmax")
-    print_calibration(pack.header["calibration"])
-    print_sets(pack.header.get("prediction_sets"))
+    if not args.quiet:  # --quiet: the metrics and where the pack is, nothing more
+        if not pack.header.get("temperatures"):
+            print("note: this checkpoint is not calibrated (run `mkcnet calibrate`): both columns are raw softmax")
+        print_calibration(pack.header["calibration"])
+        print_sets(pack.header.get("prediction_sets"))
     print(f"results pack: {out}")
     return 0
 
