@@ -105,6 +105,21 @@ class EmbeddingEvents:
         key = session.packs.evaluate(model_name, root)
         return gr.update(choices=session.packs.choices(), value=key), ""
 
+    def fitting_model(self, request: gr.Request):
+        """The first model whose input checks the visitor's images pass (a CT set → a CT model)."""
+        from mkcnet.inference.evaluate import check_fit
+
+        session = self.context.session(request)
+        root = self.context.data_root(session)
+        files = [e.path for e in self.context.examples(None, root)] if root is not None else []
+        for name in self.context.zoo.names() if files else []:
+            try:
+                check_fit(self.context.zoo.model(name).loaded, files)
+            except UserError:
+                continue
+            return gr.update(value=name)
+        return gr.update()
+
     def add_run(self, directory: str, request: gr.Request):
         session, key = add_typed_run(self.context, directory, request)
         return gr.update(choices=session.packs.choices(), value=key), ""
@@ -128,7 +143,7 @@ def build(context: Workbench, root: gr.Blocks | None = None) -> gr.Blocks:
                                       wrap=True)
                 with gr.Accordion("Evaluate a model on your data" + ("" if context.hosting.hosted else
                                                                      ", or add a run"), open=False):
-                    data_source(context, page, status_md)
+                    data_changed = data_source(context, page, status_md)
                     model = model_dropdown(context, label="Model to evaluate on your data set")
                     evaluate = gr.Button("Evaluate on my data (val.csv)")
                     if not context.hosting.hosted:
@@ -151,6 +166,8 @@ def build(context: Workbench, root: gr.Blocks | None = None) -> gr.Blocks:
              api_name="embedding_point", trigger_mode="always_last")
         wire(evaluate.click, events.evaluate_on_data, model, [pack, pick, status_md], api_visibility="private",
              concurrency_limit=1)
+        for changed in data_changed:  # the visitor's data set: the model to evaluate becomes one that fits it
+            wire(changed.then, events.fitting_model, None, model, api_visibility="private")
         if not context.hosting.hosted:
             wire(add.click, events.add_run, run_dir, [pack, pick, status_md], api_visibility="private")
     return page

@@ -96,3 +96,16 @@ def test_the_first_screen_opens_on_an_example_the_default_model_reads_correctly(
     reading = read_out(model, load_for(model, context.stage(example.path), context.images))
     assert (reading.top_diagnosis, reading.top_quality) == (example.diagnosis, example.quality)
     assert reading.calibrated and not reading.verdict.ood
+
+
+@pytest.mark.parametrize("rgb, expected", [(False, "ct-iqad-mkcnet"), (True, "synth-fundus-mkcnet")])
+def test_evaluate_on_your_data_defaults_to_a_model_that_fits_it(tmp_path, rgb, expected):
+    """Embeddings: once a visitor brings a data set, the model to evaluate becomes the first one
+    whose input checks their images pass (greyscale images → a CT model, colour → fundus)."""
+    from mkcnet.workbench.context import Workbench
+    from pages.embeddings import EmbeddingEvents
+    from tests.conftest import write_dataset
+
+    context = Workbench(ModelZoo([REPO / "checkpoints"]), data_root="")
+    context.session().use_folder(write_dataset(tmp_path / "data", rgb=rgb))
+    assert EmbeddingEvents(context).fitting_model(None)["value"] == expected
