@@ -210,7 +210,7 @@ def test_api_referral(app, client):
     names = [trace["name"] for trace in json.loads(figure["plot"])["data"]]
     assert any("refer by quality" in n for n in names) and any("refer by confidence" in n for n in names)
     # One certified operating point per run and rule, in words; at ε = 5 % the CT MKCNet's confidence
-    # rule diagnoses a share (docs/workbench.md: 63 %), drawn as a marker on the curves.
+    # rule diagnoses a share (docs/workbench.md: 52 %), drawn as a marker on the curves.
     rows = [dict(zip(points["headers"], row)) for row in points["data"]]
     rules = sum(len(trust_scores(context.packs.entry(k).pack)) for k in keys)  # vanilla: confidence alone
     assert rules >= 4 and len(rows) == rules and all("error among those kept ≤ 5%" in r["operating point"]
