@@ -199,7 +199,8 @@ class Model(ModelHubMixin, library_name=LIBRARY, license=LICENSE, tags=list(BASE
         # Keep the stored precision: fp16 bundles stay fp16 (and fp16 → fp32 → fp16 is exact).
         half = loaded.path is not None and _stored_half(loaded.path)
         save_checkpoint(save_directory / "model", loaded.task_net, None, loaded.config, loaded.info, half=half,
-                        include_meta=False, calibration=loaded.calibration, guard=loaded.guard)
+                        include_meta=False, calibration=loaded.calibration, guard=loaded.guard,
+                        prediction_sets=loaded.prediction_sets)  # every trust datum travels with the weights
         os.replace(save_directory / "model.json", save_directory / CONFIG)
 
     def generate_model_card(self, *args, **kwargs) -> ModelCard:

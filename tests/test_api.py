@@ -59,7 +59,7 @@ def test_import_mkcnet_stays_light_and_load_resolves_bundled_names_from_anywhere
 
 def test_predict_agrees_with_mkcnet_predict(fundus):
     """The API and the CLI's `predict_images` give the same calibrated probabilities and verdicts."""
-    from mkcnet.inference.evaluate import predict_images
+    from mkcnet.inference.evaluate import SET_SEPARATOR, predict_images
 
     files = [*FUNDUS, EXAMPLES / "retina.jpg", REPO / "missing.png"]
     assessments = fundus.predict(files)
@@ -75,7 +75,8 @@ def test_predict_agrees_with_mkcnet_predict(fundus):
             assert abs(p - row[f"p_diagnosis_{name}"]) <= 1e-4
         assert a.ood == row["ood"] and abs(a.ood_score - row["ood_score"]) <= 1e-3
         assert a.diagnosis_raw != a.diagnosis_probabilities  # calibrated ≠ raw softmax
-        assert a.diagnosis_set is None and a.referral is None  # no conformal data in these checkpoints
+        assert a.diagnosis_set == tuple(row["diagnosis_set"].split(SET_SEPARATOR))  # the fundus bundles carry sets
+        assert a.referral == ("refer" if a.ood or len(a.diagnosis_set) > 1 else "diagnose")
         json.dumps(a.to_dict())  # plain JSON
 
 
@@ -144,6 +145,7 @@ def test_save_pretrained_round_trip_is_bit_identical_and_its_card_is_hub_metadat
     for head in ("diagnosis", "quality", "auxiliary"):
         assert torch.equal(a.logits(head), b.logits(head))
     assert torch.equal(a.features["backbone"], b.features["backbone"])
+    assert again.loaded.prediction_sets is not None  # the sets travel with the weights, as the guard does
     assert [x.to_dict() for x in fundus.predict(FUNDUS)] == [x.to_dict() for x in again.predict(FUNDUS)]
 
     card = ModelCard.load(folder / "README.md")
