@@ -111,14 +111,14 @@ def build(context: Workbench, root: gr.Blocks | None = None) -> gr.Blocks:
                     "The same image through both models of a data set. The vanilla model has one branch and cannot "
                     "judge quality; MKCNet adds the quality and ω branches.", root=root) as (page, status_md):
         with gr.Row(equal_height=False):
-            with gr.Column(scale=1, min_width=300):
+            with gr.Column(scale=1, min_width=340):
                 dataset = gr.Dropdown(datasets, value=datasets[0] if datasets else None, label="Data set")
                 modality = context.zoo.entry(context.zoo.names(datasets[0], "mkcnet")[0]).modality if datasets else None
                 source = image_input(context, status_md, modality)
                 method, opacity = cam_controls()
                 with gr.Accordion("Your data set", open=False):
                     data_changed = data_source(context, page, status_md)
-            with gr.Column(scale=3, min_width=600):
+            with gr.Column(scale=2, min_width=600):
                 preview = gr.Image(label="What the models see", height=200, interactive=False, buttons=[])
                 with gr.Row(equal_height=False):
                     with gr.Column():
