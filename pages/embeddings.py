@@ -162,7 +162,8 @@ def build(context: Workbench, root: gr.Blocks | None = None) -> gr.Blocks:
         view = [pack, branch, method, colour]
         wire([page.load, pack.change, branch.change, method.change, colour.change], events.show, view,
              [plot, branch, scores, status_md], api_name="embedding", trigger_mode="always_last")
-        wire([pick.change, pick.submit], events.select, [pack, branch, method, pick], [image, details, status_md],
+        # change alone: it follows typing and the plot's click; submit as well ran it twice (two toasts).
+        wire(pick.change, events.select, [pack, branch, method, pick], [image, details, status_md],
              api_name="embedding_point", trigger_mode="always_last")
         wire(evaluate.click, events.evaluate_on_data, model, [pack, pick, status_md], api_visibility="private",
              concurrency_limit=1)

@@ -259,6 +259,25 @@ def test_every_event_of_every_page_runs_through_the_wiring_helper(tmp_path):
     assert not unwired, f"events wired around ui.wire (no error boundary, no output count): {unwired}"
 
 
+def test_no_event_runs_twice_for_one_value(tmp_path):
+    """A component's change already follows its submit or input: an event on both runs its
+    handler twice for one value (an error then shows two toasts)."""
+    pytest.importorskip("gradio")
+    from app import build_app
+    from mkcnet.workbench.context import Workbench
+    from mkcnet.workbench.zoo import ModelZoo
+
+    demo = build_app(Workbench(ModelZoo([tmp_path]), data_root=""))
+    twice = []
+    for dependency in demo.config["dependencies"]:
+        events: dict[int, set[str]] = {}
+        for block, event in dependency["targets"]:
+            events.setdefault(block, set()).add(event)
+        twice += [(demo.fns[dependency["id"]].name, sorted(e)) for e in events.values()
+                  if "change" in e and e & {"submit", "input"}]
+    assert not twice, f"handlers run twice for one value: {twice}"
+
+
 def test_a_handler_returning_the_wrong_number_of_outputs_fails_naming_it():
     gr = pytest.importorskip("gradio")
     from mkcnet.workbench.ui import WiringError, boundary, status_box
