@@ -4,6 +4,7 @@ bundled results packs, the hosting policy, and each visitor's session."""
 
 from __future__ import annotations
 
+import filecmp
 import logging
 from pathlib import Path
 
@@ -76,8 +77,10 @@ class Workbench:
         its true labels can then be shown beside the prediction."""
         if not file:
             return None
+        # Gradio hands the page its own copy of a picked file (same name, same bytes, another folder).
+        target = Path(file)
         for example in self.examples(modality, self.data_root(session)):
-            if self.stage(example.path, session) == str(file):
+            if example.path.name == target.name and target.is_file() and filecmp.cmp(example.path, target, shallow=False):
                 return example
         return None
 
