@@ -134,7 +134,7 @@ def _set_line(reading: Reading) -> str:
 
 def case_report(model: ZooModel, image_name: str, display: np.ndarray, reading: Reading,
                 overlays: list[tuple[np.ndarray, str]], input_note: str = "", method: str = "",
-                opacity: float | None = None, when: datetime | None = None) -> str:
+                opacity: float | None = None) -> str:
     """The report as one HTML document (images inlined) that prints to clean A4 pages: the date,
     the model and its version, the out-of-distribution verdict first, the probabilities (struck
     out when the image is flagged), the reading, the maps with their method, opacity and colour
@@ -151,12 +151,13 @@ def case_report(model: ZooModel, image_name: str, display: np.ndarray, reading: 
     how = ", ".join(part for part in (html.escape(method), f"opacity {opacity:.0%}" if opacity is not None else "") if part)
     entry = model.entry
     note = f"<p>{html.escape(input_note)}</p>" if input_note else ""
-    stamp = (when or datetime.now().astimezone()).strftime("%Y-%m-%d %H:%M %Z").strip()
+    stamp = datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z").strip()
     verdict = (f'<p class="verdict flagged"><b>Out of distribution: do not use the diagnosis.</b> '
                f"{html.escape(reading.verdict.reason or '')}</p>" if flagged else
                '<p class="verdict">In distribution: the image resembles the model\'s validation images.</p>'
                if reading.verdict is not None else "")
     struck = ' class="struck"' if flagged else ""
+    no_maps = "<p>None: the image is out of distribution.</p>" if flagged else "<p>None.</p>"
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>MKCNet case report: {html.escape(image_name)}</title>
 <style>
@@ -179,7 +180,7 @@ The model has seen only <code>{html.escape(entry.dataset)}</code> images.</p>
 <h3>Image quality</h3>{_bars(reading.quality, struck)}
 <h2>Reading</h2>{md.render(reading.text)}
 <h2>Robustness margin</h2>{_margin_table(reading)}
-<h2>Class activation maps{f" ({how})" if how else ""}</h2>{maps or "<p>None: the image is out of distribution.</p>"}
+<h2>Class activation maps{f" ({how})" if how else ""}</h2>{maps or no_maps}
 {COLOUR_BAR if maps else ""}
 <h2>Model card</h2>{md.render(entry.card_markdown())}
 </body></html>
