@@ -80,14 +80,24 @@ def test_a_picked_example_shows_its_true_label(app, tmp_path):
     from mkcnet.workbench.reading import read_out
     from pages.diagnose import true_label_text
 
+    from mkcnet.workbench.ui import example_gallery, picked
+
     context, _ = app
     session = context.session(None)
-    example = next(e for e in context.examples("fundus") if e.path.name == EXAMPLE.name)
+    _, shown = example_gallery(context, context.examples("fundus"), session)
+    index = next(i for i, path in enumerate(shown) if Path(path).name == EXAMPLE.name)
+    example = context.examples("fundus")[index]
     # What the gallery hands the page when it is picked, then Gradio's own copy of it (another folder).
     staged = context.stage(example.path, session)
     file = shutil.copy(staged, (tmp_path / "gradio-copy").mkdir() or tmp_path / "gradio-copy")
+    assert context.example_of(file, session, "fundus") is None  # nothing picked: an upload of the same bytes
+    session.picked = picked(shown, index)  # what the gallery's select handler does
     assert context.example_of(staged, session, "fundus") == example == context.example_of(file, session, "fundus")
     assert context.example_of("x.png", session, "fundus") is None
+    other = tmp_path / "other" / EXAMPLE.name  # the picked file's name, other bytes: the visitor uploaded over it
+    other.parent.mkdir()
+    other.write_bytes(Path(staged).read_bytes()[:-1])
+    assert context.example_of(str(other), session, "fundus") is None
     zoo_model = context.zoo.model(model(context))
     reading = read_out(zoo_model, load_for(zoo_model, file, context.images))
     text = true_label_text(zoo_model, example, reading)
@@ -427,6 +437,7 @@ def test_hosted_mode_in_a_browser(monkeypatch, tmp_path):
             page.locator(".examples img").first.click()  # one of the visitor's own images
             page.locator(".upload [aria-label^='img ']").wait_for()
             page.wait_for_function("document.body.innerText.includes('Image quality')")
+            page.wait_for_function("document.body.innerText.includes('in its data set')")  # its true label
             assert "⚠️" not in page.inner_text("body")
             browser.close()
     finally:

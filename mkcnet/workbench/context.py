@@ -73,16 +73,20 @@ class Workbench:
         return [e for e in bundled if modality is None or e.modality == modality] or bundled
 
     def example_of(self, file: str | None, session: VisitorSession, modality: str | None) -> Example | None:
-        """The example a page's file value is (bundled or of the visitor's data set), else None:
-        its true labels can then be shown beside the prediction."""
-        if not file:
+        """The example the visitor picked from a gallery, when the page's file is still it, else
+        None: its true labels can then be shown beside the prediction. An upload (or an API call)
+        never picked anything, so it shows no label, whatever its bytes."""
+        picked = session.picked
+        if not file or picked is None:
             return None
         # Gradio hands the page its own copy of a picked file (same name, same bytes, another folder).
         target = Path(file)
-        for example in self.examples(modality, self.data_root(session)):
-            if example.path.name == target.name and target.is_file() and filecmp.cmp(example.path, target, shallow=False):
-                return example
-        return None
+        try:
+            same = target.name == picked.name and filecmp.cmp(picked, target, shallow=False)
+        except OSError:
+            return None
+        examples = self.examples(modality, self.data_root(session)) if same else []
+        return next((e for e in examples if e.path == picked), None)
 
     def stage(self, path: Path, session: VisitorSession | None = None) -> str:
         """A file for the browser: bundled assets as they are, anything else copied into the

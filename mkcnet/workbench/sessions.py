@@ -41,6 +41,7 @@ class VisitorSession:
         self.data_label = ""  # what the pages call the data set: a folder's or an upload's own name
         self.packs = PackStore(shared.zoo, shared.images, shared=shared, decoded=folder / "decoded")
         self.received: set[Path] = set()  # the visitor's uploads, in Gradio's upload folder
+        self.picked: Path | None = None  # the example last picked from a gallery (a server-side path)
         self.last_seen = time.monotonic()
         self.lock = threading.Lock()
         # Salts the images made for this visitor, so Gradio's copy of each is theirs alone (Gradio

@@ -294,7 +294,9 @@ def image_input(context: Workbench, status_out: gr.Markdown, modality: str | Non
     shown = gr.State(paths)
 
     def pick(shown_paths: list[str], evt: gr.SelectData, request: gr.Request):
-        return context.stage(picked(shown_paths, evt.index), context.session(request))
+        session = context.session(request)
+        session.picked = picked(shown_paths, evt.index)
+        return context.stage(session.picked, session)
 
     wire(gallery.select, pick, shown, [file, status_out], api_visibility="private")
     return ImageInput(file, gallery, shown)
