@@ -48,6 +48,19 @@ def comparable(context: Workbench) -> list[str]:
     return [d for d in context.zoo.datasets() if all(context.zoo.names(d, m) for m in SIDES)]
 
 
+# (column, metric key) of the tables below: the paper's AUC and hard AUC, overall and per quality group
+COLUMNS = (("AUC", "diagnosis.auc"), ("hard AUC", "diagnosis.auc_hard"), ("ACC", "diagnosis.acc"),
+           ("F1", "diagnosis.f1"), ("AUC on HQ", "diagnosis.HQ.auc"), ("AUC on LQ", "diagnosis.LQ.auc"),
+           ("hard AUC on LQ", "diagnosis.LQ.auc_hard"), ("quality ACC", "quality.acc"))
+UNDEFINED = "—"  # a metric with no images in its group, or one class only among them
+
+
+def metric_cells(metrics: dict[str, float]) -> dict[str, object]:
+    """A table row's metric cells: rounded, or "—" where the metric is undefined (NaN)."""
+    values = {label: float(metrics.get(key, float("nan"))) for label, key in COLUMNS}
+    return {label: round(v, 3) if v == v else UNDEFINED for label, v in values.items()}
+
+
 def bench_table(context: Workbench) -> pd.DataFrame:
     """Validation metrics of the zoo's models, from their cards (the bench table when the
     project has no docs/RESULTS.md)."""
@@ -55,13 +68,8 @@ def bench_table(context: Workbench) -> pd.DataFrame:
     for name in context.zoo.names():
         entry = context.zoo.entry(name)
         m = entry.card.get("metrics", {})
-        if not m:
-            continue
-        rows.append({"model": entry.title, "data set": entry.dataset, "method": entry.method,
-                     **{label: round(m[key], 3) for label, key in (
-                         ("AUC", "diagnosis.auc"), ("ACC", "diagnosis.acc"), ("F1", "diagnosis.f1"),
-                         ("AUC on HQ", "diagnosis.HQ.auc"), ("AUC on LQ", "diagnosis.LQ.auc"),
-                         ("quality ACC", "quality.acc")) if key in m and m[key] == m[key]}})
+        if m:
+            rows.append({"model": entry.title, "data set": entry.dataset, "method": entry.method, **metric_cells(m)})
     return pd.DataFrame(rows)
 
 
@@ -101,6 +109,25 @@ class CompareEvents:
         figure.update_layout(height=420)
         return figure
 
+    def on_data(self, name: str, request: gr.Request) -> pd.DataFrame:
+        """Both models of the data set evaluated on the visitor's data set: the benchmark's metrics
+        on their images, overall and per quality group. The packs join the visitor's runs (the
+        Embeddings and Out-of-distribution pages show them too)."""
+        session = self.context.session(request)
+        root = self.context.data_root(session)
+        if root is None:
+            raise UserError("bring a data set first: upload one under “Your data set”"
+                            + ("" if self.context.hosting.hosted else " or name a data folder"))
+        rows = []
+        for side in SIDES:
+            session.check_budget()
+            model_name = self.context.zoo.names(self.pair(name), side)[0]
+            metrics = session.packs.entry(session.packs.evaluate(model_name, root)).pack.header["metrics"]
+            rows.append({"model": self.context.zoo.entry(model_name).title, "images": int(metrics["diagnosis.n"]),
+                         "HQ / LQ": f"{metrics.get('diagnosis.HQ.n', 0):.0f} / {metrics.get('diagnosis.LQ.n', 0):.0f}",
+                         **metric_cells(metrics)})
+        return pd.DataFrame(rows)
+
     def open_first(self, shown_paths: list[str], request: gr.Request) -> str | None:
         return first_example(self.context, shown_paths, request)
 
@@ -109,7 +136,7 @@ def build(context: Workbench, root: gr.Blocks | None = None) -> gr.Blocks:
     datasets = comparable(context)
     with page_frame(TITLE, "Compare: vanilla vs. MKCNet",
                     "The same image through both models of a data set. The vanilla model has one branch and cannot "
-                    "judge quality; MKCNet adds the quality and ω branches.", root=root) as (page, status_md):
+                    "judge quality; MKCNet adds the quality and ω branches.", context, root=root) as (page, status_md, linked):
         with gr.Row(equal_height=False):
             with gr.Column(scale=1, min_width=340):
                 dataset = gr.Dropdown(datasets, value=datasets[0] if datasets else None, label="Data set")
@@ -117,7 +144,7 @@ def build(context: Workbench, root: gr.Blocks | None = None) -> gr.Blocks:
                 source = image_input(context, status_md, modality)
                 method, opacity = cam_controls()
                 with gr.Accordion("Your data set", open=False):
-                    data_changed = data_source(context, page, status_md)
+                    data_changed = data_source(context, status_md, linked)
             with gr.Column(scale=2, min_width=600):
                 preview = gr.Image(label="What the models see", height=200, interactive=False, buttons=[])
                 with gr.Row(equal_height=False):
@@ -131,6 +158,13 @@ def build(context: Workbench, root: gr.Blocks | None = None) -> gr.Blocks:
         reliability = gr.Plot(label="Reliability diagram", elem_id="reliability-plot")
         gr.Markdown("### Benchmark\nValidation metrics of these models, from their model cards:")
         gr.Dataframe(bench_table(context), interactive=False, wrap=True)
+        gr.Markdown(f"### On your data set\nBoth models of the chosen data set on the images of your data set "
+                    f"(its val.csv; bring it under “Your data set”). {UNDEFINED}: not defined (no image in the "
+                    "group, or one class only). The results join your runs on the Embeddings and "
+                    "Out-of-distribution pages.")
+        evaluate = gr.Button("Evaluate both on my data set")
+        on_data = gr.Dataframe(label="Both models on your data set", interactive=False, wrap=True,
+                               elem_id="on-your-data")
         bench = bench_markdown(context.settings.bench)
         if bench is not None:
             with gr.Accordion(f"The project's benchmark ({bench[0].name})", open=False):
@@ -149,4 +183,6 @@ def build(context: Workbench, root: gr.Blocks | None = None) -> gr.Blocks:
         for changed in data_changed:  # the visitor's data set: its images become the examples
             wire(changed.then, events.change_dataset, dataset, examples, api_visibility="private")
         wire(page.load, events.open_first, source.shown, source.file, api_visibility="private")
+        wire(evaluate.click, events.on_data, dataset, [on_data, status_md], api_name="compare_on_data",
+             concurrency_limit=1)
     return page

@@ -228,7 +228,7 @@ class DiagnoseEvents:
 def build(context: Workbench, root: gr.Blocks | None = None) -> gr.Blocks:
     with page_frame(TITLE, TITLE, "Upload an image or pick an example. Each feature branch gets its own class "
                     "activation map; the what-if panel degrades the image with the project's simulator."
-                    , root=root) as (page, status_md):
+                    , context, root=root) as (page, status_md, linked):
         with gr.Row(equal_height=False):
             with gr.Column(scale=2, min_width=340):
                 model = model_dropdown(context)
@@ -254,7 +254,7 @@ def build(context: Workbench, root: gr.Blocks | None = None) -> gr.Blocks:
                                                       "changes the diagnosis (a few seconds)")
                 method, opacity = cam_controls()
                 with gr.Accordion("Your data set", open=False):
-                    data_changed = data_source(context, page, status_md)
+                    data_changed = data_source(context, status_md, linked)
             with gr.Column(scale=3, min_width=480):
                 panel = prediction_panel(preview="What the model sees", note=True, opening=start)
                 with gr.Row():

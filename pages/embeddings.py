@@ -120,6 +120,12 @@ class EmbeddingEvents:
             return gr.update(value=name)
         return gr.update()
 
+    def visitor_packs(self, key: str, request: gr.Request):
+        """The pack list with the visitor's own (evaluated on another page too), the choice kept."""
+        choices = self.context.session(request).packs.choices()
+        keys = [k for _, k in choices]
+        return gr.update(choices=choices, value=key if key in keys else (keys[0] if keys else None))
+
     def add_run(self, directory: str, request: gr.Request):
         session, key = add_typed_run(self.context, directory, request)
         return gr.update(choices=session.packs.choices(), value=key), ""
@@ -130,7 +136,7 @@ def build(context: Workbench, root: gr.Blocks | None = None) -> gr.Blocks:
     first = choices[0][1] if choices else None
     with page_frame(TITLE, TITLE, "Each branch's features in 2-D. MKCNet's branches should specialise: diagnosis "
                     "features group by diagnosis, quality features by quality. Click a point to see its image."
-                    , root=root) as (page, status_md):
+                    , context, root=root) as (page, status_md, linked):
         with gr.Row(equal_height=False):
             with gr.Column(scale=1, min_width=300):
                 # Custom values: a pack this visitor added; looked up in their session, never as a path.
@@ -143,7 +149,7 @@ def build(context: Workbench, root: gr.Blocks | None = None) -> gr.Blocks:
                                       wrap=True)
                 with gr.Accordion("Evaluate a model on your data" + ("" if context.hosting.hosted else
                                                                      ", or add a run"), open=False):
-                    data_changed = data_source(context, page, status_md)
+                    data_changed = data_source(context, status_md, linked)
                     model = model_dropdown(context, label="Model to evaluate on your data set")
                     evaluate = gr.Button("Evaluate on my data (val.csv)")
                     if not context.hosting.hosted:
@@ -167,6 +173,7 @@ def build(context: Workbench, root: gr.Blocks | None = None) -> gr.Blocks:
              api_name="embedding_point", trigger_mode="always_last")
         wire(evaluate.click, events.evaluate_on_data, model, [pack, pick, status_md], api_visibility="private",
              concurrency_limit=1)
+        wire(linked.then, events.visitor_packs, pack, pack, api_visibility="private")
         for changed in data_changed:  # the visitor's data set: the model to evaluate becomes one that fits it
             wire(changed.then, events.fitting_model, None, model, api_visibility="private")
         if not context.hosting.hosted:

@@ -97,7 +97,8 @@ def build(context: Workbench, root: gr.Blocks | None = None) -> gr.Blocks:
     first = datasets[0] if datasets else None
     with page_frame(TITLE, "Out-of-distribution: more low-quality images",
                     "Each run's validation predictions are resampled into test sets with a share *r* of low-quality "
-                    "(LQ) images. A quality-aware model should lose less as *r* grows.", root=root) as (page, status_md):
+                    "(LQ) images. A quality-aware model should lose less as *r* grows.", context,
+                    root=root) as (page, status_md, linked):
         with gr.Row(equal_height=False):
             with gr.Column(scale=1, min_width=300):
                 dataset = server_checked(datasets, value=first, label="Data set")
@@ -134,6 +135,8 @@ def build(context: Workbench, root: gr.Blocks | None = None) -> gr.Blocks:
         wire([page.load, runs.change, epsilon.release, delta.release], events.show_referral, [runs, epsilon, delta],
              [referral, points, status_md], api_name="referral", trigger_mode="always_last")
         wire(dataset.change, events.pick_dataset, dataset, [runs, status_md], api_visibility="private")
+        # The runs this visitor evaluated on another page join the list once the page knows them.
+        wire(linked.then, events.pick_dataset, dataset, [runs, status_md], api_visibility="private")
         if not context.hosting.hosted:
             wire(add.click, events.add_run, [run_dir, runs], [runs, run_dir, status_md], api_visibility="private")
     return page

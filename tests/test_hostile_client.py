@@ -409,6 +409,40 @@ def test_idle_and_surplus_sessions_are_closed(tiny_dataset):
     sessions.shutdown()
 
 
+def test_a_visitor_is_one_session_across_their_pages_and_goes_with_the_last(tmp_path):
+    """Pages linked to one server-issued key share the visitor's data; a key the server did not
+    issue (or no longer holds) is never honoured; the visitor's files go a grace period after
+    their last page closes, not while another page is open or one reopens in time."""
+    from mkcnet.workbench.imaging import ImageCache
+    from mkcnet.workbench.packs import PackStore
+    from mkcnet.workbench.sessions import Sessions
+
+    page = lambda key: type("Request", (), {"session_hash": key})()  # noqa: E731
+    sessions = Sessions(PackStore(ModelZoo([]), ImageCache()), grace_seconds=0.3)
+    opening = sessions.get(page("a"))  # the page's opening events come before its link
+    opening.use_folder(tmp_path)
+    key = sessions.link(None, page("a"))
+    assert len(key) == 32 and sessions.get(page("a")) is opening  # what it did joins the visitor
+    assert sessions.link(key, page("b")) == key and sessions.get(page("b")).data_root == tmp_path
+    sessions.get(page("api")).use_folder(tmp_path)  # a client that never links: its own visitor
+    for forged in ("0" * 32, key.upper(), "a", "api", None, 7):  # not issued: a new visitor, never another's
+        other = sessions.link(forged, page(f"c{forged}"))
+        assert other != key and sessions.get(page(f"c{forged}")).data_root is None
+    opening.image_file(np.zeros((4, 4, 3), np.uint8))
+    sessions.close(page("a"))
+    time.sleep(0.5)
+    assert sessions.get(page("b")) is opening and opening.folder.exists()  # page b is still open
+    sessions.close(page("b"))  # the last page: its visitor waits out the grace period...
+    assert sessions.link(key, page("d")) == key  # ...and a page opening meanwhile keeps it
+    time.sleep(0.5)
+    assert sessions.get(page("d")) is opening and opening.folder.exists()
+    sessions.close(page("d"))
+    time.sleep(0.6)
+    assert not opening.folder.exists() and key not in sessions._sessions
+    assert sessions.link(key, page("e")) != key  # an ended visitor's key is not honoured again
+    sessions.shutdown()
+
+
 def files_under(roots: list[Path], skip: list[Path]) -> dict[Path, int]:
     """Every file under `roots` (but `skip`), with its modification time."""
     found = {}

@@ -282,7 +282,8 @@ def test_a_typed_run_joins_only_that_session_and_only_inside_the_roots(zoo_dir):
 
 
 def test_every_page_with_examples_offers_the_remembered_data_folder(context):
-    """Diagnose and Compare both read the visitor's data folder, restored from the browser on load."""
+    """Diagnose and Compare both read the visitor's data folder, restored from the browser on load
+    (beside the visitor key every page keeps)."""
     from pages import compare, diagnose
 
     for page in (diagnose, compare):
@@ -290,7 +291,7 @@ def test_every_page_with_examples_offers_the_remembered_data_folder(context):
         labels = [getattr(b, "label", None) for b in blocks.blocks.values()]
         assert "…or a data folder on this machine" in labels, page.__name__
         stores = [b for b in blocks.blocks.values() if isinstance(b, gr.BrowserState)]
-        assert [s.storage_key for s in stores] == ["mkcnet-data-folder"], page.__name__
+        assert sorted(s.storage_key for s in stores) == ["mkcnet-data-folder", "mkcnet-visitor"], page.__name__
 
 
 def test_ready_is_said_when_the_page_answers():

@@ -78,9 +78,8 @@ def test_a_picked_example_shows_its_true_label(app, tmp_path):
 
     from mkcnet.workbench.imaging import load_for
     from mkcnet.workbench.reading import read_out
-    from pages.diagnose import true_label_text
-
     from mkcnet.workbench.ui import example_gallery, picked
+    from pages.diagnose import true_label_text
 
     context, _ = app
     session = context.session(None)
@@ -400,7 +399,9 @@ def test_every_page_in_a_browser(app, tmp_path):
 
 @pytest.mark.browser
 def test_hosted_mode_in_a_browser(monkeypatch, tmp_path):
-    """Hosted (as on Spaces): no server folder field; a visitor's zip becomes their examples."""
+    """Hosted (as on Spaces): no server folder field; a visitor's zip becomes their examples, and
+    follows them from page to page (the researcher's path): evaluated on Embeddings, the run is
+    theirs on Out-of-distribution, and Compare evaluates both models on the same data set."""
     if not CHROMIUM.is_file():
         pytest.skip("Debian's chromium is not installed (/usr/bin/chromium; apt-get install chromium)")
     sync_api = pytest.importorskip("playwright.sync_api")
@@ -438,6 +439,26 @@ def test_hosted_mode_in_a_browser(monkeypatch, tmp_path):
             page.locator(".upload [aria-label^='img ']").wait_for()
             page.wait_for_function("document.body.innerText.includes('Image quality')")
             page.wait_for_function("document.body.innerText.includes('in its data set')")  # its true label
+            assert "⚠️" not in page.inner_text("body")
+
+            def shows(text: str) -> None:
+                page.wait_for_function("text => document.body.innerText.includes(text)", arg=text)
+
+            page.get_by_role("link", name="Embeddings").click()
+            page.get_by_text("Evaluate a model on your data").first.click()
+            shows("your data set my-fundus.zip")  # the upload on Diagnose is theirs here too
+            page.get_by_role("button", name="Evaluate on my data (val.csv)").click()
+            run = "MKCNet · synthetic fundus on your val.csv"
+            page.wait_for_function("run => [...document.querySelectorAll('input')].some(i => i.value === run)", arg=run)
+            page.get_by_role("link", name="Out-of-distribution").click()
+            shows(run)  # among the runs, drawn and in the table
+            page.locator(".js-plotly-plot").first.wait_for()
+            page.get_by_role("link", name="Compare").click()
+            page.get_by_text("Your data set").first.click()
+            shows("your data set my-fundus.zip")
+            page.get_by_role("button", name="Evaluate both on my data set").click()
+            page.wait_for_function("['Vanilla · synthetic fundus', 'MKCNet · synthetic fundus'].every("
+                                   "t => document.querySelector('#on-your-data').innerText.includes(t))")
             assert "⚠️" not in page.inner_text("body")
             browser.close()
     finally:

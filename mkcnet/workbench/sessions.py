@@ -1,7 +1,12 @@
 """Each visitor's own data: the data set they uploaded or named, the results packs they added,
-the example copies made for them. Keyed by Gradio's session hash, kept under one temporary
-folder of the app's, and deleted when the session ends (the page's unload event), when it has
-been idle too long, or when too many sessions are open (the oldest idle one goes first)."""
+the example copies made for them. Kept under one temporary folder of the app's, and deleted when
+the session ends (the last of the visitor's pages closes), when it has been idle too long, or
+when too many sessions are open (the oldest idle one goes first).
+
+Gradio gives every page (every route of the app, every reload) its own session hash. So that a
+visitor's data set and results follow them from page to page, each page, as it opens, links its
+hash to a visitor key the server issued to that browser (`Sessions.link`, kept by the browser in
+a `gr.BrowserState`); a page that never links (an API client) is a visitor of its own."""
 
 from __future__ import annotations
 
@@ -31,6 +36,9 @@ MAX_SESSIONS = 64
 MAX_SESSION_PACK_BYTES = 256 * 2**20
 MAX_SESSION_IMAGES = 400  # images kept for the browser per session (≈ 40 MB)
 LOCAL_KEY = "local"  # calls without a Gradio request (tests, scripts)
+# After a visitor's last page closes, their session waits this long for the next page (a click
+# on the navigation bar closes one page before the next one opens) before it goes.
+GRACE_SECONDS = 20.0
 
 
 class VisitorSession:
@@ -142,12 +150,18 @@ def gradio_copies(path: Path) -> list[Path]:
 
 
 class Sessions:
-    def __init__(self, shared: PackStore, idle_seconds: float = IDLE_SECONDS, max_sessions: int = MAX_SESSIONS):
+    def __init__(self, shared: PackStore, idle_seconds: float = IDLE_SECONDS, max_sessions: int = MAX_SESSIONS,
+                 grace_seconds: float = GRACE_SECONDS):
         self.shared = shared
         self._base: Path | None = None
         self.idle_seconds = idle_seconds
         self.max_sessions = max_sessions
+        self.grace_seconds = grace_seconds
         self._sessions: dict[str, VisitorSession] = {}
+        self._pages: dict[str, str] = {}  # a page's session hash → the visitor key it linked to
+        self._issued: set[str] = set()  # visitor keys this server issued (a client cannot pick one)
+        # Encrypts the key in the browser's storage: one for all the app's pages, new at each start.
+        self.browser_secret = secrets.token_hex(16)
         self._lock = threading.Lock()
 
     @property
@@ -159,10 +173,14 @@ class Sessions:
             weakref.finalize(self, shutil.rmtree, self._base, True)
         return self._base
 
+    def _key(self, request) -> str:
+        page = str(getattr(request, "session_hash", None) or LOCAL_KEY)
+        return self._pages.get(page, page)
+
     def get(self, request=None) -> VisitorSession:
-        """The session of a Gradio request (its session hash), created on first use."""
-        key = str(getattr(request, "session_hash", None) or LOCAL_KEY)
+        """The session of a Gradio request (its page's visitor), created on first use."""
         with self._lock:
+            key = self._key(request)
             self._sweep(keep=key)
             session = self._sessions.get(key)
             if session is None:
@@ -172,13 +190,68 @@ class Sessions:
             session.last_seen = time.monotonic()
             return session
 
-    def close(self, request=None) -> None:
-        """End a session (Gradio's unload event): its files and packs go."""
-        key = str(getattr(request, "session_hash", None) or LOCAL_KEY)
+    def link(self, visitor: str | None, request) -> str:
+        """Join a page to its browser's visitor: `visitor` is the key the browser kept, honoured
+        only when this server issued it and the visitor is still here; otherwise the page gets a
+        new key. What the page did before it linked (its opening events) joins the visitor.
+        Returns the key for the browser to keep.
+
+        Example:
+            >>> from mkcnet.workbench.context import Workbench
+            >>> sessions = Workbench(data_root="").sessions
+            >>> page = lambda h: type("Request", (), {"session_hash": h})()  # two pages of one browser
+            >>> key = sessions.link(None, page("a"))
+            >>> sessions.link(key, page("b")) == key and sessions.get(page("a")) is sessions.get(page("b"))
+            True
+        """
+        page = str(getattr(request, "session_hash", None) or "")
+        if not page:
+            return visitor or ""
         with self._lock:
-            session = self._sessions.pop(key, None)
-        if session is not None:
-            session.close()
+            if not (isinstance(visitor, str) and visitor in self._issued and visitor in self._sessions):
+                visitor = secrets.token_hex(16)
+                self._issued.add(visitor)
+            self._sweep(keep=visitor)
+            before = self._sessions.pop(page, None)  # the page's own session, from events before the link
+            if before is not None and visitor not in self._sessions:
+                before.key = visitor
+                self._sessions[visitor] = before
+            elif before is not None:
+                before.close()
+            self._pages[page] = visitor
+            self._sessions.setdefault(visitor, VisitorSession(
+                visitor, self.base / hashlib.sha256(visitor.encode()).hexdigest()[:24], self.shared))
+            self._sessions[visitor].last_seen = time.monotonic()
+            return visitor
+
+    def close(self, request=None) -> None:
+        """A page closed (Gradio's unload event): a visitor with no page left goes after the
+        grace period, files and packs; a page that never linked goes at once."""
+        page = str(getattr(request, "session_hash", None) or LOCAL_KEY)
+        with self._lock:
+            key = self._pages.pop(page, page)
+            if key in self._pages.values():
+                return  # another of the visitor's pages is open
+            ended = self._end(key) if key == page or self.grace_seconds <= 0 else None
+        if ended is not None:
+            ended.close()
+        if key == page or self.grace_seconds <= 0:
+            return
+        timer = threading.Timer(self.grace_seconds, self._end_if_left, (key,))
+        timer.daemon = True
+        timer.start()
+
+    def _end_if_left(self, key: str) -> None:
+        with self._lock:
+            ended = self._end(key) if key not in self._pages.values() else None
+        if ended is not None:
+            ended.close()
+
+    def _end(self, key: str) -> VisitorSession | None:
+        """Take a visitor's session out (the caller holds the lock, and closes what it gets)."""
+        self._issued.discard(key)
+        self._pages = {page: k for page, k in self._pages.items() if k != key}
+        return self._sessions.pop(key, None)
 
     def _sweep(self, keep: str) -> None:
         """Close sessions idle too long and, when `keep` would be one too many, the oldest idle."""
@@ -187,12 +260,14 @@ class Sessions:
         for seen, key in idle:
             full = keep not in self._sessions and len(self._sessions) >= self.max_sessions
             if now - seen > self.idle_seconds or full:
-                self._sessions.pop(key).close()
+                self._end(key).close()
 
     def shutdown(self) -> None:
         with self._lock:
             for session in self._sessions.values():
                 session.close()
             self._sessions.clear()
+            self._pages.clear()
+            self._issued.clear()
         if self._base is not None:
             shutil.rmtree(self._base, ignore_errors=True)

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import gradio as gr
 
@@ -35,6 +35,7 @@ LIMITS = ("**Research software, not a medical device**: never base a clinical de
 # The data folder is remembered in the browser across pages. The value is a folder path, not
 # a secret: a fixed key lets every page (and a restarted server) read it back.
 DATA_FOLDER_KEY = "mkcnet-data-folder"
+VISITOR_KEY = "mkcnet-visitor"  # the browser's storage key of the visitor key the server issued
 DATA_FOLDER_SECRET = "mkcnet-workbench"
 
 
@@ -151,9 +152,19 @@ def wire(event, handler: Callable, inputs=None, outputs=None, **options):
     return event(run, inputs, outputs, **options)
 
 
+class PageFrame(NamedTuple):
+    """What every page is built in: the Blocks its load events attach to, its status line, and
+    the event after which the page knows its visitor (`link_visitor`): a page chains onto it
+    what shows the visitor's data set and results."""
+
+    page: gr.Blocks
+    status: gr.Markdown
+    linked: Any
+
+
 @contextmanager
-def page_frame(title: str, heading: str, intro: str,
-               root: gr.Blocks | None = None) -> Iterator[tuple[gr.Blocks, gr.Markdown]]:
+def page_frame(title: str, heading: str, intro: str, context: Workbench,
+               root: gr.Blocks | None = None) -> Iterator[PageFrame]:
     """A page's heading, introduction and status line (every page has them), and the Blocks its
     load events attach to. Inside the app (`root`: the app's Blocks, handed down by app.py) the
     page renders into the current route and its events belong to the app's Blocks (tagged with
@@ -163,12 +174,24 @@ def page_frame(title: str, heading: str, intro: str,
         with gr.Column():
             gr.Markdown(f"## {heading}\n{intro}")
             gr.Markdown(LIMITS, elem_classes=["limits"])
-            yield root, status_box()
+            yield PageFrame(root, status_box(), link_visitor(context, root))
         return
     with gr.Blocks(title=f"MKCNet workbench — {title}") as page:
         gr.Markdown(f"## {heading}\n{intro}")
         gr.Markdown(LIMITS, elem_classes=["limits"])
-        yield page, status_box()
+        yield PageFrame(page, status_box(), link_visitor(context, page))
+
+
+def link_visitor(context: Workbench, page: gr.Blocks):
+    """As the page opens, join it to its browser's visitor (`Sessions.link`): the key the server
+    issued is kept in the browser's storage, so the data set and results a visitor brings on one
+    page are theirs on every page. Returns the link event, for `.then`."""
+    kept = gr.BrowserState("", storage_key=VISITOR_KEY, secret=context.sessions.browser_secret)
+
+    def link(visitor: str | None, request: gr.Request) -> str:
+        return context.sessions.link(visitor, request)
+
+    return wire(page.load, link, kept, kept, api_visibility="private")
 
 
 def end_sessions_on_unload(context: Workbench, demo: gr.Blocks) -> None:
@@ -197,11 +220,12 @@ def data_set_line(context: Workbench, session) -> str:
     return f"Examples and live evaluation: {whose}."
 
 
-def data_source(context: Workbench, page: gr.Blocks, status_out: gr.Markdown) -> list:
+def data_source(context: Workbench, status_out: gr.Markdown, linked) -> list:
     """Where the visitor's data set comes from: an upload (a zip, or a split file plus its
     images; both modes), and in local mode also a typed folder inside the allowed roots,
-    remembered in the browser across pages. Returns the events after which the data set has
-    changed, for the page to chain its own refresh onto."""
+    remembered in the browser across pages. Returns the events after which the data set may
+    have changed (the page's link to its visitor among them: one brought on another page), for
+    the page to chain its own refresh onto."""
     line = gr.Markdown(data_set_line(context, context.session(None)), elem_classes=["data-set"])
     upload = gr.File(label="Upload a data set: a zip, or val.csv (image_path,diagnosis,quality) and its images",
                      file_count="multiple", type="filepath", height=90, elem_classes=["data-upload"])
@@ -213,8 +237,11 @@ def data_source(context: Workbench, page: gr.Blocks, status_out: gr.Markdown) ->
         session.use_upload([Path(f) for f in files], context.hosting)
         return data_set_line(context, session)
 
+    def shown(request: gr.Request) -> str:
+        return data_set_line(context, context.session(request))
+
     changed = [wire(upload.upload, uploaded, upload, [line, status_out], api_visibility="private",
-                    concurrency_limit=1)]
+                    concurrency_limit=1), wire(linked.then, shown, None, line, api_visibility="private")]
     if not context.hosting.hosted:
         remembered = gr.BrowserState(context.default_data, storage_key=DATA_FOLDER_KEY, secret=DATA_FOLDER_SECRET)
         field = gr.Textbox(value=context.default_data, label="…or a data folder on this machine",
@@ -231,7 +258,7 @@ def data_source(context: Workbench, page: gr.Blocks, status_out: gr.Markdown) ->
         def remember(text: str) -> str:
             return text
 
-        restored = wire(page.load, restore, remembered, field, api_visibility="private")
+        restored = wire(linked.then, restore, remembered, field, api_visibility="private")
         changed.append(wire(restored.then, typed, field, [line, status_out], api_visibility="private"))
         changed.append(wire(field.submit, typed, field, [line, status_out], api_visibility="private"))
         # Enter then a page change never blurs the field
