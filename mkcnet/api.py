@@ -25,17 +25,25 @@ import torch
 from huggingface_hub import ModelCard, ModelHubMixin, hf_hub_download
 from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError, OfflineModeIsEnabled
 
-from mkcnet.checkpoint import LoadedModel, bundled_models, load_checkpoint, read_header, save_checkpoint
+from mkcnet.checkpoint import (
+    MODEL_CONFIG,
+    MODEL_WEIGHTS,
+    LoadedModel,
+    bundled_models,
+    load_checkpoint,
+    read_header,
+    save_checkpoint,
+)
 from mkcnet.config import ModelConfig
 from mkcnet.data.dataset import normalise
 from mkcnet.data.images import Window, fit_to_model, model_window, read_image
 from mkcnet.errors import UserError
-from mkcnet.hub import BASE_TAGS, LIBRARY, LICENSE, model_card
+from mkcnet.hub import BASE_TAGS, LIBRARY, LICENSE, folder_card, model_card
 from mkcnet.inference.assessment import Assessment, TrustData, assess_outputs, class_names
 from mkcnet.trust.guard import input_statistics
 
 ImageInput = str | Path | bytes | np.ndarray  # a file, its bytes, or a decoded H×W(×C) uint8 array
-WEIGHTS, CONFIG, CARD = "model.safetensors", "config.json", "README.md"
+WEIGHTS, CONFIG = MODEL_WEIGHTS, MODEL_CONFIG  # Hugging Face's model folder, with a README.md card
 
 
 class Model(ModelHubMixin, library_name=LIBRARY, license=LICENSE, tags=list(BASE_TAGS),
@@ -198,22 +206,15 @@ class Model(ModelHubMixin, library_name=LIBRARY, license=LICENSE, tags=list(BASE
         loaded, save_directory = self.loaded, Path(save_directory)
         # Keep the stored precision: fp16 bundles stay fp16 (and fp16 → fp32 → fp16 is exact).
         half = loaded.path is not None and _stored_half(loaded.path)
-        save_checkpoint(save_directory / "model", loaded.task_net, None, loaded.config, loaded.info, half=half,
+        save_checkpoint(save_directory / WEIGHTS, loaded.task_net, None, loaded.config, loaded.info, half=half,
                         include_meta=False, calibration=loaded.calibration, guard=loaded.guard,
                         prediction_sets=loaded.prediction_sets)  # every trust datum travels with the weights
-        os.replace(save_directory / "model.json", save_directory / CONFIG)
 
     def generate_model_card(self, *args, **kwargs) -> ModelCard:
         """The card: hub metadata (license, library_name, tags, datasets, model-index) over this
         model's own card text when it has one (a bundled model's README.md), else a short one."""
-        body = None
         folder = self.loaded.path.parent if self.loaded.path is not None else None
-        if folder is not None and (folder / CARD).is_file():
-            from mkcnet.hub import strip_front_matter
-
-            body = strip_front_matter((folder / CARD).read_text(encoding="utf-8"))
-        elif folder is not None and (folder / "MODEL.md").is_file():  # the bundles' card before the hub layout
-            body = (folder / "MODEL.md").read_text(encoding="utf-8")
+        body = folder_card(folder) if folder is not None else None
         return model_card(read_header(self.loaded.path) if self.loaded.path else {}, self.name, body)
 
     @classmethod
@@ -269,10 +270,10 @@ def load(name_or_path: str | Path, device: str = "cpu") -> Model:
     text = str(name_or_path)
     bundled = bundled_models()
     folder = bundled.get(text) or (Path(text) if Path(text).is_dir() else None)
-    if folder is not None and not (folder / CONFIG).is_file():  # a run directory, or a bundle of the older layout
-        model = Model(load_checkpoint(folder), name=folder.resolve().name)
-    elif folder is not None:
+    if folder is not None and (folder / WEIGHTS).is_file() and (folder / CONFIG).is_file():  # Hugging Face's layout
         model = Model.from_pretrained(folder, name=folder.resolve().name)
+    elif folder is not None:  # a run directory (its config.json is a RunConfig), or a model folder saved before
+        model = Model(load_checkpoint(folder), name=folder.resolve().name)
     elif Path(text).suffix in (".safetensors", ".json") or Path(text).with_suffix(".safetensors").is_file():
         model = Model(load_checkpoint(text))
     elif text.count("/") == 1 and not Path(text).exists():

@@ -2,11 +2,13 @@
 
 `NAME.safetensors` holds the Task Net (`task.*`) and, for meta methods, the Meta Learner
 (`meta.*`) and, once `mkcnet calibrate` has run, the out-of-distribution guard's reference
-(`guard.*`); its header metadata carries the same JSON as `NAME.json` beside it (config, info,
+(`guard.*`); its header metadata carries the same JSON as the file beside it (config, info,
 and the "calibration", "guard" and "prediction_sets" sections), so either file alone rebuilds the
-model. A checkpoint from before a section existed loads without it (the feature is then absent). Every
-write goes to a temporary file and is renamed into place, so a killed run never leaves a
-truncated checkpoint.
+model. That side file is `NAME.json` for a run's `best`/`last`, and `config.json` for a model
+folder's `model.safetensors` (Hugging Face's layout: the bundles, `save_pretrained`); see
+`side_json`. A checkpoint from before a section existed loads without it (the feature is then
+absent). Every write goes to a temporary file and is renamed into place, so a killed run never
+leaves a truncated checkpoint.
 """
 
 from __future__ import annotations
@@ -33,6 +35,22 @@ from mkcnet.trust.conformal import PredictionSets
 from mkcnet.trust.guard import Guard
 
 FORMAT = "mkcnet-checkpoint/1"
+# A model folder in Hugging Face's layout: these two, and a README.md card (mkcnet.hub).
+MODEL_WEIGHTS, MODEL_CONFIG = "model.safetensors", "config.json"
+OLD_MODEL_CONFIG = "model.json"  # a model folder's side file before it took Hugging Face's names
+
+
+def side_json(weights: Path) -> Path:
+    """The JSON written beside a checkpoint's weights: `config.json` for a model folder's
+    `model.safetensors` (Hugging Face's name), `NAME.json` for any other `NAME.safetensors` (a
+    run's best.json and last.json; a run's own config.json is its RunConfig, never this).
+
+    Example:
+        >>> side_json(Path("checkpoints/x/model.safetensors")).name, side_json(Path("runs/a/best.safetensors")).name
+        ('config.json', 'best.json')
+    """
+    weights = Path(weights)
+    return weights.with_name(MODEL_CONFIG) if weights.name == MODEL_WEIGHTS else weights.with_suffix(".json")
 
 
 def _state(prefix: str, module: nn.Module | None, half: bool) -> dict[str, torch.Tensor]:
@@ -51,7 +69,8 @@ def save_checkpoint(path: str | Path, task_net: TaskNet, meta: MetaLearner | Non
                     info: dict[str, Any] | None = None, half: bool = False, include_meta: bool = True,
                     calibration: Calibration | None = None, guard: Guard | None = None,
                     prediction_sets: PredictionSets | None = None) -> Path:
-    """Write PATH.safetensors and PATH.json (PATH without suffix). `half` stores fp16 weights."""
+    """Write PATH.safetensors and its JSON (`side_json`: PATH.json, or config.json beside a
+    model.safetensors); PATH without suffix. `half` stores fp16 weights."""
     tensors = _state("task", task_net, half) | (_state("meta", meta, half) if include_meta else {})
     return _write(Path(path).with_suffix(""), tensors, config.to_dict(), info or {}, calibration, guard,
                   prediction_sets)
@@ -68,9 +87,12 @@ def _write(stem: Path, tensors: dict[str, torch.Tensor], config: dict[str, Any],
         header["guard"] = guard.to_header()
         tensors = tensors | {f"guard.{k}": torch.from_numpy(v).contiguous() for k, v in guard.tensors().items()}
     text = json.dumps(header, indent=2, default=float)
-    write_safetensors(stem.with_suffix(".safetensors"), tensors, {"mkcnet": text})
-    atomic_write(stem.with_suffix(".json"), lambda p: p.write_text(text))
-    return stem.with_suffix(".safetensors")
+    weights = stem.with_suffix(".safetensors")
+    write_safetensors(weights, tensors, {"mkcnet": text})
+    atomic_write(side_json(weights), lambda p: p.write_text(text))
+    if weights.name == MODEL_WEIGHTS:  # an older folder's model.json would now say something stale
+        weights.with_name(OLD_MODEL_CONFIG).unlink(missing_ok=True)
+    return weights
 
 
 def write_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
@@ -106,12 +128,19 @@ class LoadedModel:
     prediction_sets: PredictionSets | None = None  # None: fitted before sets existed (no `diagnosis_set`)
 
 
-CHECKPOINT_NAMES = ("best.safetensors", "last.safetensors", "model.safetensors")  # a run's, then a bundle's
+CHECKPOINT_NAMES = ("best.safetensors", "last.safetensors", MODEL_WEIGHTS)  # a run's, then a model folder's
 
 
 def find_checkpoint(directory: Path) -> Path | None:
     """The weights a run directory (best, else last) or a bundled model folder holds; None if none."""
     return next((directory / n for n in CHECKPOINT_NAMES if (directory / n).is_file()), None)
+
+
+def run_folder(weights: Path) -> Path | None:
+    """The training run a checkpoint belongs to (its folder holds the run's config.json), None for
+    a model folder's model.safetensors (whose config.json is the checkpoint's JSON) or a loose file."""
+    folder = Path(weights).parent
+    return folder if Path(weights).name != MODEL_WEIGHTS and (folder / "config.json").is_file() else None
 
 
 def bundled_models() -> dict[str, Path]:
@@ -135,7 +164,7 @@ def bundled_models() -> dict[str, Path]:
 
 def resolve_checkpoint(path: str | Path) -> Path:
     """A run directory (→ its best checkpoint), a model folder, a bundled model's name, a stem, or a
-    .safetensors / .json file."""
+    .safetensors / .json file (a model folder's config.json → its model.safetensors)."""
     path = Path(path)
     if not path.exists() and len(path.parts) == 1 and not path.with_suffix(".safetensors").is_file():
         bundled = bundled_models()
@@ -152,7 +181,7 @@ def resolve_checkpoint(path: str | Path) -> Path:
         if found is None:
             raise UserError(f"no checkpoint (*.safetensors) in {path}")
         return found
-    weights = path.with_suffix(".safetensors")
+    weights = path.with_name(MODEL_WEIGHTS) if path.name == MODEL_CONFIG else path.with_suffix(".safetensors")
     if not weights.is_file():
         raise UserError(f"checkpoint not found: {weights}")
     return weights
@@ -168,9 +197,11 @@ def read_header(weights: Path) -> dict[str, Any]:
         raise UserError(f"{weights} is not a valid safetensors file: {err}") from None
     if "mkcnet" in meta:
         return json.loads(meta["mkcnet"])
-    side = weights.with_suffix(".json")
-    if side.is_file():
-        return json.loads(side.read_text())
+    side = side_json(weights)
+    older = (weights.with_name(OLD_MODEL_CONFIG),) if weights.name == MODEL_WEIGHTS else ()  # folders saved before
+    for candidate in (side, *older):
+        if candidate.is_file():
+            return json.loads(candidate.read_text())
     raise UserError(f"{weights} carries no MKCNet config (expected {side.name} beside it)")
 
 

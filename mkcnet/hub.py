@@ -9,10 +9,12 @@ exactly what the Hub parses. The metrics come from the checkpoint's header: `inf
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+CARD, OLD_CARD = "README.md", "MODEL.md"  # a model folder's card; its name before the hub layout
 LIBRARY = "mkcnet"
 LICENSE = "mit"
 BASE_TAGS = ("mkcnet", "medical-imaging", "image-classification", "image-quality", "calibration",
@@ -97,4 +99,13 @@ def strip_front_matter(text: str) -> str:
     return text
 
 
-__all__ = ["card_data", "card_metrics", "model_card", "strip_front_matter"]
+def folder_card(folder: Path) -> str | None:
+    """The Markdown of a model folder's own card, without its metadata: README.md (the hub layout)
+    stripped of its YAML block, else MODEL.md (a folder saved before it); None if it has neither."""
+    for name in (CARD, OLD_CARD):
+        if (Path(folder) / name).is_file():
+            return strip_front_matter((Path(folder) / name).read_text(encoding="utf-8"))
+    return None
+
+
+__all__ = ["card_data", "card_metrics", "folder_card", "model_card", "strip_front_matter"]

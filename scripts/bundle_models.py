@@ -1,23 +1,29 @@
 """Turn training run directories into the workbench's bundled models: checkpoints/<name>/.
 
-For each run: the best checkpoint's Task Net as fp16 safetensors (no meta learner), a model
-card (MODEL.md, and the same facts in model.json's `info`), and a results pack evaluated with
-the bundled fp16 weights on the validation split (predictions.csv, features.npz, pack.json)
-plus what makes the workbench pages instant: t-SNE and UMAP coordinates of every branch
-(embeddings.npz), the LQ-ratio curves (ood.csv), and for synthetic data the generator
-arguments of each image (synth.csv), from which the app regenerates it. Images themselves
-are never copied: a pack lists image paths only.
+Each bundle is a model folder in Hugging Face's layout: the best checkpoint's Task Net as fp16
+`model.safetensors` (no meta learner) with `config.json` (the checkpoint's JSON: config, info,
+calibration, guard, sets), a model card `README.md` (hub metadata in YAML from
+`mkcnet.hub.model_card` — license, library_name, tags, data set, a model-index with the AUCs and
+ECE — over the Markdown written here; the same facts are in config.json's `info`), and a
+results pack evaluated with the bundled fp16 weights on the validation split (predictions.csv,
+features.npz, pack.json) plus what makes the workbench pages instant: t-SNE and UMAP
+coordinates of every branch (embeddings.npz), the LQ-ratio curves (ood.csv), and for synthetic
+data the generator arguments of each image (synth.csv), from which the app regenerates it.
+Images themselves are never copied: a pack lists image paths only.
 
     python scripts/bundle_models.py --standard          # the four bundled models, from runs/
     python scripts/bundle_models.py RUN NAME [--root DATA] [--split val.csv] [--title T]
     python scripts/bundle_models.py --refresh NAME...   # calibration, guard, sets, pack, card only
     python scripts/bundle_models.py --sets NAME...      # prediction sets and default window only
+    python scripts/bundle_models.py --convert NAME...   # a bundle saved before the hub layout: model.json,
+                                                        # MODEL.md → config.json, README.md (weights untouched)
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import sys
 import time
@@ -30,7 +36,19 @@ import pandas as pd
 from mkcnet.analysis.embedding import embed
 from mkcnet.analysis.ood import lq_ratio_curves
 from mkcnet.analysis.reliability import reliability_tables
-from mkcnet.checkpoint import load_checkpoint, read_header, save_checkpoint, update_trust
+from mkcnet.checkpoint import (
+    MODEL_WEIGHTS,
+    OLD_MODEL_CONFIG,
+    load_checkpoint,
+    read_header,
+    save_checkpoint,
+    side_json,
+    update_trust,
+)
+from mkcnet.config import RunConfig
+from mkcnet.files import atomic_write
+from mkcnet.hub import CARD, OLD_CARD, folder_card
+from mkcnet.hub import model_card as hub_card
 from mkcnet.inference.evaluate import calibrate_checkpoint, evaluate_split
 from mkcnet.inference.results import ResultsPack
 from mkcnet.presets import DATASETS, TRAINING
@@ -245,9 +263,18 @@ and its probabilities are then not to be trusted.
 """
 
 
+def write_card(target: Path, body: str) -> Path:
+    """The bundle's README.md: hub metadata from its checkpoint's header (the model-index: the
+    AUCs in `info.metrics`, the calibrated ECE) over `body`; a MODEL.md of the older layout goes."""
+    card = hub_card(read_header(target / MODEL_WEIGHTS), target.name, body)
+    atomic_write(target / CARD, lambda p: p.write_text(str(card), encoding="utf-8"))
+    (target / OLD_CARD).unlink(missing_ok=True)
+    return target / CARD
+
+
 def trust_pack_and_card(target: Path, info: dict, config, root: Path, split: str) -> ResultsPack:
     """Fit temperatures and the guard on the bundled fp16 weights, evaluate them into the results
-    pack, and write what was measured into model.json's `info` and the card."""
+    pack, and write what was measured into config.json's `info` and the card."""
     weights = target / "model"
     bundled = calibrate_checkpoint(weights, root / split, root / config.data.train_split, root,
                                    device="cpu", progress=False)
@@ -261,7 +288,7 @@ def trust_pack_and_card(target: Path, info: dict, config, root: Path, split: str
     info["prediction_sets"] = sets_card(bundled.prediction_sets)
     info["reliability"] = {kind: curve.to_dict("records") for kind, curve in reliability_tables(pack).items()}
     update_trust(weights, bundled.calibration, bundled.guard, info, bundled.prediction_sets)
-    (target / "MODEL.md").write_text(model_card(info, config))
+    write_card(target, model_card(info, config))
     return pack
 
 
@@ -291,7 +318,7 @@ def fit_sets(name: str, out: Path, root: str | None = None, split: str | None = 
     raw = read_header(model.path)["config"]  # as stored: only the window is added
     raw["model"].setdefault("window", None if config.model.window is None else list(config.model.window))
     update_trust(target, model.calibration, model.guard, info, model.prediction_sets, raw)
-    (target / "MODEL.md").write_text(model_card(info, config))
+    write_card(target, model_card(info, config))
     m = model.prediction_sets.measured
     print(f"{name}: sets at {model.prediction_sets.coverage:.0%}: coverage {m['coverage']:.3f}, size {m['size']:.2f}; "
           f"window {config.model.window}")
@@ -308,6 +335,23 @@ def refresh(name: str, out: Path, root: str | None = None, split: str | None = N
     trust_pack_and_card(target, info, model.config, Path(root or model.config.data.root), split or info["split"])
     print(f"{name}: refreshed calibration, guard, pack and card, {time.perf_counter() - start:.0f} s")
     return info
+
+
+def convert(name: str, out: Path, root: str | None = None, split: str | None = None) -> dict:
+    """Bring a bundle saved before the hub layout to it: model.json becomes config.json (the same
+    bytes), MODEL.md becomes README.md under hub metadata (the same Markdown). The weights and the
+    results pack are not touched. Run again, it only rewrites README.md's metadata from the header."""
+    target = out / name
+    weights = target / MODEL_WEIGHTS
+    if (target / OLD_MODEL_CONFIG).is_file():
+        os.replace(target / OLD_MODEL_CONFIG, side_json(weights))
+    header = read_header(weights)
+    body = folder_card(target)  # README.md without its metadata, else MODEL.md
+    if body is None:  # no card at all: the one `--refresh` would write, from the header alone
+        body = model_card(header["info"], RunConfig.from_dict(header["config"]))
+    write_card(target, body)
+    print(f"{name}: {side_json(weights).name}, {CARD}")
+    return header["info"]
 
 
 def bundle(run: Path, name: str, out: Path, root: str | None = None, split: str | None = None,
@@ -365,18 +409,20 @@ def main(argv: list[str] | None = None) -> int:
                    "models, re-evaluate their packs and rewrite their cards (no training run needed)")
     p.add_argument("--sets", nargs="+", metavar="NAME", help="fit the prediction sets of bundled models on their "
                    "validation split and give them their data set's default window; nothing else changes")
+    p.add_argument("--convert", nargs="+", metavar="NAME", help="move bundles of the older layout (model.json, "
+                   "MODEL.md) to Hugging Face's (config.json, README.md with hub metadata); weights untouched")
     p.add_argument("--title")
     p.add_argument("--command", help="the training command to print on the card (default: reconstructed)")
     args = p.parse_args(argv)
-    for names, update in ((args.sets, fit_sets), (args.refresh, refresh)):  # updates of existing bundles
+    for names, update in ((args.sets, fit_sets), (args.refresh, refresh), (args.convert, convert)):  # existing bundles
         if names:
             for name in names:
-                if not (args.out / name / "model.safetensors").is_file():
+                if not (args.out / name / MODEL_WEIGHTS).is_file():
                     p.error(f"no bundled model {name!r} in {args.out}")
                 update(name, args.out, args.root, args.split)
             return 0
     if not args.standard and not (args.run and args.name):
-        p.error("give RUN and NAME, --standard, or --refresh NAME...")
+        p.error("give RUN and NAME, --standard, or --refresh / --sets / --convert NAME...")
     if args.standard:
         jobs = [(Path(b.run), b.name, rank, b.script) for rank, b in enumerate(STANDARD)]
     else:  # a standard bundle's name keeps its rank and script

@@ -164,7 +164,7 @@ def test_save_pretrained_round_trip_is_bit_identical_and_its_card_is_hub_metadat
 
 def test_the_new_modules_doctests_pass(monkeypatch):
     monkeypatch.chdir(REPO)  # the examples name the bundled assets relative to a clone
-    for name in ("mkcnet.api", "mkcnet.hub", "mkcnet.inference.assessment"):
+    for name in ("mkcnet.api", "mkcnet.hub", "mkcnet.checkpoint", "mkcnet.inference.assessment"):
         result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
         assert result.failed == 0 and result.attempted > 0, name
 

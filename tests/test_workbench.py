@@ -70,10 +70,12 @@ def test_bundle_holds_fp16_task_net_card_and_pack(zoo_dir):
         keys = [k for k in f.keys() if not k.startswith("guard.")]  # the out-of-distribution reference: fp32
         assert all(k.startswith("task.") for k in keys)
         assert {f.get_tensor(k).dtype for k in keys if f.get_tensor(k).is_floating_point()} == {torch.float16}
-    card = (bundle / "MODEL.md").read_text()
+    assert {p.name for p in bundle.iterdir()} == {"model.safetensors", "config.json", "README.md", "results"}
+    card = (bundle / "README.md").read_text()
+    assert card.startswith("---\n") and "library_name: mkcnet" in card  # hub metadata over the Markdown
     assert "Validation metrics" in card and "mkcnet train" in card and "not a medical device" in card
     assert "ECE raw → calibrated" in card and "Out-of-distribution guard" in card and "Reliability (diagnosis" in card
-    info = json.loads((bundle / "model.json").read_text())["info"]
+    info = json.loads((bundle / "config.json").read_text())["info"]
     assert info["modality"] == "ct" and "diagnosis.auc" in info["metrics"]
     for name in ("predictions.csv", "features.npz", "pack.json", "embeddings.npz", "ood.csv"):
         assert (bundle / "results" / name).is_file(), name
@@ -105,17 +107,49 @@ def test_refresh_refits_the_guard_and_rewrites_the_card(zoo_dir, tmp_path):
     out = tmp_path / "checkpoints"
     shutil.copytree(zoo_dir / "tiny-vanilla", out / "tiny-vanilla")
     before = load_checkpoint(out / "tiny-vanilla")
-    (out / "tiny-vanilla" / "MODEL.md").unlink()
+    (out / "tiny-vanilla" / "README.md").unlink()
     shutil.rmtree(out / "tiny-vanilla" / "results")
     assert bundle_models.main(["--refresh", "tiny-vanilla", "--out", str(out)]) == 0
     after = load_checkpoint(out / "tiny-vanilla")
     assert after.guard.threshold == pytest.approx(before.guard.threshold)  # same weights, same data
     assert after.calibration.temperatures == pytest.approx(before.calibration.temperatures)
     assert read_header(out / "tiny-vanilla" / "model.safetensors")["info"]["title"] == before.info["title"]
-    assert "Reliability (diagnosis" in (out / "tiny-vanilla" / "MODEL.md").read_text()
+    assert "Reliability (diagnosis" in (out / "tiny-vanilla" / "README.md").read_text()
     assert (out / "tiny-vanilla" / "results" / "predictions.csv").is_file()
     with pytest.raises(SystemExit):
         bundle_models.main(["--refresh", "no-such-model", "--out", str(out)])
+
+
+def test_convert_brings_an_older_bundle_to_the_hub_layout(zoo_dir, tmp_path):
+    """`bundle_models.py --convert`: a bundle of the older layout (model.json, MODEL.md) loads and
+    shows its card as it is, and converts to config.json (the same bytes) and README.md (hub
+    metadata over the same Markdown) with its weights untouched; converting again changes nothing."""
+    import shutil
+
+    import mkcnet
+    from mkcnet.checkpoint import load_checkpoint
+    from mkcnet.hub import strip_front_matter
+
+    bundle_models = load_script("bundle_models")
+    out = tmp_path / "checkpoints"
+    folder = out / "tiny-mkcnet"
+    shutil.copytree(zoo_dir / "tiny-mkcnet", folder)
+    body = strip_front_matter((folder / "README.md").read_text())
+    (folder / "config.json").rename(folder / "model.json")
+    (folder / "README.md").unlink()
+    (folder / "MODEL.md").write_text(body)
+    weights, side = (folder / "model.safetensors").read_bytes(), (folder / "model.json").read_bytes()
+    assert load_checkpoint(folder).info["title"] and ModelZoo([out]).entry("tiny-mkcnet").card_markdown() == body
+    assert mkcnet.load(folder).name == "tiny-mkcnet"  # the older layout still loads (not through from_pretrained)
+
+    assert bundle_models.main(["--convert", "tiny-mkcnet", "--out", str(out)]) == 0
+    assert {p.name for p in folder.iterdir()} == {"model.safetensors", "config.json", "README.md", "results"}
+    assert (folder / "model.safetensors").read_bytes() == weights and (folder / "config.json").read_bytes() == side
+    card = (folder / "README.md").read_text()
+    assert card.startswith("---\n") and strip_front_matter(card) == body
+    assert ModelZoo([out]).entry("tiny-mkcnet").card_markdown() == body
+    assert bundle_models.main(["--convert", "tiny-mkcnet", "--out", str(out)]) == 0
+    assert (folder / "README.md").read_text() == card  # idempotent
 
 
 def test_bundled_embeddings_are_used_as_stored(context, zoo_dir):

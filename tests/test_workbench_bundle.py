@@ -1,7 +1,9 @@
-"""The models bundled in checkpoints/: the size budget, cards, packs, and no images."""
+"""The models bundled in checkpoints/: Hugging Face's layout, the size budget, cards, packs, and no images."""
 
 from __future__ import annotations
 
+import json
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +14,50 @@ from mkcnet.inference.results import ResultsPack
 from mkcnet.workbench.zoo import ModelZoo
 
 REPO = Path(__file__).resolve().parents[1]
+BUNDLED = ("synth-fundus-mkcnet", "synth-fundus-vanilla", "ct-iqad-mkcnet", "ct-iqad-vanilla")
+
+
+@pytest.mark.parametrize("name", BUNDLED)
+def test_each_bundle_is_a_hugging_face_model_folder(name, monkeypatch):
+    """model.safetensors, config.json (the header's JSON) and a README.md whose YAML the Hub parses:
+    library mkcnet, and a model-index whose AUCs are the header's `info.metrics` and whose ECE is its
+    calibration's; `mkcnet.load(name)` reads the folder through `from_pretrained`, without the network."""
+    from huggingface_hub import ModelCard
+
+    import mkcnet
+    from mkcnet.checkpoint import read_header
+    from mkcnet.hub import ECE, METRICS
+
+    def refuse(*args, **kwargs):
+        raise OSError("network unreachable (test)")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    folder = REPO / "checkpoints" / name
+    assert {p.name for p in folder.iterdir()} == {"model.safetensors", "config.json", "README.md", "results"}
+    header = read_header(folder / "model.safetensors")
+    assert json.loads((folder / "config.json").read_text()) == header
+    card = ModelCard.load(folder / "README.md")
+    assert card.data.library_name == "mkcnet" and card.data.license == "mit" and card.data.model_name == name
+    assert card.data.datasets == [header["info"]["dataset"]] and header["info"]["method"] in card.data.tags
+    assert "Validation metrics" in card.text and not card.text.lstrip().startswith("---")
+    metrics = header["info"]["metrics"]
+    expected = {shown: metrics[key] for key, _, shown in METRICS if key in metrics}
+    expected[ECE[2]] = header["calibration"]["scores"][ECE[0]]
+    assert {"AUC (all)", "AUC (HQ)", "AUC (LQ)"} <= set(expected)
+    got = {r.metric_name: r.metric_value for r in card.data.eval_results}
+    assert got == expected
+    assert {r.dataset_split for r in card.data.eval_results} == {header["info"]["split"]}
+
+    calls = []
+    through = mkcnet.Model._from_pretrained.__func__
+
+    def spy(cls, **kwargs):
+        calls.append(Path(kwargs["model_id"]).resolve())
+        return through(cls, **kwargs)
+
+    monkeypatch.setattr(mkcnet.Model, "_from_pretrained", classmethod(spy))
+    model = mkcnet.load(name)
+    assert calls == [folder.resolve()] and model.name == name and model.loaded.info == header["info"]
 
 
 def test_bundled_models_fit_the_budget_with_cards_and_packs():
@@ -27,8 +73,8 @@ def test_bundled_models_fit_the_budget_with_cards_and_packs():
     for name in names:
         folder = bundled / name
         assert (folder / "model.safetensors").stat().st_size < 10_000_000  # no Git LFS needed on Spaces
-        card = (folder / "MODEL.md").read_text()
-        assert "Validation metrics" in card and "mkcnet train" in card
+        card = zoo.entry(name).card_markdown()  # README.md as the workbench shows it: no hub metadata
+        assert card.startswith("# ") and "Validation metrics" in card and "mkcnet train" in card
         pack = ResultsPack.load(folder / "results")
         coords = np.load(folder / "results" / "embeddings.npz")
         assert {f"{m}/{b}" for m in ("tsne", "umap") for b in pack.features} <= set(coords.files)
@@ -42,13 +88,11 @@ def test_the_card_reliability_tables_recount_the_packs():
     """Each bundled card's reliability rows (raw and calibrated) against a recount from its own
     pack: the calibrated rows from the probabilities in predictions.csv, the raw ones from the
     logits those imply under the card's temperature."""
-    import json
-
     from mkcnet.trust.calibration import softmax
 
     for name in ("ct-iqad-mkcnet", "ct-iqad-vanilla", "synth-fundus-mkcnet", "synth-fundus-vanilla"):
         folder = REPO / "checkpoints" / name
-        info = json.loads((folder / "model.json").read_text())["info"]
+        info = json.loads((folder / "config.json").read_text())["info"]
         table = pd.read_csv(folder / "results" / "predictions.csv")
         calibrated = table.filter(regex=r"^prob_diagnosis_").to_numpy(np.float64)
         t = info["calibration"]["temperatures"]["diagnosis"]
@@ -61,7 +105,7 @@ def test_the_card_reliability_tables_recount_the_packs():
                 assert r["n"] == inside.sum(), (name, kind, r)
                 assert r["accuracy"] == pytest.approx(right[inside].mean(), abs=1e-9)
                 assert r["confidence"] == pytest.approx(confidence[inside].mean(), abs=1e-3)  # fp32 csv
-        card = (folder / "MODEL.md").read_text()
+        card = (folder / "README.md").read_text()
         assert all(f"| {r['low']:.0%}-{r['high']:.0%} |" in card for r in info["reliability"]["calibrated"])
 
 

@@ -48,9 +48,10 @@ def named(items: list[str], by: str, method_of) -> list[tuple[str, Path]]:
 
 def _config(path: Path) -> dict:
     config = path / "config.json"
-    if not config.is_file():
-        raise UserError(f"{path}: no config.json (not a run directory)")
-    return json.loads(config.read_text())
+    raw = json.loads(config.read_text()) if config.is_file() else None
+    if raw is None or "format" in raw:  # none, or a model folder's (a checkpoint's JSON, not a RunConfig)
+        raise UserError(f"{path}: no run's config.json (not a run directory)")
+    return raw
 
 
 # -- commands ------------------------------------------------------------------------------------

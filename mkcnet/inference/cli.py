@@ -94,15 +94,15 @@ def print_sets(sets: dict | None) -> None:
 def run_calibrate(args: argparse.Namespace) -> int:
     import contextlib
 
-    from mkcnet.checkpoint import resolve_checkpoint
+    from mkcnet.checkpoint import resolve_checkpoint, run_folder
     from mkcnet.inference.evaluate import calibrate_checkpoint
     from mkcnet.run_lock import hold_run
 
     if not 0.5 <= args.coverage < 1:
         raise UserError(f"--coverage must lie in [0.5, 1), got {args.coverage}")
-    folder = resolve_checkpoint(args.checkpoint).parent
+    run = run_folder(resolve_checkpoint(args.checkpoint))
     # Calibration rewrites the checkpoint: in a run folder, not while its run writes it too.
-    with hold_run(folder) if (folder / "config.json").is_file() else contextlib.nullcontext():
+    with hold_run(run) if run is not None else contextlib.nullcontext():
         model = calibrate_checkpoint(args.checkpoint, args.split, args.train_split, args.root, args.guard,
                                      device=args.device, progress=not args.quiet, coverage=args.coverage,
                                      sets_only=args.sets_only)

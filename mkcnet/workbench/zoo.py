@@ -2,10 +2,13 @@
 
 A zoo entry is a folder holding a checkpoint and, optionally, a results pack:
 
-    checkpoints/<name>/model.safetensors, model.json   fp16 Task Net (scripts/bundle_models.py)
-    checkpoints/<name>/MODEL.md                         the model card
+    checkpoints/<name>/model.safetensors, config.json  fp16 Task Net and its JSON (scripts/bundle_models.py)
+    checkpoints/<name>/README.md                        the model card: hub metadata (YAML) over Markdown
     checkpoints/<name>/results/                         predictions.csv, features.npz, pack.json,
                                                         embeddings.npz (precomputed 2-D coordinates)
+
+The first three are Hugging Face's layout (`mkcnet.load` reads the folder through
+`Model.from_pretrained`); a folder saved before it (model.json, MODEL.md) still loads.
 
 A training run directory works too (best.safetensors, and its `mkcnet evaluate` pack in
 eval-val/), so `MKCNET_CHECKPOINTS=runs/ct-iqad` shows a user's own runs.
@@ -22,6 +25,7 @@ from typing import Any
 from mkcnet.checkpoint import LoadedModel, find_checkpoint, load_checkpoint, read_header
 from mkcnet.config import ModelConfig, RunConfig
 from mkcnet.errors import UserError
+from mkcnet.hub import folder_card
 from mkcnet.inference.results import ResultsPack, find_pack_dir, load_pack
 from mkcnet.methods import METHODS
 from mkcnet.presets import MODALITY_OF_PRESET, model_modality  # noqa: F401  (the map: scripts/bundle_models.py)
@@ -88,8 +92,10 @@ class ZooEntry:
         return find_pack_dir(self.directory)
 
     def card_markdown(self) -> str:
-        card = self.directory / "MODEL.md"
-        return card.read_text() if card.is_file() else f"**{self.title}** — `{self.weights.name}`"
+        """The model card a person reads: the folder's README.md without its hub metadata (MODEL.md
+        in a folder saved before the hub layout), else one line naming the model."""
+        card = folder_card(self.directory)
+        return card if card is not None else f"**{self.title}** — `{self.weights.name}`"
 
 
 @dataclass
