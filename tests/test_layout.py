@@ -346,8 +346,8 @@ def test_workbench_settings_come_from_the_command_line_then_the_environment():
         WorkbenchSettings.read({"GRADIO_SERVER_PORT": "eighty"})
 
 
-@pytest.mark.parametrize("module", ["mkcnet.files", "mkcnet.inference.inputs", "mkcnet.workbench.settings", "mkcnet.workbench.ui",
-                                    "mkcnet.workbench.context"])
+@pytest.mark.parametrize("module", ["mkcnet.config", "mkcnet.files", "mkcnet.inference.inputs", "mkcnet.workbench.settings",
+                                    "mkcnet.workbench.ui", "mkcnet.workbench.context"])
 def test_the_docstring_examples_run(module):
     import doctest
     import importlib
