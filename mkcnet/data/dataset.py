@@ -241,7 +241,8 @@ def decode_images(files: list[Path], spec: InputSpec, cache: bool | Path = True,
     if missing:
         raise UserError(f"{len(missing)} image(s) not found, e.g. {missing[0]}")
     channels, size = spec.channels, spec.size
-    key = hashlib.sha1(f"{channels}|{size}".encode())
+    # The window renders DICOM and NIfTI; left out of the key when there is none, so those caches stay valid.
+    key = hashlib.sha1((f"{channels}|{size}" + ("" if spec.window is None else f"|{spec.window}")).encode())
     for f in unique:
         stat = f.stat()
         key.update(f"{f.resolve()}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())

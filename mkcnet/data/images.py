@@ -422,8 +422,9 @@ def to_channels(image: np.ndarray, channels: int) -> np.ndarray:
 
 
 def load_resized(source, spec: InputSpec) -> np.ndarray:
-    """Read, convert to the spec's channels and resize to its size: uint8 C×H×W, ready for a model."""
-    return fit_to_model(read_image(source), spec)
+    """Read (DICOM and NIfTI through the spec's window, when it has one, as `mkcnet predict` reads them), convert
+    to the spec's channels and resize to its size: uint8 C×H×W, ready for a model."""
+    return fit_to_model(read_image(source, window=model_window(spec)), spec)
 
 
 def fit_to_model(image: np.ndarray, spec: InputSpec) -> np.ndarray:
