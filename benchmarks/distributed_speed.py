@@ -39,13 +39,13 @@ def epoch_seconds(rank: int, ranks: int, args, rendezvous: str, out: str) -> Non
             torch.cuda.set_device(rank)
         dist.init_process_group(backend, init_method=f"file://{rendezvous}", rank=rank, world_size=ranks)
     config = build_run_config(args.dataset, args.preset, args.method, epochs=1, device=args.device)
-    mc = config.model
+    mc, spec = config.model, config.model.input
     rng = np.random.default_rng(0)
     n = args.images
     table = SplitTable(None, [f"{i}.png" for i in range(n)], rng.integers(0, mc.num_diagnosis, n),
                        rng.integers(0, mc.num_quality, n))
-    images = torch.from_numpy(rng.integers(0, 255, (n, mc.in_chans, mc.image_size, mc.image_size), np.uint8))
-    data = ImageSet(table, images, mc.mean, mc.std)
+    images = torch.from_numpy(rng.integers(0, 255, (n, spec.channels, spec.size, spec.size), np.uint8))
+    data = ImageSet(table, images, spec)
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(config, tmp, progress=False, verbose=False, ranks=distributed.current())
         trainer.stage_one_net = trainer._data_parallel(data)

@@ -29,7 +29,7 @@ def main(repeats: int = 3, per_model: int = 3) -> None:
         model = load_checkpoint(project_path("checkpoints", name))
         times = []
         for e in [e for e in examples if e["modality"] == modality][:per_model]:
-            image = read_image(project_path("assets", "examples", e["file"]), window=model_window(model.config.model))
+            image = read_image(project_path("assets", "examples", e["file"]), window=model_window(model.config.model.input))
             robustness_margin(model, image, modality)  # warm-up
             for _ in range(repeats):
                 start = time.perf_counter()

@@ -54,11 +54,11 @@ def main() -> None:
               f"median of {args.repeats}")
         print(f"{'':28} {'torch':>10} {'onnxruntime':>12} {'ratio':>7}")
         for batch in (1, 32):
-            x = rng.integers(0, 256, (batch, c.in_chans, c.image_size, c.image_size), dtype=np.uint8)
+            x = rng.integers(0, 256, (batch, c.input.channels, c.input.size, c.input.size), dtype=np.uint8)
 
             def on_torch(x=x):
                 with torch.no_grad():
-                    model.loaded.task_net(normalise(torch.from_numpy(x), c.mean, c.std))
+                    model.loaded.task_net(normalise(torch.from_numpy(x), c.input))
 
             t, o = median_seconds(on_torch, args.repeats), median_seconds(lambda x=x: runtime.run(x), args.repeats)
             if batch == 1:

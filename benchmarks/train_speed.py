@@ -35,16 +35,15 @@ def make_trainer(label: str, args, data_cache: dict, workdir: str) -> tuple[Trai
                                                   {"meta_step": "pseudo", "meta_scope": step})
     config = build_run_config(args.dataset, args.preset, method, epochs=1, device=args.device,
                               channels_last=args.channels_last, meta_image_size=args.meta_image_size, **overrides)
-    mc = config.model
-    key = (mc.in_chans, mc.image_size)
-    if key not in data_cache:
+    mc, spec = config.model, config.model.input
+    if spec not in data_cache:
         rng = np.random.default_rng(0)
         n = args.images
         table = SplitTable(None, [f"{i}.png" for i in range(n)], rng.integers(0, mc.num_diagnosis, n),
                            rng.integers(0, mc.num_quality, n))
-        images = torch.from_numpy(rng.integers(0, 255, (n, mc.in_chans, mc.image_size, mc.image_size), np.uint8))
-        data_cache[key] = ImageSet(table, images, mc.mean, mc.std)
-    return Trainer(config, f"{workdir}/{label}", progress=False, verbose=False), data_cache[key]
+        images = torch.from_numpy(rng.integers(0, 255, (n, spec.channels, spec.size, spec.size), np.uint8))
+        data_cache[spec] = ImageSet(table, images, spec)
+    return Trainer(config, f"{workdir}/{label}", progress=False, verbose=False), data_cache[spec]
 
 
 def measure(args) -> dict[str, list[float]]:

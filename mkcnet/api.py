@@ -96,7 +96,7 @@ class Model(ModelHubMixin, library_name=LIBRARY, license=LICENSE, tags=list(BASE
               window: Window | None = None) -> tuple[list[str], list[Any], list[str]]:
         """(source names, decoded images or None, errors) for one input or a list of them; DICOM and
         NIfTI rendered with `window`, else the model's default window (as `mkcnet predict` does)."""
-        window = window or model_window(self.config)
+        window = window or model_window(self.config.input)
         if isinstance(images, (str, Path, bytes, np.ndarray)):
             images = [images]
         sources, decoded, errors = [], [], []
@@ -112,9 +112,8 @@ class Model(ModelHubMixin, library_name=LIBRARY, license=LICENSE, tags=list(BASE
 
     def tensor(self, image: np.ndarray) -> torch.Tensor:
         """A decoded uint8 H×W×C image as the network's normalised 1×C×S×S input (as `mkcnet predict` feeds it)."""
-        c = self.config
-        chw = fit_to_model(image, c.in_chans, c.image_size)
-        return normalise(torch.from_numpy(np.array(chw, copy=True))[None], c.mean, c.std)
+        chw = fit_to_model(image, self.config.input)
+        return normalise(torch.from_numpy(np.array(chw, copy=True))[None], self.config.input)
 
     # ---- predictions ------------------------------------------------------------------------------
 

@@ -9,7 +9,33 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mkcnet.errors import UserError
 from mkcnet.files import atomic_write
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What a network reads: `channels`×`size`×`size` images, (x/255 − mean)/std per channel, DICOM/NIfTI through `window`.
+
+    >>> InputSpec(1, 128, [0.5], [0.25])
+    InputSpec(channels=1, size=128, mean=(0.5,), std=(0.25,), window=None)
+    """
+
+    channels: int
+    size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    window: tuple[float, float] | None = None
+
+    def __post_init__(self):
+        # Tuples of floats whatever they came as (JSON lists, ints), so that equal specs compare and hash equal.
+        window = None if self.window is None else tuple(float(v) for v in self.window)
+        for name, value in (("channels", int(self.channels)), ("size", int(self.size)), ("window", window),
+                            ("mean", tuple(float(v) for v in self.mean)), ("std", tuple(float(v) for v in self.std))):
+            object.__setattr__(self, name, value)  # frozen: set once, here
+        if len(self.mean) != self.channels or len(self.std) != self.channels:
+            raise UserError(f"the input's mean and std need {self.channels} value(s), one per channel; got "
+                            f"{len(self.mean)} and {len(self.std)}")
 
 
 @dataclass
@@ -44,6 +70,11 @@ class ModelConfig:
     def same_network(self, other: ModelConfig) -> bool:
         """Whether `other` builds the same network; how raw files are read (the window) does not change it."""
         return dataclasses.replace(self, window=None) == dataclasses.replace(other, window=None)
+
+    @property
+    def input(self) -> InputSpec:
+        """What the network reads, as one value for the loaders and resizers (the JSON keeps the fields)."""
+        return InputSpec(self.in_chans, self.image_size, self.mean, self.std, self.window)
 
     @property
     def num_auxiliary(self) -> int:

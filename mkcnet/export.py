@@ -84,8 +84,8 @@ def export_onnx(checkpoint: str | Path | LoadedModel, out: str | Path, opset: in
     task_net = model.task_net.float().eval().cpu()
     heads = tuple(h for h in HEAD_ORDER if h in task_net.heads)
     feature = model.guard.feature if model.guard is not None else "backbone"
-    c = model.config.model
-    example = torch.zeros(2, c.in_chans, c.image_size, c.image_size)
+    spec = model.config.model.input
+    example = torch.zeros(2, spec.channels, spec.size, spec.size)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     names = [*heads, FEATURE]
@@ -101,11 +101,12 @@ def export_onnx(checkpoint: str | Path | LoadedModel, out: str | Path, opset: in
         header["calibration"] = model.calibration.to_dict()
     if model.guard is not None:
         header["guard"] = model.guard.to_header()
-    spec = {"name": INPUT, "channels": c.in_chans, "size": c.image_size, "mean": list(c.mean), "std": list(c.std),
-            "resize": "bilinear (Pillow, reducing_gap=2.0) to size×size", "layout": "NCHW float32, (x/255 - mean)/std",
-            "window": list(c.window) if getattr(c, "window", None) else None, "window_note": WINDOW_NOTE,
-            "outputs": names, "feature": feature}
-    meta = {"mkcnet": json.dumps(header, default=float), "mkcnet.input": json.dumps(spec)}
+    # The InputSpec's fields under their own names: the onnxruntime path builds its InputSpec from them.
+    described = {"name": INPUT, "channels": spec.channels, "size": spec.size, "mean": list(spec.mean),
+                 "std": list(spec.std), "resize": "bilinear (Pillow, reducing_gap=2.0) to size×size",
+                 "layout": "NCHW float32, (x/255 - mean)/std", "window": list(spec.window) if spec.window else None,
+                 "window_note": WINDOW_NOTE, "outputs": names, "feature": feature}
+    meta = {"mkcnet": json.dumps(header, default=float), "mkcnet.input": json.dumps(described)}
     if model.guard is not None:
         meta["mkcnet.guard"] = json.dumps({k: encode_array(v) for k, v in model.guard.tensors().items()})
     del graph.metadata_props[:]

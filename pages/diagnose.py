@@ -132,7 +132,7 @@ class DiagnoseEvents:
         if not file:
             return gr.update(visible=False, value=0), ""
         zoo_model = self.context.zoo.model(model_name)
-        window = chosen_window(window_name, centre, width) or model_window(zoo_model.config)
+        window = chosen_window(window_name, centre, width) or model_window(zoo_model.config.input)
         volume = read_volume(file, window)
         # (a slider needs minimum < maximum: a one-slice file keeps 0–1, hidden)
         return (gr.update(minimum=0, maximum=max(volume.count - 1, 1), value=volume.middle, visible=volume.count > 1),
@@ -148,7 +148,7 @@ class DiagnoseEvents:
         prepared = self.prepared(zoo_model, file, *what)
         margin = None
         if switched_on(robust):
-            window = chosen_window(window_name, centre, width) or model_window(zoo_model.config)
+            window = chosen_window(window_name, centre, width) or model_window(zoo_model.config.input)
             margin = robustness_for(zoo_model, context.images.read(file, slice=int(slice_k or 0), window=window))
         view = panel_view(zoo_model, prepared, "", 0, session, with_cams=False, margin=margin)
         change = true_label_text(zoo_model, context.example_of(file, session, zoo_model.entry.modality), view.reading)
@@ -208,7 +208,7 @@ class DiagnoseEvents:
         context = self.context
         zoo_model, session = context.zoo.model(model_name), context.session(request, file)
         prepared = self.prepared(zoo_model, file, family_name, level, seed_value, window_name, centre, width, slice_k)
-        window = chosen_window(window_name, centre, width) or model_window(zoo_model.config)
+        window = chosen_window(window_name, centre, width) or model_window(zoo_model.config.input)
         margin = robustness_for(zoo_model, context.images.read(file, slice=int(slice_k or 0), window=window)) \
             if switched_on(robust) else None
         reading, overlays = analyse(zoo_model, prepared, cam_method or DEFAULT_METHOD, float(weight or 0.5), margin)

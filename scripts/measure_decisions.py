@@ -53,7 +53,7 @@ def margins(name: str, modality: str) -> list[tuple[str, str, str, float]]:
     examples = json.loads((REPO / "assets" / "examples" / "examples.json").read_text())
     out = []
     for e in (e for e in examples if e["modality"] == modality):
-        image = read_image(REPO / "assets" / "examples" / e["file"], window=model_window(model.config.model))
+        image = read_image(REPO / "assets" / "examples" / e["file"], window=model_window(model.config.model.input))
         start = time.perf_counter()
         m = robustness_margin(model, image, modality)
         seconds = time.perf_counter() - start

@@ -57,10 +57,10 @@ def features(model, files: list[Path]) -> tuple[dict[str, np.ndarray], np.ndarra
     for start in range(0, len(files), 64):
         images = [read_image(f) for f in files[start:start + 64]]
         stats += [input_statistics(im) for im in images]
-        x = torch.from_numpy(np.stack([fit_to_model(im, mc.in_chans, mc.image_size) for im in images]))
+        x = torch.from_numpy(np.stack([fit_to_model(im, mc.input) for im in images]))
         unknown = np.full(len(images), UNKNOWN)
         chunk = ImageSet(SplitTable(Path("."), [str(f) for f in files[start:start + 64]], unknown, unknown), x,
-                         mc.mean, mc.std)
+                         mc.input)
         feats.append(predict_batches(model.task_net, chunk.batches(64), extra_features=FEATURES).features)
     return {k: np.concatenate([f[k] for f in feats]) for k in FEATURES}, np.array(stats)
 

@@ -78,7 +78,7 @@ def main() -> int:
     step = PseudoStep.of(optimizer, task_net)
     table = read_split(args.data / config.data.train_split, args.data, config.data.diagnosis_map, mc.num_diagnosis,
                        mc.num_quality, quality_map=config.data.quality_map)
-    data = ImageSet.load(table, mc.in_chans, mc.image_size, mc.mean, mc.std, progress=False)
+    data = ImageSet.load(table, mc.input, progress=False)
     batches = data.batches(tc.batch_size, shuffle=True, generator=torch.Generator().manual_seed(args.seed))
     rows: dict[str, list[float]] = {}
     for _, batch in zip(range(args.batches), batches):

@@ -30,7 +30,7 @@ def model():
     rng = np.random.default_rng(0)
     labels = [(d, q) for d in (0, 1) for q in (0, 1)] * 4
     x = normalise(torch.from_numpy(np.stack([make_image(d, q, rng, size=SIZE)[None] for d, q in labels])),
-                  config.model.mean, config.model.std)
+                  config.model.input)
     y = torch.tensor(labels)
     optimiser = torch.optim.SGD(task_net.parameters(), lr=0.05, momentum=0.9)
     for _ in range(15):
@@ -49,7 +49,7 @@ def batch(model) -> torch.Tensor:
     config, _ = model
     rng = np.random.default_rng(0)
     images = np.stack([make_image(d, q, rng, size=SIZE)[None] for d, q in ((0, 1), (1, 0), (1, 1))])
-    return normalise(torch.from_numpy(images), config.model.mean, config.model.std)
+    return normalise(torch.from_numpy(images), config.model.input)
 
 
 def test_the_maps_are_large_enough_to_tell_methods_apart(model, batch):
@@ -149,11 +149,11 @@ def test_the_diagnosis_map_points_at_the_evidence(tmp_path):
     config.train.lr = 0.03
     present, _, images = blobs(64)
     train = ImageSet(SplitTable(None, [str(i) for i in range(64)], present, rng.integers(0, 2, 64)), images,
-                     config.model.mean, config.model.std)
+                     config.model.input)
     trainer = Trainer(config, tmp_path / "run", progress=False, verbose=False)
     trainer.fit(train)
     present, side, images = blobs(40)
-    x = normalise(images, config.model.mean, config.model.std)
+    x = normalise(images, config.model.input)
     for method in ("Grad-CAM", "HiResCAM"):
         maps = compute_cams(trainer.task_net.eval(), x, method, categories={"diagnosis": 1}).maps["diagnosis"]
         left, right = maps[..., :16].sum((1, 2)), maps[..., 16:].sum((1, 2))

@@ -63,6 +63,21 @@ def test_dicom_modality_lut_and_windows_by_hand(tmp_path):
     assert read_image(inverted)[..., 0].tolist() == [[255, 191], [127, 0]]
 
 
+def test_a_split_of_dicom_files_is_decoded_through_the_models_window(tmp_path):
+    """Training, evaluation and the CAMs read a split as `mkcnet predict` reads one file: through the model's
+    window (its InputSpec's), else the file's; the decoded-image cache keeps the two apart."""
+    from mkcnet.config import InputSpec
+    from mkcnet.data.dataset import decode_images
+
+    files = [write_dicom(tmp_path / "ct.dcm", STORED, slope=2, intercept=-1000, window=(0, 2000))]
+    cache = tmp_path / "cache"
+    windowed = decode_images(files, InputSpec(1, 2, (0.5,), (0.25,), window=(-500, 1000)), cache=cache, progress=False)
+    assert windowed[0, 0].tolist() == [[0, 128], [255, 255]]  # as test_dicom_modality_lut_and_windows_by_hand
+    assert decode_images(files, InputSpec(1, 2, (0.5,), (0.25,)), cache=cache, progress=False)[0, 0].tolist() == [
+        [0, 64], [128, 255]]  # the file's own window
+    assert len(list(cache.glob("*.npy"))) == 2
+
+
 def test_multi_frame_dicom_gives_the_slice_asked_for(tmp_path):
     frames = np.stack([np.full((3, 4), v) for v in (0, 100, 200)])
     f = write_dicom(tmp_path / "frames.dcm", frames, window=(100, 200))  # 0 → 0, 100 → 128, 200 → 255

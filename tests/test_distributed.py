@@ -16,6 +16,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from safetensors.torch import load_file
 
+from mkcnet.config import InputSpec
 from mkcnet.data.dataset import ImageSet, SplitTable
 from mkcnet.training import distributed, trainer
 from mkcnet.training.distributed import Ranks
@@ -48,7 +49,7 @@ def global_batch(n: int = 8) -> ImageSet:
     rng = np.random.default_rng(3)
     images = torch.from_numpy(rng.integers(0, 256, (n, 1, 32, 32), dtype=np.uint8))
     table = SplitTable(Path("."), [f"{i}.png" for i in range(n)], np.arange(n) % 2, (np.arange(n) // 2) % 2)
-    return ImageSet(table, images, (0.5,), (0.25,))
+    return ImageSet(table, images, InputSpec(1, 32, (0.5,), (0.25,)))
 
 
 def one_iteration(method: str, entropy_weight: float, ranks: Ranks, run_dir: str,

@@ -346,8 +346,8 @@ def test_workbench_settings_come_from_the_command_line_then_the_environment():
         WorkbenchSettings.read({"GRADIO_SERVER_PORT": "eighty"})
 
 
-@pytest.mark.parametrize("module", ["mkcnet.files", "mkcnet.inference.inputs", "mkcnet.workbench.settings", "mkcnet.workbench.ui",
-                                    "mkcnet.workbench.context", "mkcnet.workbench.sessions"])
+@pytest.mark.parametrize("module", ["mkcnet.config", "mkcnet.files", "mkcnet.inference.inputs", "mkcnet.workbench.settings",
+                                    "mkcnet.workbench.ui", "mkcnet.workbench.context", "mkcnet.workbench.sessions"])
 def test_the_docstring_examples_run(module):
     import doctest
     import importlib
@@ -356,3 +356,87 @@ def test_the_docstring_examples_run(module):
         pytest.importorskip("gradio")
     result = doctest.testmod(importlib.import_module(module))
     assert result.attempted > 0 and result.failed == 0
+
+
+# One InputSpec: what a network reads (channels, size, mean, std, window) travels as one value. Every loader,
+# resizer and normalisation takes it; none takes the fields one by one (a new field would then have to be
+# threaded through every call site, and one forgotten site would read images differently).
+SPEC_TAKERS = ("mkcnet.data.images:load_resized", "mkcnet.data.images:fit_to_model", "mkcnet.data.images:model_window",
+               "mkcnet.data.dataset:decode_images", "mkcnet.data.dataset:normalise", "mkcnet.data.dataset:ImageSet.load",
+               "mkcnet.data.dataset:ImageSet.__init__", "mkcnet.workbench.imaging:prepare")
+INPUT_FIELDS = {"channels", "size", "mean", "std", "window", "in_chans", "image_size"}
+# The fields passed side by side in a call: `mc.in_chans, mc.image_size` or `c.mean, c.std`.
+FIELD_BY_FIELD = re.compile(r"\bin_chans\s*,\s*[\w.]*\bimage_size\b|\bmean\s*,\s*[\w.]+\.std\b")
+
+
+def field_by_field_calls() -> list[str]:
+    """file:line for every place in the tracked Python that passes the input's fields side by side (the
+    InputSpec property, which builds the spec from them, and this file's examples excepted)."""
+    tracked = subprocess.run(["git", "ls-files", "*.py"], capture_output=True, text=True, cwd=REPO, check=True).stdout
+    excepted = ("mkcnet/config.py", "tests/test_layout.py")
+    return [f"{name}:{number}: {line.strip()}" for name in tracked.split() if name not in excepted
+            for number, line in enumerate((REPO / name).read_text(encoding="utf-8").splitlines(), start=1)
+            if FIELD_BY_FIELD.search(line)]
+
+
+@pytest.mark.parametrize("name", SPEC_TAKERS)
+def test_every_loader_and_resizer_takes_one_input_spec(name):
+    import importlib
+    import inspect
+
+    from mkcnet.config import InputSpec
+
+    module, _, qualname = name.partition(":")
+    target = importlib.import_module(module)
+    for part in qualname.split("."):
+        target = getattr(target, part)
+    parameters = inspect.signature(target, eval_str=True).parameters
+    assert [p for p in parameters.values() if p.annotation is InputSpec], f"{name} takes no InputSpec parameter"
+    assert not INPUT_FIELDS & set(parameters), f"{name} takes the input field by field: {sorted(INPUT_FIELDS & set(parameters))}"
+
+
+def test_no_call_passes_the_input_field_by_field():
+    assert field_by_field_calls() == []
+    assert FIELD_BY_FIELD.search("ImageSet.load(table, mc.in_chans, mc.image_size, mc.mean, mc.std)")
+    assert FIELD_BY_FIELD.search("normalise(x, config.model.mean, config.model.std)")
+    assert not FIELD_BY_FIELD.search("build_run_config(mean=args.mean, std=args.std)")
+
+
+def test_a_bundled_models_input_spec_is_its_stored_fields_and_the_loaders_follow_it(tmp_path):
+    """The spec is the checkpoint's JSON fields (which stay as they are), and a split loaded with it comes
+    out at its channels and size, normalised as (x/255 − mean)/std by hand."""
+    import dataclasses
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    from mkcnet.config import RunConfig
+    from mkcnet.data.dataset import ImageSet, SplitTable
+    from mkcnet.data.images import load_resized
+
+    grey = np.random.default_rng(0).integers(0, 256, (6, 6), dtype=np.uint8)
+    Image.fromarray(grey).save(tmp_path / "a.png")
+    table = SplitTable(tmp_path, ["a.png"], np.zeros(1, int), np.zeros(1, int))
+    files = sorted((REPO / "checkpoints").glob("*/model.json"))
+    channels_seen = set()
+    for file in files:
+        raw = json.loads(file.read_text())["config"]
+        stored = raw["model"]
+        config = RunConfig.from_dict(raw)
+        spec = config.model.input
+        assert (spec.channels, spec.size, list(spec.mean), list(spec.std), spec.window and list(spec.window)) == (
+            stored["in_chans"], stored["image_size"], stored["mean"], stored["std"], stored["window"]), file
+        written = json.loads(json.dumps(config.to_dict()))["model"]
+        assert "input" not in written and {k: written[k] for k in ("in_chans", "image_size", "mean", "std", "window")} \
+            == {k: stored[k] for k in ("in_chans", "image_size", "mean", "std", "window")}, file
+
+        assert load_resized(tmp_path / "a.png", spec).shape == (spec.channels, spec.size, spec.size)
+        small = dataclasses.replace(spec, size=6)  # the image's own size: the resize leaves the pixels as they are
+        images = next(ImageSet.load(table, small, progress=False, cache=False).batches(1)).images
+        mean, std = np.array(spec.mean)[:, None, None], np.array(spec.std)[:, None, None]
+        by_hand = (np.repeat(grey[None], spec.channels, axis=0) / 255 - mean) / std
+        assert images.shape == (1, spec.channels, 6, 6)
+        np.testing.assert_allclose(images[0].numpy(), by_hand, rtol=0, atol=1e-5, err_msg=str(file))
+        channels_seen.add(spec.channels)
+    assert len(files) >= 2 and channels_seen == {1, 3}  # the grey CT models and the colour fundus ones

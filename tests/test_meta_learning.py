@@ -122,8 +122,8 @@ def test_a_config_saved_before_the_official_vanilla_still_loads_its_network():
 
 def _images(root, config, split="train.csv") -> ImageSet:
     mc = config.model
-    return ImageSet.load(read_split(root / split, root, None, mc.num_diagnosis, mc.num_quality), mc.in_chans,
-                         mc.image_size, mc.mean, mc.std, progress=False)
+    return ImageSet.load(read_split(root / split, root, None, mc.num_diagnosis, mc.num_quality), mc.input,
+                         progress=False)
 
 
 def test_augment_none_feeds_the_stored_images(tiny_dataset, tmp_path):

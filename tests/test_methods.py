@@ -26,8 +26,8 @@ def small_config(method: str, **overrides):
 
 def load(root, split="train.csv", config=None):
     mc = (config or small_config("mkcnet")).model
-    return ImageSet.load(read_split(root / split, root, None, mc.num_diagnosis, mc.num_quality), mc.in_chans,
-                         mc.image_size, mc.mean, mc.std, progress=False)
+    return ImageSet.load(read_split(root / split, root, None, mc.num_diagnosis, mc.num_quality), mc.input,
+                         progress=False)
 
 
 def history(run_dir):

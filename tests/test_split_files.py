@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from mkcnet.cli import main
+from mkcnet.config import InputSpec
 from mkcnet.data.dataset import ImageSet, read_split
 from mkcnet.errors import UserError
 from mkcnet.project import project_path
@@ -123,6 +124,6 @@ def test_rows_naming_one_image_decode_it_once(root, monkeypatch):
     monkeypatch.setattr(dataset, "load_resized", lambda f, *args: decoded.append(f) or real(f, *args))
     with pytest.warns(UserWarning, match="name the same image .* and 998 more"):
         table = read_split(split(root, *[f"{A},0,1"] * 1000), root, None, 2, 2)
-    data = ImageSet.load(table, 1, 32, (0.5,), (0.25,), progress=False)
+    data = ImageSet.load(table, InputSpec(1, 32, (0.5,), (0.25,)), progress=False)
     assert len(decoded) == 1 and data.images.shape == (1000, 1, 32, 32)
     assert torch.equal(data.images[0], data.images[999])

@@ -25,8 +25,8 @@ from tests.conftest import tiny_config, write_dataset
 
 def image_set(root, split: str, config, n: int | None = None) -> ImageSet:
     mc = config.model
-    data = ImageSet.load(read_split(root / split, root, None, mc.num_diagnosis, mc.num_quality), mc.in_chans,
-                         mc.image_size, mc.mean, mc.std, progress=False)
+    data = ImageSet.load(read_split(root / split, root, None, mc.num_diagnosis, mc.num_quality), mc.input,
+                         progress=False)
     return data.subset(np.arange(n)) if n is not None else data
 
 

@@ -183,7 +183,7 @@ def test_calibrate_stores_temperatures_and_guard_and_predict_reports_them(tmp_pa
     from mkcnet.data.images import load_resized
 
     first = tiny_dataset / "Images" / sorted(p.name for p in (tiny_dataset / "Images").iterdir())[0]
-    x = normalise(torch.from_numpy(load_resized(first, 1, 32).copy())[None], model.config.model.mean, model.config.model.std)
+    x = normalise(torch.from_numpy(load_resized(first, model.config.model.input).copy())[None], model.config.model.input)
     with torch.no_grad():
         z = model.task_net(x).diagnosis.double()
     expected = torch.softmax(z / t, 1)[0, 1].item()

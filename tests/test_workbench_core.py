@@ -99,12 +99,12 @@ def test_app_predictions_equal_mkcnet_predict(zoo, images, image_file):
 def test_what_if_degrades_with_the_models_modality(zoo, images, image_file):
     model = zoo.model("tiny-mkcnet")
     image = images.read(image_file)
-    degraded = prepare(image, model.config, "ct", "ct.streak", 4, seed=3)
+    degraded = prepare(image, model.config.input, "ct", "ct.streak", 4, seed=3)
     assert degraded.record["family"] == "ct.streak" and degraded.record["seed"] == 3
-    assert not torch.equal(degraded.tensor, prepare(image, model.config, "ct").tensor)
-    assert prepare(image, model.config, "ct", "ct.streak", 0).record is None
+    assert not torch.equal(degraded.tensor, prepare(image, model.config.input, "ct").tensor)
+    assert prepare(image, model.config.input, "ct", "ct.streak", 0).record is None
     with pytest.raises(UserError, match="not a ct degradation"):
-        prepare(image, model.config, "ct", "fundus.blur", 2)
+        prepare(image, model.config.input, "ct", "fundus.blur", 2)
 
 
 @pytest.mark.parametrize("name", list(BAD_FILES))

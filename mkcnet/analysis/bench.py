@@ -164,11 +164,11 @@ class Bench:
 
     def _load(self, config: RunConfig, split: str) -> ImageSet:
         mc, root = config.model, Path(config.data.root)
-        key = (str(root), split, mc.in_chans, mc.image_size)
+        key = (str(root), split, mc.input)
         if key not in self._images:
             table = read_split(root / split, root, config.data.diagnosis_map, mc.num_diagnosis, mc.num_quality,
                                    quality_map=config.data.quality_map)
-            self._images[key] = ImageSet.load(table, mc.in_chans, mc.image_size, mc.mean, mc.std, progress=False)
+            self._images[key] = ImageSet.load(table, mc.input, progress=False)
         return self._images[key]
 
     def run_one(self, run: BenchRun) -> ResultsPack:

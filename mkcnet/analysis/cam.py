@@ -215,7 +215,7 @@ def save_cams(checkpoint, files: Sequence, out, method: str = DEFAULT_METHOD, op
     readable, errors = [], []
     for f in map(Path, files):
         try:
-            readable.append((f, load_resized(f, config.in_chans, config.image_size)))
+            readable.append((f, load_resized(f, config.input)))
         except UserError as err:
             errors.append((f.name, str(err)))
     stems: dict[str, int] = {}
@@ -223,7 +223,7 @@ def save_cams(checkpoint, files: Sequence, out, method: str = DEFAULT_METHOD, op
     for start in range(0, len(readable), batch_size):
         chunk = readable[start:start + batch_size]
         images = torch.from_numpy(np.stack([a for _, a in chunk]))
-        cams = compute_cams(task_net, normalise(images, config.mean, config.std), method)
+        cams = compute_cams(task_net, normalise(images, config.input), method)
         for i, (path, array) in enumerate(chunk):
             seen = stems.get(path.stem, 0)
             stems[path.stem] = seen + 1

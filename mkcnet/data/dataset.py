@@ -27,6 +27,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from mkcnet.config import InputSpec
 from mkcnet.data.images import IMAGE_SUFFIXES, load_resized
 from mkcnet.errors import UserError
 from mkcnet.files import atomic_write, remove_temporaries, write_failure
@@ -227,9 +228,9 @@ def _cache_dir() -> Path:
     return Path(os.environ.get("MKCNET_CACHE", Path.home() / ".cache" / "mkcnet"))
 
 
-def decode_images(files: list[Path], channels: int, size: int, cache: bool | Path = True, progress: bool = True,
+def decode_images(files: list[Path], spec: InputSpec, cache: bool | Path = True, progress: bool = True,
                   workers: int | None = None) -> torch.Tensor:
-    """Decode and resize every file once: uint8 tensor N×C×size×size, cached on disk by content key.
+    """Decode and resize every file once (`load_resized`): uint8 tensor N×C×size×size, cached on disk by content key.
 
     A file listed several times is decoded once. `cache` is the folder the decoded copy is kept in
     (True: `MKCNET_CACHE`, else ~/.cache/mkcnet; False: none; the workbench gives a visitor's data
@@ -239,7 +240,9 @@ def decode_images(files: list[Path], channels: int, size: int, cache: bool | Pat
     missing = [f for f in unique if not f.is_file()]
     if missing:
         raise UserError(f"{len(missing)} image(s) not found, e.g. {missing[0]}")
-    key = hashlib.sha1(f"{channels}|{size}".encode())
+    channels, size = spec.channels, spec.size
+    # The window renders DICOM and NIfTI; left out of the key when there is none, so those caches stay valid.
+    key = hashlib.sha1((f"{channels}|{size}" + ("" if spec.window is None else f"|{spec.window}")).encode())
     for f in unique:
         stat = f.stat()
         key.update(f"{f.resolve()}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
@@ -250,7 +253,7 @@ def decode_images(files: list[Path], channels: int, size: int, cache: bool | Pat
         out = np.empty((len(unique), channels, size, size), np.uint8)
 
         def work(i: int) -> None:
-            out[i] = load_resized(unique[i], channels, size)
+            out[i] = load_resized(unique[i], spec)
 
         with ThreadPoolExecutor(workers or min(4, os.cpu_count() or 1)) as pool:
             list(tqdm(pool.map(work, range(len(unique))), total=len(unique), desc="decoding images",
@@ -287,11 +290,12 @@ def _write_cache(cache_file: Path, images: np.ndarray) -> None:
                       "folder to keep decoded images between runs)", stacklevel=3)
 
 
-def normalise(images: torch.Tensor, mean, std) -> torch.Tensor:
-    """uint8 N×C×H×W → float, (x / 255 − mean) / std per channel: the one normalisation that
-    training, evaluation, prediction, the CAMs and the workbench all use."""
-    mean = torch.as_tensor(mean, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
-    std = torch.as_tensor(std, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
+def normalise(images: torch.Tensor, spec: InputSpec) -> torch.Tensor:
+    """uint8 N×C×H×W → float, (x / 255 − mean) / std per channel with the spec's mean and std: the one
+    normalisation that training, evaluation, prediction, the CAMs and the workbench all use (the
+    onnxruntime path, which has no torch, does the same in numpy from the same spec)."""
+    mean = torch.as_tensor(spec.mean, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
+    std = torch.as_tensor(spec.std, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
     return (images.float() / 255 - mean) / std
 
 
@@ -304,27 +308,27 @@ class Batch:
 
 
 class ImageSet:
-    """A split held in memory as uint8, batched with light augmentation done on whole batches."""
+    """A split held in memory as uint8 (decoded and resized for `spec`), batched with light augmentation done on
+    whole batches and normalised for `spec`."""
 
-    def __init__(self, table: SplitTable, images: torch.Tensor, mean, std):
+    def __init__(self, table: SplitTable, images: torch.Tensor, spec: InputSpec):
         self.table = table
         self.images = images
+        self.spec = spec
         self.diagnosis = torch.tensor(table.diagnosis, dtype=torch.long)
         self.quality = torch.tensor(table.quality, dtype=torch.long)
-        self.mean = tuple(float(v) for v in mean)
-        self.std = tuple(float(v) for v in std)
 
     @classmethod
-    def load(cls, table: SplitTable, channels: int, size: int, mean, std, progress: bool = True,
-             cache: bool | Path = True) -> ImageSet:
-        return cls(table, decode_images(table.files(), channels, size, cache=cache, progress=progress), mean, std)
+    def load(cls, table: SplitTable, spec: InputSpec, progress: bool = True, cache: bool | Path = True) -> ImageSet:
+        """The split's images decoded for `spec` (`decode_images`: once, then from the cache)."""
+        return cls(table, decode_images(table.files(), spec, cache=cache, progress=progress), spec)
 
     def __len__(self) -> int:
         return len(self.table)
 
     def subset(self, index: np.ndarray) -> ImageSet:
         """The images at these rows (e.g. a training split resampled to an LQ share)."""
-        return ImageSet(self.table.subset(index), self.images[torch.as_tensor(index)], self.mean, self.std)
+        return ImageSet(self.table.subset(index), self.images[torch.as_tensor(index)], self.spec)
 
     def batches(self, batch_size: int, shuffle: bool = False, augment: bool = False,
                 generator: torch.Generator | None = None, every: int = 1,
@@ -352,7 +356,7 @@ class ImageSet:
             local = idx[rows.start:rows.stop]
             # Augmentation is drawn for the whole global batch, so every rank's generator stays in step.
             images = augment_batch(self.images[idx], generator, rows=rows) if augment else self.images[local]
-            yield Batch(normalise(images, self.mean, self.std), self.diagnosis[local], self.quality[local], local)
+            yield Batch(normalise(images, self.spec), self.diagnosis[local], self.quality[local], local)
 
 
 def augment_batch(images: torch.Tensor, generator: torch.Generator | None = None, shift: float = 0.08,

@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, ImageSequence, UnidentifiedImageError
 
+from mkcnet.config import InputSpec
 from mkcnet.errors import UserError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp", ".dcm", ".dicom", ".nii",
@@ -103,10 +104,9 @@ def parse_window(text: str) -> Window:
     return Window(centre, width)
 
 
-def model_window(config) -> Window | None:
-    """A model's default window (`ModelConfig.window`), if it has one."""
-    window = getattr(config, "window", None)
-    return None if window is None else Window(float(window[0]), float(window[1]), "model default")
+def model_window(spec: InputSpec) -> Window | None:
+    """A model's default window (its `InputSpec.window`: `ModelConfig.input`, or an exported model's), if it has one."""
+    return None if spec.window is None else Window(spec.window[0], spec.window[1], "model default")
 
 
 @dataclass(frozen=True)
@@ -421,15 +421,16 @@ def to_channels(image: np.ndarray, channels: int) -> np.ndarray:
     raise UserError(f"unsupported channel count {channels} (use 1 or 3)")
 
 
-def load_resized(source, channels: int, size: int) -> np.ndarray:
-    """Read, convert to `channels` and resize to size×size: uint8 C×H×W, ready for a model."""
-    return fit_to_model(read_image(source), channels, size)
+def load_resized(source, spec: InputSpec) -> np.ndarray:
+    """Read (DICOM and NIfTI through the spec's window, when it has one, as `mkcnet predict` reads them), convert
+    to the spec's channels and resize to its size: uint8 C×H×W, ready for a model."""
+    return fit_to_model(read_image(source, window=model_window(spec)), spec)
 
 
-def fit_to_model(image: np.ndarray, channels: int, size: int) -> np.ndarray:
-    """A decoded H×W×C image converted to `channels` and resized to size×size: uint8 C×H×W."""
-    image = to_channels(image, channels)
-    pil = Image.fromarray(image[:, :, 0] if channels == 1 else image)
-    pil = pil.resize((size, size), Image.BILINEAR, reducing_gap=2.0)
+def fit_to_model(image: np.ndarray, spec: InputSpec) -> np.ndarray:
+    """A decoded H×W×C image converted to the spec's channels and resized to size×size: uint8 C×H×W."""
+    image = to_channels(image, spec.channels)
+    pil = Image.fromarray(image[:, :, 0] if spec.channels == 1 else image)
+    pil = pil.resize((spec.size, spec.size), Image.BILINEAR, reducing_gap=2.0)
     array = np.asarray(pil)
     return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)

@@ -34,7 +34,7 @@ def evaluate_split(checkpoint: str | Path | LoadedModel, split: str | Path, root
     table = read_split(split, root, dc.diagnosis_map, mc.num_diagnosis, mc.num_quality, allow_outside_root,
                        quality_map=dc.quality_map)
     check_fit(model, table.files())
-    data = ImageSet.load(table, mc.in_chans, mc.image_size, mc.mean, mc.std, progress=progress, cache=cache)
+    data = ImageSet.load(table, mc.input, progress=progress, cache=cache)
     dev = resolve_device(device)
     model.task_net.to(dev)
     temperatures = model.calibration.temperatures if model.calibration else None
@@ -105,7 +105,7 @@ def calibrate_checkpoint(checkpoint: str | Path, split: str | Path | None = None
     for name, path in (("val", split),) if sets_only else (("val", split), ("train", train_split)):
         table = read_split(path, root, dc.diagnosis_map, mc.num_diagnosis, mc.num_quality, dc.allow_outside_root,
                            quality_map=dc.quality_map)
-        data = ImageSet.load(table, mc.in_chans, mc.image_size, mc.mean, mc.std, progress=progress)
+        data = ImageSet.load(table, mc.input, progress=progress)
         preds = predict_batches(model.task_net, data.batches(64), dev, extra_features=(GUARD_FEATURE,))
         stats = None if sets_only else np.array([input_statistics(read_image(f)) for f in table.files()])
         seen[name] = (table, preds, stats)
@@ -142,14 +142,14 @@ def predict_images(model: LoadedModel, files: list[Path], device: str = "auto", 
     the model's modality: the lowest severity at which the diagnosis changes, or "holds"
     (`mkcnet.inference.robustness`; one batched forward of 76 images per file for CT)."""
     mc = model.config.model
-    window = window or model_window(mc)
+    window = window or model_window(mc.input)
     arrays, rows, stats, decoded = [], [], [], []
     for f in files:
         try:
             image = read_image(f, slice=slice, window=window)
             if robustness:
                 decoded.append(image)
-            arrays.append(fit_to_model(image, mc.in_chans, mc.image_size))
+            arrays.append(fit_to_model(image, mc.input))
             stats.append(input_statistics(image))
             rows.append({"image": str(f), "error": ""})
         except UserError as err:
@@ -165,7 +165,7 @@ def predict_images(model: LoadedModel, files: list[Path], device: str = "auto", 
         model.task_net.to(dev)
         temperatures = model.calibration.temperatures if model.calibration else None
         guarded = (model.guard.feature,) if model.guard is not None else ()
-        preds = predict_batches(model.task_net, ImageSet(split, images, mc.mean, mc.std).batches(batch_size), dev,
+        preds = predict_batches(model.task_net, ImageSet(split, images, mc.input).batches(batch_size), dev,
                                 temperatures=temperatures, extra_features=guarded)
         table.loc[ok, "calibrated"] = preds.calibrated
         if model.guard is not None:

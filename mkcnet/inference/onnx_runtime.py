@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from mkcnet.data.images import Window, fit_to_model, read_image
+from mkcnet.config import InputSpec
+from mkcnet.data.images import Window, fit_to_model, model_window, read_image
 from mkcnet.errors import UserError
 from mkcnet.inference.assessment import Assessment, TrustData, assess_outputs, class_names
 from mkcnet.trust.conformal import PredictionSets
@@ -66,6 +67,8 @@ class OnnxModel:
             raise UserError(f"{self.path.name} carries no MKCNet metadata (export it with `mkcnet export`)")
         self.header: dict[str, Any] = json.loads(meta["mkcnet"])
         self.input: dict[str, Any] = json.loads(meta["mkcnet.input"])
+        self.spec = InputSpec(self.input["channels"], self.input["size"], self.input["mean"], self.input["std"],
+                              self.input.get("window"))
         model = self.header["config"]["model"]
         guard = None
         if "guard" in self.header and "mkcnet.guard" in meta:
@@ -75,8 +78,9 @@ class OnnxModel:
         quality = class_names(model["quality_names"], model["num_quality"]) if model.get("use_quality") else None
         self.trust = TrustData(class_names(model["diagnosis_names"], model["num_diagnosis"]), quality, temperatures,
                                guard, PredictionSets.from_dict(sets) if (sets := self.header.get("prediction_sets")) else None)
-        self._mean = np.asarray(self.input["mean"], np.float32).reshape(1, -1, 1, 1)
-        self._std = np.asarray(self.input["std"], np.float32).reshape(1, -1, 1, 1)
+        # `mkcnet.data.dataset.normalise` in numpy (that one needs torch): (x/255 - mean)/std per channel.
+        self._mean = np.asarray(self.spec.mean, np.float32).reshape(1, -1, 1, 1)
+        self._std = np.asarray(self.spec.std, np.float32).reshape(1, -1, 1, 1)
 
     def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         """Raw outputs (every head's logits and "feature") for uint8 N×C×S×S images."""
@@ -88,13 +92,11 @@ class OnnxModel:
                 slice: int | None = None, window: Window | None = None) -> list[Assessment]:
         """Assess images (paths, bytes or decoded arrays), as `mkcnet.api.Model.predict` does;
         `slice` and `window` as in `mkcnet predict` (default: the middle slice, the model's window)."""
-        default = self.input.get("window")
-        window = window or (Window(float(default[0]), float(default[1]), "model default") if default else None)
+        window = window or model_window(self.spec)
         if isinstance(images, (str, Path, bytes, np.ndarray)):
             images = [images]
         out: list[Assessment] = []
         pending: list[tuple[int, str, np.ndarray, tuple[float, float]]] = []
-        size, channels = int(self.input["size"]), int(self.input["channels"])
         for k, item in enumerate(images):
             source = str(item) if isinstance(item, (str, Path)) else f"<image {k}>"
             try:
@@ -103,7 +105,7 @@ class OnnxModel:
                 out.append(Assessment(source=source, error=str(err)))
                 continue
             out.append(Assessment(source=source))
-            pending.append((k, source, fit_to_model(image, channels, size), input_statistics(image)))
+            pending.append((k, source, fit_to_model(image, self.spec), input_statistics(image)))
         for start in range(0, len(pending), batch_size):
             part = pending[start:start + batch_size]
             raw = self.run(np.stack([p[2] for p in part]))

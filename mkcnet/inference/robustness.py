@@ -105,10 +105,10 @@ def robustness_margin(model: LoadedModel, image: np.ndarray, modality: str | Non
     work = working_copy(to_channels(image, mc.in_chans))
 
     def classify(images: list[np.ndarray]) -> np.ndarray:
-        batch = torch.from_numpy(np.stack([fit_to_model(i, mc.in_chans, mc.image_size) for i in images]))
+        batch = torch.from_numpy(np.stack([fit_to_model(i, mc.input) for i in images]))
         device = next(model.task_net.parameters()).device
         with torch.no_grad():
-            out = model.task_net(normalise(batch.to(device), mc.mean, mc.std))
+            out = model.task_net(normalise(batch.to(device), mc.input))
         return out.logits("diagnosis").argmax(1).cpu().numpy()  # temperatures never change the argmax
 
     was_training = model.task_net.training

@@ -154,8 +154,8 @@ def _train_and_calibrate(args: argparse.Namespace, config, ranks, out: Path, tra
     mc = config.model
     if not ranks.main:
         ranks.barrier()  # rank 0 decodes first; the others then read its image cache
-    train = ImageSet.load(train_table, mc.in_chans, mc.image_size, mc.mean, mc.std, progress=ranks.main)
-    val = ImageSet.load(val_table, mc.in_chans, mc.image_size, mc.mean, mc.std) if val_table and ranks.main else None
+    train = ImageSet.load(train_table, mc.input, progress=ranks.main)
+    val = ImageSet.load(val_table, mc.input) if val_table and ranks.main else None
     if ranks.main:
         ranks.barrier()
     result = Trainer(config, out, progress=not args.quiet, ranks=ranks).fit(train, val, resume=args.resume)

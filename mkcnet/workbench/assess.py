@@ -51,7 +51,7 @@ class Assessor:
             if not image:
                 raise UserError("send an image (PNG, JPEG, TIFF, BMP or DICOM)")
             found, lock = self.model(str(model))
-            decoded = self.context.images.read(image, window=model_window(found.config))  # as `mkcnet predict`
+            decoded = self.context.images.read(image, window=model_window(found.config.input))  # as `mkcnet predict`
             with lock:  # a CAM in another request may hook the same network's layers
                 result = found.predict([decoded])[0]
             result = dataclasses.replace(result, source=Path(image).name)

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from mkcnet.config import ModelConfig
+from mkcnet.config import InputSpec
 from mkcnet.data.dataset import normalise
 from mkcnet.data.images import Window, load_resized, model_window, read_image, to_channels
 from mkcnet.degradation import degrade, list_families
@@ -61,17 +61,17 @@ def check_family(family: str | None, modality: str) -> str | None:
     return family
 
 
-def prepare(image: np.ndarray, config: ModelConfig, modality: str, family: str | None = None,
+def prepare(image: np.ndarray, spec: InputSpec, modality: str, family: str | None = None,
             severity: int = 0, seed: int = 0) -> Prepared:
-    """H×W×C uint8 (from `read_image`) → model input + display copy, degraded if asked."""
+    """H×W×C uint8 (from `read_image`) → the input `spec` asks for + display copy, degraded if asked."""
     stats = input_statistics(image)
-    image = to_channels(image, config.in_chans)
+    image = to_channels(image, spec.channels)
     family = check_family(family, modality)
     record = None
     if family is not None and int(severity) > 0:
         image, record = degrade(square(image, WORKING_SIZE), family, int(severity), int(seed))
-    chw = load_resized(image, config.in_chans, config.image_size)
-    tensor = normalise(torch.from_numpy(np.array(chw, copy=True))[None], config.mean, config.std)
+    chw = load_resized(image, spec)
+    tensor = normalise(torch.from_numpy(np.array(chw, copy=True))[None], spec)
     return Prepared(tensor, as_rgb(square(image, DISPLAY_SIZE)), record, stats)
 
 
@@ -124,8 +124,9 @@ def load_for(model: ZooModel, source: str | Path | None, images: ImageCache, fam
     `window`, else the model's default window (as `mkcnet predict` does), else the file's."""
     if not source:
         raise UserError("upload an image or pick an example first")
-    image = images.read(source, slice=slice, window=window or model_window(model.config))
-    return prepare(image, model.config, model.entry.modality, family, int(severity or 0), int(seed or 0))
+    spec = model.config.input
+    image = images.read(source, slice=slice, window=window or model_window(spec))
+    return prepare(image, spec, model.entry.modality, family, int(severity or 0), int(seed or 0))
 
 
 def thumbnail(image: np.ndarray, size: int = 160) -> np.ndarray:
