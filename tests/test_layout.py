@@ -418,7 +418,7 @@ def test_a_bundled_models_input_spec_is_its_stored_fields_and_the_loaders_follow
     grey = np.random.default_rng(0).integers(0, 256, (6, 6), dtype=np.uint8)
     Image.fromarray(grey).save(tmp_path / "a.png")
     table = SplitTable(tmp_path, ["a.png"], np.zeros(1, int), np.zeros(1, int))
-    files = sorted((REPO / "checkpoints").glob("*/model.json"))
+    files = sorted((REPO / "checkpoints").glob("*/config.json"))
     channels_seen = set()
     for file in files:
         raw = json.loads(file.read_text())["config"]
