@@ -24,6 +24,7 @@ from mkcnet.workbench.ui import (
     panel_view,
     prediction_panel,
     refresh_examples,
+    view_switch,
     wire,
 )
 
@@ -139,12 +140,15 @@ def build(context: Workbench, root: gr.Blocks | None = None) -> gr.Blocks:
                     "judge quality; MKCNet adds the quality and ω branches.", context, root=root) as (page, status_md, linked):
         with gr.Row(equal_height=False):
             with gr.Column(scale=1, min_width=340):
+                view = gr.Group()
                 dataset = gr.Dropdown(datasets, value=datasets[0] if datasets else None, label="Data set")
                 modality = context.zoo.entry(context.zoo.names(datasets[0], "mkcnet")[0]).modality if datasets else None
                 source = image_input(context, status_md, modality)
-                method, opacity = cam_controls()
+                method, opacity = cam_controls(context)
                 with gr.Accordion("Your data set", open=False):
                     data_changed = data_source(context, status_md, linked)
+                with view:
+                    viewed = view_switch(context, linked, status_md, [method])
             with gr.Column(scale=2, min_width=600):
                 preview = gr.Image(label="What the models see", height=200, interactive=False, buttons=[])
                 with gr.Row(equal_height=False):
@@ -176,8 +180,10 @@ def build(context: Workbench, root: gr.Blocks | None = None) -> gr.Blocks:
         outputs = [preview, *panels[0].outputs(), *panels[1].outputs(), status_md]
         compared = wire([source.file.change, dataset.change, method.change, opacity.release], events.compare,
                         [source.file, dataset, method, opacity], outputs, api_name="compare", trigger_mode="always_last")
+        reread = wire(viewed.then, events.compare, [source.file, dataset, method, opacity], outputs,
+                      api_visibility="private", trigger_mode="always_last")  # the other view's words
         for panel in panels:
-            panel.restyle_after(compared)
+            panel.restyle_after(compared, reread)
         examples = [source.gallery, source.shown, status_md]
         wire(dataset.change, events.change_dataset, dataset, examples, api_visibility="private")
         for changed in data_changed:  # the visitor's data set: its images become the examples

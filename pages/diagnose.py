@@ -33,6 +33,7 @@ from mkcnet.workbench.ui import (
     prediction_panel,
     refresh_examples,
     server_checked,
+    view_switch,
     wire,
 )
 from mkcnet.workbench.zoo import ZooModel
@@ -211,7 +212,8 @@ class DiagnoseEvents:
         window = chosen_window(window_name, centre, width) or model_window(zoo_model.config.input)
         margin = robustness_for(zoo_model, context.images.read(file, slice=int(slice_k or 0), window=window)) \
             if switched_on(robust) else None
-        reading, overlays = analyse(zoo_model, prepared, cam_method or DEFAULT_METHOD, float(weight or 0.5), margin)
+        reading, overlays = analyse(zoo_model, prepared, cam_method or DEFAULT_METHOD, float(weight or 0.5), margin,
+                                    session.plain)
         volume = read_volume(file, window)
         note = volume.describe(int(slice_k or 0)) if shows_reading(volume) else ""
         name = Path(file).name
@@ -231,6 +233,7 @@ def build(context: Workbench, root: gr.Blocks | None = None) -> gr.Blocks:
                     , context, root=root) as (page, status_md, linked):
         with gr.Row(equal_height=False):
             with gr.Column(scale=2, min_width=340):
+                view = gr.Group()
                 model = model_dropdown(context)
                 first = context.zoo.entry(model.value).modality if model.value else "fundus"
                 start = opening(context, model.value, first)
@@ -252,9 +255,11 @@ def build(context: Workbench, root: gr.Blocks | None = None) -> gr.Blocks:
                     meaning = gr.Markdown(severity_text(first, None, 0), elem_classes=["meaning"])
                     robust = gr.Checkbox(False, label="Robustness margin: the lowest severity of each family that "
                                                       "changes the diagnosis (a few seconds)")
-                method, opacity = cam_controls()
+                method, opacity = cam_controls(context)
                 with gr.Accordion("Your data set", open=False):
                     data_changed = data_source(context, status_md, linked)
+                with view:
+                    viewed = view_switch(context, linked, status_md, [method])
             with gr.Column(scale=3, min_width=480):
                 panel = prediction_panel(preview="What the model sees", note=True, opening=start)
                 with gr.Row():
@@ -290,7 +295,12 @@ def build(context: Workbench, root: gr.Blocks | None = None) -> gr.Blocks:
                          [slice_k, read_as, status_md], api_visibility="private")
         opened = wire(inspected.then, events.predict, [*what, *reading_as], outputs, api_visibility="private",
                       concurrency_limit=2)
-        panel.restyle_after(opened, predicted)
+        # The plain/expert switch: the same image read out again in the other view's words.
+        reread = wire(viewed.then, events.predict, [*what, *reading_as], outputs, api_visibility="private",
+                      concurrency_limit=2)
+        panel.restyle_after(opened, predicted, reread)
+        wire(reread.then, events.cams, [*what, method, opacity, *reading_as], [panel.cams, status_md],
+             api_visibility="private")
         for done in (opened, predicted):
             wire(done.then, events.cams, [*what, method, opacity, *reading_as], [panel.cams, status_md],
                  **({"api_name": "cam"} if done is predicted else {"api_visibility": "private"}))

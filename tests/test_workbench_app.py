@@ -401,7 +401,8 @@ def test_every_page_in_a_browser(app, tmp_path):
 def test_hosted_mode_in_a_browser(monkeypatch, tmp_path):
     """Hosted (as on Spaces): no server folder field; a visitor's zip becomes their examples, and
     follows them from page to page (the researcher's path): evaluated on Embeddings, the run is
-    theirs on Out-of-distribution, and Compare evaluates both models on the same data set."""
+    theirs on Out-of-distribution, and Compare evaluates both models on the same data set; the
+    plain view (a hosted visitor's default) becomes the expert one on a click, on every page."""
     if not CHROMIUM.is_file():
         pytest.skip("Debian's chromium is not installed (/usr/bin/chromium; apt-get install chromium)")
     sync_api = pytest.importorskip("playwright.sync_api")
@@ -460,6 +461,17 @@ def test_hosted_mode_in_a_browser(monkeypatch, tmp_path):
             page.wait_for_function("['Vanilla · synthetic fundus', 'MKCNet · synthetic fundus'].every("
                                    "t => document.querySelector('#on-your-data').innerText.includes(t))")
             assert "⚠️" not in page.inner_text("body")
+            # Hosted, a visitor starts in the plain view: no ω map, no "calibrated"; expert shows them, and
+            # the visitor's choice holds on the next page.
+            assert page.get_by_label("Plain").is_checked() and "ω" not in page.inner_text(".cams")
+            assert "calibrated" not in page.inner_text(".reading")
+            page.get_by_label("Expert").check()
+            page.wait_for_function("[...document.querySelectorAll('.cams')].some("
+                                   "c => c.innerText.includes('auxiliary ω branch'))")  # MKCNet's maps, beside vanilla's
+            shows("calibrated")
+            page.get_by_role("link", name="Diagnose").click()
+            page.wait_for_function("document.querySelector('.cams').innerText.includes('auxiliary ω branch')")
+            assert page.get_by_label("Expert").is_checked()
             browser.close()
     finally:
         demo.close()

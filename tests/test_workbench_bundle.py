@@ -153,3 +153,37 @@ def test_evaluate_on_your_data_defaults_to_a_model_that_fits_it(tmp_path, rgb, e
     context = Workbench(ModelZoo([REPO / "checkpoints"]), data_root="")
     context.session().use_folder(write_dataset(tmp_path / "data", rgb=rgb))
     assert EmbeddingEvents(context).fitting_model(None)["value"] == expected
+
+
+def test_the_plain_view_says_the_same_verdicts_without_the_models_internals():
+    """A clinician's plain view of a bundled model's reading: the same diagnosis, confidence and
+    set as the expert's, the validation record as "right on k of n similar images", and no ω map,
+    CAM theory, threshold, validation AUC, command or calibration jargon; a flagged image's plain
+    reading says not to use it without the guard's numbers."""
+    from mkcnet.workbench.context import Workbench
+    from mkcnet.workbench.imaging import load_for
+    from mkcnet.workbench.reading import OUT_OF_DISTRIBUTION, analyse, explain, explain_maps
+    context = Workbench(ModelZoo([REPO / "checkpoints"]), data_root="")
+    model = context.zoo.model("synth-fundus-mkcnet")
+    example = context.examples("fundus")[0]
+    prepared = load_for(model, context.stage(example.path), context.images)
+    expert, expert_maps = analyse(model, prepared, plain=False)
+    plain, plain_maps = analyse(model, prepared, plain=True)
+    assert expert.diagnosis == plain.diagnosis and expert.diagnosis_set == plain.diagnosis_set
+    band = model.loaded.calibration.band(plain.top_quality, max(plain.diagnosis.values()))
+    assert f"right on {band.correct} of {band.n} similar validation images" in plain.text
+    assert f"({band.correct} of {band.n})" in expert.text  # the same record, the expert's way
+    words = ("calibrated", "validation AUC", "mkcnet", "ω", "threshold", "softmax", "head", "guarantee")
+    assert [w for w in words if w in expert.text + explain_maps(model)] and not [
+        w for w in words if w in plain.text + explain_maps(model, plain=True)]
+    assert [c.split(" → ")[0] for _, c in expert_maps] == ["diagnosis branch", "quality branch", "auxiliary ω branch",
+                                                            "fused diagnosis"]
+    assert [c.split(" → ")[0] for _, c in plain_maps] == ["diagnosis branch", "quality branch", "fused diagnosis"]
+    assert np.array_equal(plain_maps[2][0], expert_maps[3][0])  # the same fused map, only fewer shown
+
+    from mkcnet.trust.guard import Verdict
+
+    ood = Verdict(True, 9.0, "features are far from the training data (9.0× the validation threshold)")
+    d, q = np.array([0.1, 0.2, 0.7]), np.array([0.1, 0.1, 0.8])
+    assert OUT_OF_DISTRIBUTION in explain(model, d, q, ood, plain=True)
+    assert "threshold" not in explain(model, d, q, ood, plain=True) and "threshold" in explain(model, d, q, ood)

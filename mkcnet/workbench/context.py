@@ -46,7 +46,7 @@ class Workbench:
             self.settings, operator_data=str(self.default_root or ""))
         self.images = ImageCache()
         self.packs = PackStore(self.zoo, self.images)
-        self.sessions = Sessions(self.packs)
+        self.sessions = Sessions(self.packs, plain=self.hosting.hosted)  # hosted: visitors start in the plain view
 
     @property
     def default_data(self) -> str:

@@ -72,64 +72,77 @@ def describe_set(names: tuple[str, ...], coverage: float, num_classes: int) -> s
     return f"{at} the answer is **one of {listed}: refer**{every}."
 
 
-def describe_margin(margin: Margin, names: tuple[str, ...]) -> str:
+def describe_margin(margin: Margin, names: tuple[str, ...], plain: bool = False) -> str:
     """The robustness margin in a sentence for the reading."""
+    if plain:
+        return f"With this image made worse on purpose (simulated, levels 1-5), the diagnosis {margin.text(names)}."
     return (f"Robustness (this image degraded by the simulator, severities 1-5, seed {margin.seed}): the diagnosis "
             f"{margin.text(names)}.")
 
 
 def explain(model: ZooModel, diagnosis: np.ndarray, quality: np.ndarray | None, verdict: Verdict | None = None,
-            diagnosis_set: tuple[str, ...] | None = None, margin: Margin | None = None) -> str:
+            diagnosis_set: tuple[str, ...] | None = None, margin: Margin | None = None, plain: bool = False) -> str:
     """The plain-language reading, driven by the calibrated diagnosis confidence, the diagnosis set
     (which answers are still possible at the checkpoint's coverage), the quality head's own
     confidence, the out-of-distribution guard and, when given, the robustness margin; never by a
-    top class alone."""
+    top class alone. `plain`: for a clinician, the same verdicts without thresholds, commands,
+    validation AUCs or the model's internals."""
     calibration, dataset = model.loaded.calibration, model.entry.dataset
     sets = getattr(model.loaded, "prediction_sets", None)
     dnames, k = model.class_names("diagnosis"), int(diagnosis.argmax())
     p = float(diagnosis[k])
+    if verdict is not None and verdict.ood and plain:
+        return (f"**{OUT_OF_DISTRIBUTION}.** Do not use its diagnosis: it has only learned from `{dataset}` images, "
+                "and says nothing meaningful about others. No maps are shown.")
     if verdict is not None and verdict.ood:
         return (f"**{OUT_OF_DISTRIBUTION}** ({verdict.reason}). "
                 f"Do not use the diagnosis: the model has only seen `{dataset}` images, and on anything else "
                 f"its output means nothing (it would say {dnames[k]} {p:.0%}). No class activation maps are shown: "
                 "they would explain that output.")
-    kind = "calibrated" if calibration else "raw softmax, not calibrated"
+    kind = "" if plain else "; calibrated" if calibration else "; raw softmax, not calibrated"
     if p < CONFIDENT:
         runner = int(np.argsort(diagnosis)[-2])
-        lines = [f"**Uncertain:** {dnames[k]} ({p:.0%}) or {dnames[runner]} ({diagnosis[runner]:.0%}); {kind}."]
+        lines = [f"**Uncertain:** {dnames[k]} ({p:.0%}) or {dnames[runner]} ({diagnosis[runner]:.0%}){kind}."]
     else:
-        lines = [f"**{dnames[k]}** ({p:.0%}, {kind})."]
+        lines = [f"**{dnames[k]}** ({p:.0%}{kind.replace('; ', ', ')})."]
     q = None if quality is None else int(quality.argmax())
     qnames = model.class_names("quality")
     band = calibration.band(q, p) if calibration else None
-    if band is not None:
+    if band is not None and plain:
+        lines.append(f"The model was right on {band.correct} of {band.n} similar validation images.")
+    elif band is not None:
         like = f"predicted {qnames[q]}, " if q is not None else ""
         lines.append(f"On validation images like this one ({like}confidence {band.low:.0%}-{band.high:.0%}) the "
                      f"model was right {band.accuracy:.0%} of the time ({band.correct} of {band.n}).")
     if diagnosis_set is not None and sets is not None:
-        lines.append(describe_set(diagnosis_set, sets.coverage, len(dnames)) + " (A guarantee per predicted "
-                     "image quality, from the validation images.)")
-    elif calibration is not None:
+        lines.append(describe_set(diagnosis_set, sets.coverage, len(dnames)) + ("" if plain else " (A guarantee per "
+                     "predicted image quality, from the validation images.)"))
+    elif calibration is not None and not plain:
         lines.append("No prediction sets: this checkpoint was calibrated before they existed, so nothing says which "
                      "answers remain possible at a stated confidence (run `mkcnet calibrate`).")
     if calibration is None:
-        lines.append("These probabilities may overstate the model's confidence (run `mkcnet calibrate`).")
+        lines.append("These percentages are not calibrated: they may overstate how sure the model is." if plain else
+                     "These probabilities may overstate the model's confidence (run `mkcnet calibrate`).")
     if margin is not None:
-        lines.append(describe_margin(margin, dnames))
+        lines.append(describe_margin(margin, dnames, plain))
     if verdict is None:
-        lines.append("This model has no out-of-distribution guard: nothing checks that the image resembles its "
+        lines.append("Nothing checks that this image resembles the model's training images." if plain else
+                     "This model has no out-of-distribution guard: nothing checks that the image resembles its "
                      "training data.")
     if quality is None:
-        lines.append("This model has no quality head, so it cannot tell whether the image is good "
+        lines.append("This model cannot judge image quality." if plain else
+                     "This model has no quality head, so it cannot tell whether the image is good "
                      "enough to trust its diagnosis.")
         return " ".join(lines)
     undecided = diagnosis_set is not None and len(diagnosis_set) > 1
     qp, best = float(quality[q]), len(qnames) - 1  # quality labels are ordered worst → best
     card = model.entry.card
     hq, lq = _metric(card, "HQ"), _metric(card, "LQ")
-    validated = f" (validation AUC: {hq:.2f} on good images, {lq:.2f} on poor ones)" if hq and lq else ""
+    validated = f" (validation AUC: {hq:.2f} on good images, {lq:.2f} on poor ones)" if hq and lq and not plain else ""
     if qp < CONFIDENT:
-        lines.append(f"Image quality: the quality head itself is unsure ({qnames[q]} {qp:.0%}), so how far the "
+        lines.append(f"Image quality: the model is unsure of it ({qnames[q]} {qp:.0%}), so how far the diagnosis can "
+                     f"be trusted is unclear." if plain else
+                     f"Image quality: the quality head itself is unsure ({qnames[q]} {qp:.0%}), so how far the "
                      f"diagnosis can be trusted is unclear{validated}.")
     elif q == best and p >= CONFIDENT and calibration is not None and verdict is not None and not undecided:
         lines.append(f"Image quality: **{qnames[q]}** ({qp:.0%}): the diagnosis is {REASSURANCE}{validated}.")
@@ -139,15 +152,16 @@ def explain(model: ZooModel, diagnosis: np.ndarray, quality: np.ndarray | None, 
         lines.append(f"Image quality: **{qnames[q]}** ({qp:.0%}); without calibration and an out-of-distribution "
                      f"guard this model cannot say how far to trust its diagnosis{validated}.")
     elif q == 0:
-        lines.append(f"Image quality: **{qnames[q]}** ({qp:.0%}): low quality, the diagnosis is "
-                     f"less reliable{validated}; consider a new acquisition.")
+        lines.append(f"Image quality: **{qnames[q]}** ({qp:.0%}): low quality, the diagnosis is less reliable"
+                     f"{validated}; a better image, where one can be had, would be read more reliably.")
     else:
         lines.append(f"Image quality: **{qnames[q]}** ({qp:.0%}): degraded, the diagnosis is somewhat "
                      f"less reliable{validated}.")
     return " ".join(lines)
 
 
-def reading_from(model: ZooModel, out: TaskOutput, prepared: Prepared, margin: Margin | None = None) -> Reading:
+def reading_from(model: ZooModel, out: TaskOutput, prepared: Prepared, margin: Margin | None = None,
+                 plain: bool = False) -> Reading:
     loaded = model.loaded
     logits = {h: out.logits(h).detach().float().cpu().numpy() for h in ("diagnosis", "quality", "auxiliary")
               if out.logits(h) is not None}
@@ -166,7 +180,7 @@ def reading_from(model: ZooModel, out: TaskOutput, prepared: Prepared, margin: M
     return Reading(
         diagnosis={n: float(v) for n, v in zip(model.class_names("diagnosis"), d)},
         quality=None if q is None else {n: float(v) for n, v in zip(model.class_names("quality"), q)},
-        text=explain(model, d, q, verdict, diagnosis_set, margin),
+        text=explain(model, d, q, verdict, diagnosis_set, margin, plain),
         top_diagnosis=int(d.argmax()),
         top_quality=None if q is None else int(q.argmax()),
         top_auxiliary=None if a is None else int(a[0].argmax()),
@@ -178,10 +192,11 @@ def reading_from(model: ZooModel, out: TaskOutput, prepared: Prepared, margin: M
     )
 
 
-def read_out(model: ZooModel, prepared: Prepared, margin: Margin | None = None) -> Reading:
-    """Probabilities and the reading, without CAMs (with `margin`, the reading says it)."""
+def read_out(model: ZooModel, prepared: Prepared, margin: Margin | None = None, plain: bool = False) -> Reading:
+    """Probabilities and the reading, without CAMs (with `margin`, the reading says it; `plain`:
+    in a clinician's words)."""
     with model.lock, torch.no_grad():  # the lock: a CAM in another request may hook these layers
-        return reading_from(model, model.task_net(prepared.tensor), prepared, margin)
+        return reading_from(model, model.task_net(prepared.tensor), prepared, margin, plain)
 
 
 def robustness_for(model: ZooModel, image: np.ndarray, seed: int = 0) -> Margin:
@@ -220,23 +235,32 @@ def branch_of(key: str, label: str) -> Branch:
     return SHARED_BACKBONE if label == SHARED_BACKBONE.cam_label else BRANCHES[key]
 
 
-def explain_maps(model: ZooModel) -> str:
-    """One plain sentence per map this model has, what the colours mean, and when CAM methods agree."""
+def explain_maps(model: ZooModel, plain: bool = False) -> str:
+    """One plain sentence per map this model has, what the colours mean, and when CAM methods
+    agree; `plain`: the maps a clinician is shown, in their words, without the theory."""
+    if plain:
+        lines = [f"- **{t.label}**: {b.plain}" for t in cam_targets(model.task_net)
+                 if (b := branch_of(t.key, t.label)).plain]
+        return ("**Reading the maps** (red: where the image most supports what is named under the map; blue: "
+                "nowhere):\n" + "\n".join(lines))
     lines = [f"- **{t.label}**: {branch_of(t.key, t.label).meaning}" for t in cam_targets(model.task_net)]
     return ("**Reading the maps** (each scaled to its own maximum; red: the strongest evidence for the class "
             "named under the map, blue: none):\n" + "\n".join(lines) + "\n\n" + SAME_METHODS)
 
 
-def analyse(model: ZooModel, prepared: Prepared, method: str = DEFAULT_METHOD,
-            opacity: float = 0.5, margin: Margin | None = None) -> tuple[Reading, list[tuple[np.ndarray, str]]]:
+def analyse(model: ZooModel, prepared: Prepared, method: str = DEFAULT_METHOD, opacity: float = 0.5,
+            margin: Margin | None = None, plain: bool = False) -> tuple[Reading, list[tuple[np.ndarray, str]]]:
     """The reading plus (overlay, caption) for every branch the model has and the fused
-    diagnosis, all from one forward pass; each map explains its head's top class."""
+    diagnosis, all from one forward pass; each map explains its head's top class. `plain`: the
+    reading in a clinician's words, and only the maps that have them (no ω branch)."""
     with model.lock:
         cams = compute_cams(model.task_net, prepared.tensor, method)
-    reading = reading_from(model, cams.output, prepared, margin)
+    reading = reading_from(model, cams.output, prepared, margin, plain)
     top = {"diagnosis": reading.top_diagnosis, "quality": reading.top_quality, "auxiliary": reading.top_auxiliary}
     overlays = []
     for target in cam_targets(model.task_net):
+        if plain and not branch_of(target.key, target.label).plain:
+            continue
         category = top[target.head]
         explained = (model.class_names(target.head)[category] if target.head != "auxiliary"
                      else auxiliary_class_name(model, category))

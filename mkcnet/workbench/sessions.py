@@ -42,8 +42,9 @@ GRACE_SECONDS = 20.0
 
 
 class VisitorSession:
-    def __init__(self, key: str, folder: Path, shared: PackStore):
+    def __init__(self, key: str, folder: Path, shared: PackStore, plain: bool = False):
         self.key = key
+        self.plain = plain  # readings in a clinician's words (the plain view), else the expert's
         self.folder = folder
         self.data_root: Path | None = None
         self.data_label = ""  # what the pages call the data set: a folder's or an upload's own name
@@ -151,8 +152,9 @@ def gradio_copies(path: Path) -> list[Path]:
 
 class Sessions:
     def __init__(self, shared: PackStore, idle_seconds: float = IDLE_SECONDS, max_sessions: int = MAX_SESSIONS,
-                 grace_seconds: float = GRACE_SECONDS):
+                 grace_seconds: float = GRACE_SECONDS, plain: bool = False):
         self.shared = shared
+        self.plain = plain  # the view a new visitor starts with (plain when hosted)
         self._base: Path | None = None
         self.idle_seconds = idle_seconds
         self.max_sessions = max_sessions
@@ -186,7 +188,7 @@ class Sessions:
             if session is None:
                 # The folder is named by a digest: the session hash is the client's to choose.
                 folder = self.base / hashlib.sha256(key.encode()).hexdigest()[:24]
-                session = self._sessions[key] = VisitorSession(key, folder, self.shared)
+                session = self._sessions[key] = VisitorSession(key, folder, self.shared, self.plain)
             session.last_seen = time.monotonic()
             return session
 
@@ -220,7 +222,7 @@ class Sessions:
                 before.close()
             self._pages[page] = visitor
             self._sessions.setdefault(visitor, VisitorSession(
-                visitor, self.base / hashlib.sha256(visitor.encode()).hexdigest()[:24], self.shared))
+                visitor, self.base / hashlib.sha256(visitor.encode()).hexdigest()[:24], self.shared, self.plain))
             self._sessions[visitor].last_seen = time.monotonic()
             return visitor
 

@@ -203,6 +203,34 @@ def end_sessions_on_unload(context: Workbench, demo: gr.Blocks) -> None:
     demo.unload(boundary(end_session, None))  # unload takes no inputs or outputs, so not `wire`
 
 
+VIEWS = [("Plain", "plain"), ("Expert", "expert")]
+
+
+def view_switch(context: Workbench, linked, status_out: gr.Markdown, expert_only: list) -> Any:
+    """The plain/expert switch of a page that reads images out: plain (the default when hosted)
+    says what a clinician reads and shows no ω branch, CAM theory, thresholds or commands; expert
+    says all of it. The view is the visitor's (their session's), so every page keeps it.
+    `expert_only` are controls shown in the expert view alone. Returns the event after which the
+    view has changed, for the page to read its image out again."""
+    switch = gr.Radio(VIEWS, value="plain" if context.sessions.plain else "expert", label="View",
+                      info="plain: the reading for a clinician; expert: also the model's internals",
+                      elem_classes=["view-switch"])
+
+    def current(request: gr.Request) -> str:
+        return "plain" if context.session(request).plain else "expert"
+
+    def choose(view: str, request: gr.Request):
+        if view not in ("plain", "expert"):
+            raise UserError("the view is plain or expert")
+        context.session(request).plain = view == "plain"
+        shown = tuple(gr.update(visible=view == "expert") for _ in expert_only)
+        return shown[0] if len(shown) == 1 else shown
+
+    # A page opens with the app's default; the visitor's own view (set on another page) follows.
+    wire(linked.then, current, None, switch, api_visibility="private")
+    return wire(switch.change, choose, switch, [*expert_only, status_out], api_visibility="private")
+
+
 # ---- the visitor's data set ---------------------------------------------------------------------
 
 def use_data_folder(context: Workbench, text: str | None, request: gr.Request | None) -> str:
@@ -389,8 +417,10 @@ def model_dropdown(context: Workbench, names: list[str] | None = None, label: st
     return gr.Dropdown(choices, value=choices[0][1] if choices else None, label=label)
 
 
-def cam_controls() -> tuple[gr.Dropdown, gr.Slider]:
-    method = gr.Dropdown(list(CAM_METHODS), value=DEFAULT_METHOD, label="CAM method")
+def cam_controls(context: Workbench) -> tuple[gr.Dropdown, gr.Slider]:
+    """The map settings; the method is the expert view's only (`view_switch` shows and hides it)."""
+    method = gr.Dropdown(list(CAM_METHODS), value=DEFAULT_METHOD, label="CAM method",
+                         visible=not context.sessions.plain)
     opacity = gr.Slider(0, 1, value=0.5, step=0.05, label="CAM opacity")
     return method, opacity
 
@@ -483,13 +513,14 @@ def panel_view(model: ZooModel, prepared: Prepared, method: str, opacity: float,
     """What a PredictionPanel shows (with `margin`, the reading says it); the maps as files of the
     visitor's session."""
     if with_cams:
-        reading, overlays = analyse(model, prepared, method or DEFAULT_METHOD, float(opacity), margin)
+        reading, overlays = analyse(model, prepared, method or DEFAULT_METHOD, float(opacity), margin, session.plain)
         flagged = reading.verdict is not None and reading.verdict.ood
         # A flagged image's maps would explain an output that means nothing: none are shown (the reading says so).
         overlays = [] if flagged else [(session.image_file(image), caption) for image, caption in overlays]
     else:
-        reading, overlays = read_out(model, prepared, margin), []
+        reading, overlays = read_out(model, prepared, margin, session.plain), []
     # A model without a quality head says so in the quality box rather than leaving it blank.
     quality = reading.quality if reading.quality is not None else NO_QUALITY_HEAD
     # The reading's first line says whether these probabilities are calibrated.
-    return PanelView(reading, reading.diagnosis, quality, reading.text + "\n\n" + explain_maps(model), overlays)
+    maps = explain_maps(model, session.plain)
+    return PanelView(reading, reading.diagnosis, quality, reading.text + "\n\n" + maps, overlays)
