@@ -149,6 +149,20 @@ def test_api_report_downloads_and_names_the_model(app, client):
     assert text.count("<figure>") == 4 and "Validation metrics" in text  # the four maps and the model card
 
 
+def print_to_text(html: Path, pdf: Path) -> str | None:
+    """An HTML file printed by headless chromium, as pdftotext reads the PDF (pages split by form
+    feeds); None without pdftotext."""
+    import shutil
+    import subprocess
+
+    if not shutil.which("pdftotext"):
+        return None
+    subprocess.run([str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                    "--no-pdf-header-footer", f"--print-to-pdf={pdf}", html.as_uri()],
+                   check=True, capture_output=True, timeout=120)
+    return subprocess.run(["pdftotext", "-layout", str(pdf), "-"], check=True, capture_output=True, text=True).stdout
+
+
 @pytest.mark.browser
 def test_the_case_report_prints_with_its_verdict_maps_and_colour_scale(app, client, tmp_path):
     """The report printed by headless chromium (as a clinician prints it to attach): the date and
@@ -156,7 +170,6 @@ def test_the_case_report_prints_with_its_verdict_maps_and_colour_scale(app, clie
     card as a table; for a flagged X-ray through the CT model, the verdict says not to use it,
     the probabilities are struck out and no map is shown."""
     import shutil
-    import subprocess
 
     if not CHROMIUM.is_file() or not shutil.which("pdftotext"):
         pytest.skip("needs Debian's chromium and poppler's pdftotext (apt-get install chromium poppler-utils)")
@@ -170,12 +183,7 @@ def test_the_case_report_prints_with_its_verdict_maps_and_colour_scale(app, clie
         assert status == ""
         html_text = Path(report).read_text()
         assert "|---" not in html_text and "<table>" in html_text.split("Model card")[-1]  # the card rendered
-        pdf = tmp_path / f"{name}.pdf"
-        subprocess.run([str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                        "--no-pdf-header-footer", f"--print-to-pdf={pdf}", Path(report).as_uri()],
-                       check=True, capture_output=True, timeout=120)
-        printed[name] = (html_text, subprocess.run(["pdftotext", "-layout", str(pdf), "-"], check=True,
-                                                   capture_output=True, text=True).stdout)
+        printed[name] = (html_text, print_to_text(Path(report), tmp_path / f"{name}.pdf"))
     html_text, text = printed["fundus"]
     first_page = text.split("\f")[0]
     assert "In distribution" in first_page and context.zoo.entry(model(context)).title in first_page
@@ -431,6 +439,25 @@ def test_hosted_mode_in_a_browser(monkeypatch, tmp_path):
             page.goto(url)
             images_shown(page, ".cams img", 2)
             assert "data folder on this machine" not in page.inner_text("body")
+            # The clinician's path: their image → the plain reading → the case report, printed to PDF.
+            page.locator(".upload button[aria-label=Clear]").click()
+            page.locator(".upload input[type=file]").set_input_files(str(EXAMPLE))
+            page.locator(f".upload [aria-label='{EXAMPLE.name}']").wait_for()
+            page.wait_for_function("document.querySelector('.reading').innerText.includes('similar validation images')")
+            assert "calibrated" not in page.inner_text(".reading") and "ω" not in page.inner_text(".cams")
+            page.get_by_role("button", name="Case report (HTML)").click()
+            link = page.locator(".report a[href*='report.html']").first
+            link.wait_for()
+            report = tmp_path / "report.html"
+            report.write_bytes(page.request.get(link.get_attribute("href")).body())
+            printed = print_to_text(report, tmp_path / "report.pdf")
+            if printed is not None:  # chromium → PDF → text: what a printed page says
+                first = printed.split("\f")[0]
+                words = " ".join(printed.split())  # lines wrap anywhere on paper
+                assert "In distribution" in first and "similar validation images" in words  # the verdict on top
+                assert "strongest" in printed and "no evidence" in printed  # the maps' colour scale
+                maps = printed.split("Class activation maps")[1].split("Model card")[0]
+                assert "fused diagnosis" in maps and "ω" not in maps  # the plain view's maps
             page.get_by_text("Your data set").first.click()
             page.locator(".data-upload input[type=file]").set_input_files(str(archive))
             page.get_by_text("your data set my-fundus.zip").wait_for()
