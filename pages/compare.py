@@ -167,7 +167,8 @@ def build(context: Workbench, root: gr.Blocks | None = None) -> gr.Blocks:
                     "group, or one class only). The results join your runs on the Embeddings and "
                     "Out-of-distribution pages.")
         evaluate = gr.Button("Evaluate both on my data set")
-        on_data = gr.Dataframe(label="Both models on your data set", interactive=False, wrap=True,
+        on_data = gr.Dataframe(pd.DataFrame(columns=["model", "images", "HQ / LQ", *(c for c, _ in COLUMNS)]),
+                               label="Both models on your data set", interactive=False, wrap=True,
                                elem_id="on-your-data")
         bench = bench_markdown(context.settings.bench)
         if bench is not None:
