@@ -287,6 +287,18 @@ def images_shown(page, selector: str, count: int) -> None:
         arg=[selector, count])
 
 
+def shows_its_whole_prompt(page, selector: str) -> None:
+    """The empty upload box `selector` shows its label and its whole prompt ("Drop File Here - or -
+    Click to Upload"): nothing cut off, the label over none of it."""
+    box = page.evaluate(
+        "selector => { const box = document.querySelector(selector), r = e => e.getBoundingClientRect();"
+        " const prompt = box.querySelector('.upload-container .wrap'), label = box.querySelector('label');"
+        " return {cut: box.scrollHeight - box.clientHeight, text: prompt.innerText, box: r(box).bottom,"
+        " top: r(prompt).top, bottom: r(prompt).bottom, label: r(label).bottom}; }", selector)
+    assert box["cut"] <= 0 and "Click to Upload" in box["text"], box
+    assert box["label"] <= box["top"] and box["bottom"] <= box["box"], box
+
+
 @pytest.mark.browser
 def test_every_page_in_a_browser(app, tmp_path):
     if not CHROMIUM.is_file():
@@ -311,7 +323,13 @@ def test_every_page_in_a_browser(app, tmp_path):
         maps = len(cam_targets(context.zoo.model(context.zoo.names()[0]).task_net))
         page.goto(url)
         page.locator(".cams img").nth(maps - 1).wait_for()  # the first example is analysed on load
+        page.get_by_text("Your data set").first.click()
+        shows_its_whole_prompt(page, ".data-upload")
+        page.set_viewport_size({"width": 820, "height": 1000})
+        shows_its_whole_prompt(page, ".data-upload")
+        page.set_viewport_size({"width": 1400, "height": 1000})
         page.locator(".upload button[aria-label=Clear]").click()  # the loaded example gives way
+        shows_its_whole_prompt(page, ".upload")
         page.locator(".upload input[type=file]").set_input_files(str(EXAMPLE))
         page.locator(f".upload [aria-label='{EXAMPLE.name}']").wait_for()
         images_shown(page, ".cams img", maps)
@@ -431,6 +449,7 @@ def test_hosted_mode_in_a_browser(monkeypatch, tmp_path):
             images_shown(page, ".cams img", 2)
             assert "data folder on this machine" not in page.inner_text("body")
             page.get_by_text("Your data set").first.click()
+            shows_its_whole_prompt(page, ".data-upload")
             page.locator(".data-upload input[type=file]").set_input_files(str(archive))
             page.get_by_text("your data set my-fundus.zip").wait_for()
             page.wait_for_function("document.querySelectorAll('.examples img').length == 4")
