@@ -299,6 +299,32 @@ def shows_its_whole_prompt(page, selector: str) -> None:
     assert box["label"] <= box["top"] and box["bottom"] <= box["box"], box
 
 
+def box(locator) -> dict:
+    found = locator.first.bounding_box()
+    assert found is not None, f"{locator} is not shown"
+    return found
+
+
+def above(upper, lower) -> bool:
+    return box(upper)["y"] + box(upper)["height"] <= box(lower)["y"]
+
+
+def left_of(left, right) -> bool:
+    return box(left)["x"] + box(left)["width"] <= box(right)["x"]
+
+
+def reads_before_tuning(page, examples, tuning) -> None:
+    """At a narrow window (the columns stack) the examples, then the diagnosis, then the controls
+    that tune the reading (`tuning`); at a wide one the controls sit left of the diagnosis."""
+    diagnosis = page.locator(".diagnosis")
+    page.set_viewport_size({"width": 820, "height": 1000})
+    try:
+        assert above(examples, diagnosis) and above(diagnosis, tuning)
+    finally:
+        page.set_viewport_size({"width": 1400, "height": 1000})
+    assert left_of(tuning, diagnosis) and left_of(examples, diagnosis)
+
+
 @pytest.mark.browser
 def test_every_page_in_a_browser(app, tmp_path):
     if not CHROMIUM.is_file():
@@ -323,6 +349,7 @@ def test_every_page_in_a_browser(app, tmp_path):
         maps = len(cam_targets(context.zoo.model(context.zoo.names()[0]).task_net))
         page.goto(url)
         page.locator(".cams img").nth(maps - 1).wait_for()  # the first example is analysed on load
+        reads_before_tuning(page, page.locator(".examples"), page.get_by_text("What-if: degrade the image"))
         page.get_by_text("Your data set").first.click()
         shows_its_whole_prompt(page, ".data-upload")
         page.set_viewport_size({"width": 820, "height": 1000})
@@ -403,6 +430,7 @@ def test_every_page_in_a_browser(app, tmp_path):
         # Compare: both models' maps (2 vanilla + 4 MKCNet).
         page.goto(url + "compare")
         images_shown(page, ".cams img", 6)
+        reads_before_tuning(page, page.locator(".examples"), page.get_by_text("CAM method", exact=True))
         page.locator("#reliability-plot .js-plotly-plot .scatterlayer .trace").first.wait_for()
         assert page.locator(".limits").first.is_visible()
         page.screenshot(path=str(shots / "compare.png"), full_page=True)

@@ -203,6 +203,19 @@ def end_sessions_on_unload(context: Workbench, demo: gr.Blocks) -> None:
     demo.unload(boundary(end_session, None))  # unload takes no inputs or outputs, so not `wire`
 
 
+# ---- the two columns of a reading page ----------------------------------------------------------
+
+class PageColumns:
+    """The element classes of Diagnose's and Compare's two columns: the controls left (CONTROLS),
+    the results right (RESULTS), in a row (ROW). The controls are what picks the image (CHOOSE:
+    the model, the upload, the examples) over what tunes the reading (TUNE: what-if, CAM settings,
+    the visitor's data set...). At a narrow window the columns stack, and workbench.css then puts
+    the results between the two, so the diagnosis comes right after the image rather than after
+    every control."""
+
+    ROW, CONTROLS, CHOOSE, TUNE, RESULTS = "page-columns", "page-controls", "page-choose", "page-tune", "page-results"
+
+
 # ---- the visitor's data set ---------------------------------------------------------------------
 
 def use_data_folder(context: Workbench, text: str | None, request: gr.Request | None) -> str:
