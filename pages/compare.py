@@ -99,7 +99,7 @@ class CompareEvents:
 
     def change_dataset(self, name: str, request: gr.Request):
         entry = self.context.zoo.entry(self.context.zoo.names(self.pair(name), "mkcnet")[0])
-        return refresh_examples(self.context, entry.modality, request)
+        return refresh_examples(self.context, entry, request)
 
     def show_reliability(self, name: str):
         from mkcnet.analysis.reliability import reliability_figure
@@ -142,9 +142,9 @@ def build(context: Workbench, root: gr.Blocks | None = None) -> gr.Blocks:
             with gr.Column(scale=1, min_width=340, elem_classes=[PageColumns.CONTROLS]):
                 with gr.Column(elem_classes=[PageColumns.CHOOSE]):
                     dataset = gr.Dropdown(datasets, value=datasets[0] if datasets else None, label="Data set")
-                    modality = context.zoo.entry(context.zoo.names(datasets[0], "mkcnet")[0]).modality \
-                        if datasets else None
-                    source = image_input(context, status_md, modality)
+                    entry = context.zoo.entry(context.zoo.names(datasets[0], "mkcnet")[0]) if datasets else None
+                    source = image_input(context, status_md, entry and entry.modality,
+                                         names=entry and entry.label_names)
                 with gr.Column(elem_classes=[PageColumns.TUNE]):
                     method, opacity = cam_controls()
                     with gr.Accordion("Your data set", open=False):

@@ -170,7 +170,7 @@ class DiagnoseEvents:
 
     def change_model(self, model_name: str, request: gr.Request):
         entry = self.context.zoo.entry(model_name)
-        gallery, shown = refresh_examples(self.context, entry.modality, request)
+        gallery, shown = refresh_examples(self.context, entry, request)
         return (gr.update(choices=family_choices(entry.modality), value=NO_DEGRADATION),
                 severity_text(entry.modality, None, 0), entry.card_markdown(), self.reliability_of(model_name),
                 gallery, shown, gr.update())
@@ -187,7 +187,7 @@ class DiagnoseEvents:
         return figure
 
     def change_data(self, model_name: str, request: gr.Request):
-        return refresh_examples(self.context, self.context.zoo.entry(model_name).modality, request)
+        return refresh_examples(self.context, self.context.zoo.entry(model_name), request)
 
     def read_batch(self, files: list[str] | None, model_name: str, request: gr.Request):
         context = self.context
@@ -234,9 +234,11 @@ def build(context: Workbench, root: gr.Blocks | None = None) -> gr.Blocks:
             with gr.Column(scale=2, min_width=340, elem_classes=[PageColumns.CONTROLS]):
                 with gr.Column(elem_classes=[PageColumns.CHOOSE]):
                     model = model_dropdown(context)
-                    first = context.zoo.entry(model.value).modality if model.value else "fundus"
+                    entry = context.zoo.entry(model.value) if model.value else None
+                    first = entry.modality if entry else "fundus"
                     start = opening(context, model.value, first)
-                    source = image_input(context, status_md, first, value=start[0] if start else None)
+                    source = image_input(context, status_md, first, value=start[0] if start else None,
+                                         names=entry and entry.label_names)
                 with gr.Column(elem_classes=[PageColumns.TUNE]):
                     with gr.Accordion("DICOM and NIfTI: window and slice", open=False):
                         window = gr.Dropdown(WINDOW_CHOICES, value=DEFAULT_WINDOW, label="Window",
