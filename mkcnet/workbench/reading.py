@@ -51,9 +51,11 @@ JET = ("#00007f", "#0000ff", "#007fff", "#00ffff", "#7fff7f", "#ffff00", "#ff7f0
 COLOUR_BAR = (
     '<div class="colour-bar" role="img" aria-label="map colour scale: blue low, red high">'
     f'<div style="height:12px;border-radius:3px;background:linear-gradient(to right,{",".join(JET)})"></div>'
-    '<div style="display:flex;justify-content:space-between;font-size:0.85em">'
-    "<span>no evidence</span><span>map colour: evidence for the class named under each map</span>"
-    "<span>strongest</span></div></div>")
+    # (the ends on one line each, the middle wrapping between them: in a narrow panel they ran into each other)
+    '<div style="display:flex;justify-content:space-between;gap:0.75em;font-size:0.85em">'
+    '<span style="white-space:nowrap">no evidence</span>'
+    '<span style="text-align:center">map colour: evidence for the class named under each map</span>'
+    '<span style="white-space:nowrap">strongest</span></div></div>')
 # The flagged reading's first words. The page strikes out the diagnosis box from the verdict itself
 # (ui.PredictionPanel.flagged), never by finding these words.
 OUT_OF_DISTRIBUTION = "This image does not look like the model's training data"
