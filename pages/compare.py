@@ -15,6 +15,7 @@ from mkcnet.project import find_project_home
 from mkcnet.workbench.context import Workbench
 from mkcnet.workbench.imaging import load_for
 from mkcnet.workbench.ui import (
+    PageColumns,
     PredictionPanel,
     cam_controls,
     data_source,
@@ -99,7 +100,7 @@ class CompareEvents:
 
     def change_dataset(self, name: str, request: gr.Request):
         entry = self.context.zoo.entry(self.context.zoo.names(self.pair(name), "mkcnet")[0])
-        return refresh_examples(self.context, entry.modality, request)
+        return refresh_examples(self.context, entry, request)
 
     def show_reliability(self, name: str):
         from mkcnet.analysis.reliability import reliability_figure
@@ -138,18 +139,21 @@ def build(context: Workbench, root: gr.Blocks | None = None) -> gr.Blocks:
     with page_frame(TITLE, "Compare: vanilla vs. MKCNet",
                     "The same image through both models of a data set. The vanilla model has one branch and cannot "
                     "judge quality; MKCNet adds the quality and ω branches.", context, root=root) as (page, status_md, linked):
-        with gr.Row(equal_height=False):
-            with gr.Column(scale=1, min_width=340):
-                view = gr.Group()
-                dataset = gr.Dropdown(datasets, value=datasets[0] if datasets else None, label="Data set")
-                modality = context.zoo.entry(context.zoo.names(datasets[0], "mkcnet")[0]).modality if datasets else None
-                source = image_input(context, status_md, modality)
-                method, opacity = cam_controls(context)
-                with gr.Accordion("Your data set", open=False):
-                    data_changed = data_source(context, status_md, linked)
-                with view:
-                    viewed = view_switch(context, linked, status_md, [method])
-            with gr.Column(scale=2, min_width=600):
+        with gr.Row(equal_height=False, elem_classes=[PageColumns.ROW]):
+            with gr.Column(scale=1, min_width=340, elem_classes=[PageColumns.CONTROLS]):
+                with gr.Column(elem_classes=[PageColumns.CHOOSE]):
+                    view = gr.Group()
+                    dataset = gr.Dropdown(datasets, value=datasets[0] if datasets else None, label="Data set")
+                    entry = context.zoo.entry(context.zoo.names(datasets[0], "mkcnet")[0]) if datasets else None
+                    source = image_input(context, status_md, entry and entry.modality,
+                                         names=entry and entry.label_names)
+                with gr.Column(elem_classes=[PageColumns.TUNE]):
+                    method, opacity = cam_controls(context)
+                    with gr.Accordion("Your data set", open=False):
+                        data_changed = data_source(context, status_md, linked)
+                    with view:
+                        viewed = view_switch(context, linked, status_md, [method])
+            with gr.Column(scale=2, min_width=600, elem_classes=[PageColumns.RESULTS]):
                 preview = gr.Image(label="What the models see", height=200, interactive=False, buttons=[])
                 with gr.Row(equal_height=False):
                     with gr.Column():

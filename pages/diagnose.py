@@ -22,6 +22,7 @@ from mkcnet.workbench.imaging import NO_DEGRADATION, load_for
 from mkcnet.workbench.reading import Reading, analyse, robustness_for
 from mkcnet.workbench.report import batch_files, batch_table, batch_view, case_report
 from mkcnet.workbench.ui import (
+    PageColumns,
     PredictionPanel,
     cam_controls,
     data_source,
@@ -170,7 +171,7 @@ class DiagnoseEvents:
 
     def change_model(self, model_name: str, request: gr.Request):
         entry = self.context.zoo.entry(model_name)
-        gallery, shown = refresh_examples(self.context, entry.modality, request)
+        gallery, shown = refresh_examples(self.context, entry, request)
         return (gr.update(choices=family_choices(entry.modality), value=NO_DEGRADATION),
                 severity_text(entry.modality, None, 0), entry.card_markdown(), self.reliability_of(model_name),
                 gallery, shown, gr.update())
@@ -187,7 +188,7 @@ class DiagnoseEvents:
         return figure
 
     def change_data(self, model_name: str, request: gr.Request):
-        return refresh_examples(self.context, self.context.zoo.entry(model_name).modality, request)
+        return refresh_examples(self.context, self.context.zoo.entry(model_name), request)
 
     def read_batch(self, files: list[str] | None, model_name: str, request: gr.Request):
         context = self.context
@@ -231,36 +232,40 @@ def build(context: Workbench, root: gr.Blocks | None = None) -> gr.Blocks:
     with page_frame(TITLE, TITLE, "Upload an image or pick an example. Each feature branch gets its own class "
                     "activation map; the what-if panel degrades the image with the project's simulator."
                     , context, root=root) as (page, status_md, linked):
-        with gr.Row(equal_height=False):
-            with gr.Column(scale=2, min_width=340):
-                view = gr.Group()
-                model = model_dropdown(context)
-                first = context.zoo.entry(model.value).modality if model.value else "fundus"
-                start = opening(context, model.value, first)
-                source = image_input(context, status_md, first, value=start[0] if start else None)
-                with gr.Accordion("DICOM and NIfTI: window and slice", open=False):
-                    window = gr.Dropdown(WINDOW_CHOICES, value=DEFAULT_WINDOW, label="Window",
-                                         info="how CT values become grey levels; the line below says which "
-                                              "window and slice the model read")
-                    with gr.Row():
-                        centre = gr.Number(-600, label="Centre (custom)", precision=0)
-                        width = gr.Number(1500, label="Width (custom)", precision=0, minimum=1)
-                    slice_k = gr.Slider(0, 1, value=0, step=1, label="Slice", visible=False)
-                    read_as = gr.Markdown("", elem_classes=["read-as"])
-                with gr.Accordion("What-if: degrade the image", open=True):
-                    # The families follow the model's modality; prepare() checks the value.
-                    family = server_checked(family_choices(first), value=NO_DEGRADATION, label="Degradation family")
-                    severity = gr.Slider(0, 5, value=0, step=1, label="Severity (0 = none)")
-                    seed = gr.Number(0, precision=0, label="Seed", minimum=0)
-                    meaning = gr.Markdown(severity_text(first, None, 0), elem_classes=["meaning"])
-                    robust = gr.Checkbox(False, label="Robustness margin: the lowest severity of each family that "
-                                                      "changes the diagnosis (a few seconds)")
-                method, opacity = cam_controls(context)
-                with gr.Accordion("Your data set", open=False):
-                    data_changed = data_source(context, status_md, linked)
-                with view:
-                    viewed = view_switch(context, linked, status_md, [method])
-            with gr.Column(scale=3, min_width=480):
+        with gr.Row(equal_height=False, elem_classes=[PageColumns.ROW]):
+            with gr.Column(scale=2, min_width=340, elem_classes=[PageColumns.CONTROLS]):
+                with gr.Column(elem_classes=[PageColumns.CHOOSE]):
+                    view = gr.Group()
+                    model = model_dropdown(context)
+                    entry = context.zoo.entry(model.value) if model.value else None
+                    first = entry.modality if entry else "fundus"
+                    start = opening(context, model.value, first)
+                    source = image_input(context, status_md, first, value=start[0] if start else None,
+                                         names=entry and entry.label_names)
+                with gr.Column(elem_classes=[PageColumns.TUNE]):
+                    with gr.Accordion("DICOM and NIfTI: window and slice", open=False):
+                        window = gr.Dropdown(WINDOW_CHOICES, value=DEFAULT_WINDOW, label="Window",
+                                             info="how CT values become grey levels; the line below says which "
+                                                  "window and slice the model read")
+                        with gr.Row():
+                            centre = gr.Number(-600, label="Centre (custom)", precision=0)
+                            width = gr.Number(1500, label="Width (custom)", precision=0, minimum=1)
+                        slice_k = gr.Slider(0, 1, value=0, step=1, label="Slice", visible=False)
+                        read_as = gr.Markdown("", elem_classes=["read-as"])
+                    with gr.Accordion("What-if: degrade the image", open=True):
+                        # The families follow the model's modality; prepare() checks the value.
+                        family = server_checked(family_choices(first), value=NO_DEGRADATION, label="Degradation family")
+                        severity = gr.Slider(0, 5, value=0, step=1, label="Severity (0 = none)")
+                        seed = gr.Number(0, precision=0, label="Seed", minimum=0)
+                        meaning = gr.Markdown(severity_text(first, None, 0), elem_classes=["meaning"])
+                        robust = gr.Checkbox(False, label="Robustness margin: the lowest severity of each family that "
+                                                          "changes the diagnosis (a few seconds)")
+                    method, opacity = cam_controls(context)
+                    with gr.Accordion("Your data set", open=False):
+                        data_changed = data_source(context, status_md, linked)
+                    with view:
+                        viewed = view_switch(context, linked, status_md, [method])
+            with gr.Column(scale=3, min_width=480, elem_classes=[PageColumns.RESULTS]):
                 panel = prediction_panel(preview="What the model sees", note=True, opening=start)
                 with gr.Row():
                     report_go = gr.Button("Case report (HTML)", size="sm", scale=0)

@@ -126,8 +126,10 @@ def build(context: Workbench, root: gr.Blocks | None = None) -> gr.Blocks:
                     epsilon = gr.Slider(0.01, 0.2, value=0.05, step=0.01, label="Error bound ε among those diagnosed")
                     delta = gr.Slider(0.01, 0.5, value=0.1, step=0.01, label="Risk δ (the bound holds with 1 − δ)")
                 referral = gr.Plot(label="Diagnosis error vs. share diagnosed", elem_id="referral-plot")
+                # Widths set: left to itself, the long last column was drawn wider than the page and cut off.
                 points = gr.Dataframe(label="Certified operating points (Learn-then-Test on the run's validation "
-                                            "images)", interactive=False, wrap=True)
+                                            "images)", interactive=False, wrap=True,
+                                      column_widths=["22%", "16%", "15%", "47%"])
 
         events = OodEvents(context)
         wire([page.load, runs.change, metric.change, ratio.release], events.show, [runs, metric, ratio],

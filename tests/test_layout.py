@@ -347,7 +347,8 @@ def test_workbench_settings_come_from_the_command_line_then_the_environment():
 
 
 @pytest.mark.parametrize("module", ["mkcnet.config", "mkcnet.files", "mkcnet.inference.inputs", "mkcnet.workbench.settings",
-                                    "mkcnet.workbench.ui", "mkcnet.workbench.context", "mkcnet.workbench.sessions"])
+                                    "mkcnet.workbench.ui", "mkcnet.workbench.context", "mkcnet.workbench.sessions",
+                                    "mkcnet.workbench.examples"])
 def test_the_docstring_examples_run(module):
     import doctest
     import importlib

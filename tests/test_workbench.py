@@ -206,6 +206,35 @@ def test_user_data_examples_cover_every_label_cell(context, tiny_dataset):
     assert cells == {(0, 0), (0, 1), (1, 0), (1, 1)}
 
 
+def test_a_data_sets_examples_are_captioned_in_the_models_class_names(context, tiny_dataset, tmp_path):
+    """A data set's images in a page's gallery: their labels in the page's model's class names
+    (the labels first: a gallery shows a caption's start), numbers where the model has no name."""
+    import dataclasses
+    import shutil
+
+    from mkcnet.workbench.examples import LabelNames
+    from mkcnet.workbench.ui import refresh_examples
+
+    def labels(captions) -> set[str]:
+        return {caption.rsplit(" · ", 1)[0] for caption in captions}
+
+    entry = context.zoo.entry("tiny-mkcnet")
+    assert entry.label_names == LabelNames(("non-COVID", "COVID-19"), ("LQ", "HQ"))
+    with_data = Workbench(context.zoo, assets=ASSETS, data_root=tiny_dataset)
+    gallery, _ = refresh_examples(with_data, entry, None)  # what Diagnose and Compare show
+    assert labels(c for _, c in gallery) == {"non-COVID · LQ", "non-COVID · HQ", "COVID-19 · LQ", "COVID-19 · HQ"}
+    assert all(c.endswith(" (copy).png") for _, c in gallery)
+    # Another task's label (a diagnosis 7 the model has no name for): its number.
+    other = shutil.copytree(tiny_dataset, tmp_path / "other")
+    (other / "val.csv").write_text((other / "val.csv").read_text().replace(",1,1\n", ",7,1\n"))
+    shown = with_data.examples(data_root=other, names=entry.label_names)
+    assert labels(e.caption for e in shown) == {"non-COVID · LQ", "non-COVID · HQ", "COVID-19 · LQ", "diagnosis 7 · HQ"}
+    # A model whose names are not one per class names none: numbers throughout.
+    unnamed = LabelNames.of(dataclasses.replace(entry.model_config, diagnosis_names=("only one",), quality_names=()))
+    shown = with_data.examples(data_root=tiny_dataset, names=unnamed)
+    assert labels(e.caption for e in shown) == {f"diagnosis {d} · quality {q}" for d in (0, 1) for q in (0, 1)}
+
+
 # ---- bundled assets and packaging -------------------------------------------------------------------
 
 def test_examples_are_listed_readable_and_small():

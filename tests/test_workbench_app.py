@@ -295,6 +295,44 @@ def images_shown(page, selector: str, count: int) -> None:
         arg=[selector, count])
 
 
+def shows_its_whole_prompt(page, selector: str) -> None:
+    """The empty upload box `selector` shows its label and its whole prompt ("Drop File Here - or -
+    Click to Upload"): nothing cut off, the label over none of it."""
+    box = page.evaluate(
+        "selector => { const box = document.querySelector(selector), r = e => e.getBoundingClientRect();"
+        " const prompt = box.querySelector('.upload-container .wrap'), label = box.querySelector('label');"
+        " return {cut: box.scrollHeight - box.clientHeight, text: prompt.innerText, box: r(box).bottom,"
+        " top: r(prompt).top, bottom: r(prompt).bottom, label: r(label).bottom}; }", selector)
+    assert box["cut"] <= 0 and "Click to Upload" in box["text"], box
+    assert box["label"] <= box["top"] and box["bottom"] <= box["box"], box
+
+
+def box(locator) -> dict:
+    found = locator.first.bounding_box()
+    assert found is not None, f"{locator} is not shown"
+    return found
+
+
+def above(upper, lower) -> bool:
+    return box(upper)["y"] + box(upper)["height"] <= box(lower)["y"]
+
+
+def left_of(left, right) -> bool:
+    return box(left)["x"] + box(left)["width"] <= box(right)["x"]
+
+
+def reads_before_tuning(page, examples, tuning) -> None:
+    """At a narrow window (the columns stack) the examples, then the diagnosis, then the controls
+    that tune the reading (`tuning`); at a wide one the controls sit left of the diagnosis."""
+    diagnosis = page.locator(".diagnosis")
+    page.set_viewport_size({"width": 820, "height": 1000})
+    try:
+        assert above(examples, diagnosis) and above(diagnosis, tuning)
+    finally:
+        page.set_viewport_size({"width": 1400, "height": 1000})
+    assert left_of(tuning, diagnosis) and left_of(examples, diagnosis)
+
+
 @pytest.mark.browser
 def test_every_page_in_a_browser(app, tmp_path):
     if not CHROMIUM.is_file():
@@ -319,7 +357,14 @@ def test_every_page_in_a_browser(app, tmp_path):
         maps = len(cam_targets(context.zoo.model(context.zoo.names()[0]).task_net))
         page.goto(url)
         page.locator(".cams img").nth(maps - 1).wait_for()  # the first example is analysed on load
+        reads_before_tuning(page, page.locator(".examples"), page.get_by_text("What-if: degrade the image"))
+        page.get_by_text("Your data set").first.click()
+        shows_its_whole_prompt(page, ".data-upload")
+        page.set_viewport_size({"width": 820, "height": 1000})
+        shows_its_whole_prompt(page, ".data-upload")
+        page.set_viewport_size({"width": 1400, "height": 1000})
         page.locator(".upload button[aria-label=Clear]").click()  # the loaded example gives way
+        shows_its_whole_prompt(page, ".upload")
         page.locator(".upload input[type=file]").set_input_files(str(EXAMPLE))
         page.locator(f".upload [aria-label='{EXAMPLE.name}']").wait_for()
         images_shown(page, ".cams img", maps)
@@ -393,6 +438,7 @@ def test_every_page_in_a_browser(app, tmp_path):
         # Compare: both models' maps (2 vanilla + 4 MKCNet).
         page.goto(url + "compare")
         images_shown(page, ".cams img", 6)
+        reads_before_tuning(page, page.locator(".examples"), page.get_by_text("CAM method", exact=True))
         page.locator("#reliability-plot .js-plotly-plot .scatterlayer .trace").first.wait_for()
         assert page.locator(".limits").first.is_visible()
         page.screenshot(path=str(shots / "compare.png"), full_page=True)
@@ -459,6 +505,7 @@ def test_hosted_mode_in_a_browser(monkeypatch, tmp_path):
                 maps = printed.split("Class activation maps")[1].split("Model card")[0]
                 assert "fused diagnosis" in maps and "ω" not in maps  # the plain view's maps
             page.get_by_text("Your data set").first.click()
+            shows_its_whole_prompt(page, ".data-upload")
             page.locator(".data-upload input[type=file]").set_input_files(str(archive))
             page.get_by_text("your data set my-fundus.zip").wait_for()
             page.wait_for_function("document.querySelectorAll('.examples img').length == 4")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from mkcnet.errors import UserError
 from mkcnet.project import project_path
-from mkcnet.workbench.examples import Example, bundled_examples, data_examples, data_root_from
+from mkcnet.workbench.examples import Example, LabelNames, bundled_examples, data_examples, data_root_from
 from mkcnet.workbench.hosting import Hosting
 from mkcnet.workbench.imaging import ImageCache
 from mkcnet.workbench.packs import PackStore
@@ -63,12 +63,14 @@ class Workbench:
         """The visitor's data set if they brought one, else the operator's, else None."""
         return session.data_root if session is not None and session.data_root is not None else self.default_root
 
-    def examples(self, modality: str | None = None, data_root: Path | None = None, limit: int = 12) -> list[Example]:
-        """The images of a data set when there is one, else the bundled examples of this
-        modality (all of them when none fits)."""
+    def examples(self, modality: str | None = None, data_root: Path | None = None, limit: int = 12,
+                 names: LabelNames | None = None) -> list[Example]:
+        """The images of a data set when there is one (captioned with their labels, in `names`
+        where they name them: the page's model's), else the bundled examples of this modality
+        (all of them when none fits)."""
         root = data_root if data_root is not None else self.default_root
         if root is not None:
-            return data_examples(root, limit)
+            return data_examples(root, limit, names)
         bundled = bundled_examples(self.assets)
         return [e for e in bundled if modality is None or e.modality == modality] or bundled
 

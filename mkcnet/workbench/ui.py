@@ -22,9 +22,10 @@ from mkcnet.analysis.cam import CAM_METHODS, DEFAULT_METHOD
 from mkcnet.errors import UserError
 from mkcnet.inference.robustness import Margin
 from mkcnet.workbench.context import Example, Workbench
+from mkcnet.workbench.examples import LabelNames
 from mkcnet.workbench.imaging import Prepared, load_for, thumbnail
 from mkcnet.workbench.reading import COLOUR_BAR, Reading, analyse, explain_maps, read_out
-from mkcnet.workbench.zoo import ZooModel
+from mkcnet.workbench.zoo import ZooEntry, ZooModel
 
 log = logging.getLogger("mkcnet.workbench")
 
@@ -231,6 +232,19 @@ def view_switch(context: Workbench, linked, status_out: gr.Markdown, expert_only
     return wire(switch.change, choose, switch, [*expert_only, status_out], api_visibility="private")
 
 
+# ---- the two columns of a reading page ----------------------------------------------------------
+
+class PageColumns:
+    """The element classes of Diagnose's and Compare's two columns: the controls left (CONTROLS),
+    the results right (RESULTS), in a row (ROW). The controls are what picks the image (CHOOSE:
+    the model, the upload, the examples) over what tunes the reading (TUNE: what-if, CAM settings,
+    the visitor's data set...). At a narrow window the columns stack, and workbench.css then puts
+    the results between the two, so the diagnosis comes right after the image rather than after
+    every control."""
+
+    ROW, CONTROLS, CHOOSE, TUNE, RESULTS = "page-columns", "page-controls", "page-choose", "page-tune", "page-results"
+
+
 # ---- the visitor's data set ---------------------------------------------------------------------
 
 def use_data_folder(context: Workbench, text: str | None, request: gr.Request | None) -> str:
@@ -337,13 +351,14 @@ def picked(shown_paths: list[str], index: Any) -> Path:
 
 
 def image_input(context: Workbench, status_out: gr.Markdown, modality: str | None = None,
-                label: str = "Image", value: str | None = None) -> ImageInput:
+                label: str = "Image", value: str | None = None, names: LabelNames | None = None) -> ImageInput:
     """An upload field for any supported format (no file-type filter: a DICOM often has no
-    extension, and the reader decides) and a gallery of examples; picking one puts it in the
-    upload field, so every analysis reads one place."""
+    extension, and the reader decides) and a gallery of examples (a data set's captioned in the
+    page's model's class `names`); picking one puts it in the upload field, so every analysis
+    reads one place."""
     file = gr.File(value=value, label=f"{label} — PNG, JPEG, TIFF, BMP or DICOM", type="filepath", height=90,
                    elem_classes=["upload"])
-    thumbnails, paths = example_gallery(context, context.examples(modality))
+    thumbnails, paths = example_gallery(context, context.examples(modality, names=names))
     gallery = gr.Gallery(value=thumbnails, label="…or pick an example", columns=4, height=230, allow_preview=False,
                          object_fit="cover", elem_classes=["examples"])
     shown = gr.State(paths)
@@ -387,10 +402,12 @@ def opening(context: Workbench, model_name: str | None, modality: str | None) ->
         return None
 
 
-def refresh_examples(context: Workbench, modality: str | None, request: gr.Request | None) -> tuple[list, list[str]]:
-    """Gallery value and paths for a modality and the visitor's data set."""
+def refresh_examples(context: Workbench, entry: ZooEntry, request: gr.Request | None) -> tuple[list, list[str]]:
+    """Gallery value and paths for a model and the visitor's data set: the bundled examples of
+    its modality, or the data set's images captioned in the model's class names."""
     session = context.session(request)
-    return example_gallery(context, context.examples(modality, context.data_root(session)), session)
+    examples = context.examples(entry.modality, context.data_root(session), names=entry.label_names)
+    return example_gallery(context, examples, session)
 
 
 # ---- predictions ------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from mkcnet.inference.results import ResultsPack, find_pack_dir, load_pack
 from mkcnet.methods import METHODS
 from mkcnet.presets import MODALITY_OF_PRESET, model_modality  # noqa: F401  (the map: scripts/bundle_models.py)
 from mkcnet.project import find_project_home
+from mkcnet.workbench.examples import LabelNames
 from mkcnet.workbench.settings import WorkbenchSettings
 
 
@@ -86,6 +87,12 @@ class ZooEntry:
     @property
     def title(self) -> str:
         return self.card.get("title") or f"{self.method} ({self.dataset})"
+
+    @property
+    def label_names(self) -> LabelNames:
+        """The model's class names, for the captions of a data set's images (read from the
+        checkpoint's header: nothing is loaded)."""
+        return LabelNames.of(self.model_config)
 
     @property
     def pack_dir(self) -> Path | None:
