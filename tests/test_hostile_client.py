@@ -409,6 +409,30 @@ def test_idle_and_surplus_sessions_are_closed(tiny_dataset):
     sessions.shutdown()
 
 
+def test_a_leaving_visitor_deletes_their_uploads_not_the_apps_shared_files(monkeypatch, tmp_path):
+    """Gradio hands every visitor its one copy of the opening example; a visitor whose event sends
+    it back did not upload it, and their leaving must not delete it (the next visitor's page would
+    open on a missing file). Their own upload goes."""
+    import shutil
+
+    from mkcnet.workbench.sessions import gradio_copies
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))
+    context = Workbench(ModelZoo([]), data_root="")
+    example = next((context.assets / "examples").glob("*.png"))
+    shared = gradio_copies(example)[0]  # where Gradio keeps its copy of the page's opening example
+    shared.parent.mkdir(parents=True)
+    shutil.copyfile(example, shared)
+    mine = tmp_path / "gradio" / "0123abcd" / example.name  # the same name, the visitor's own bytes
+    mine.parent.mkdir(parents=True)
+    mine.write_bytes(example.read_bytes()[:-1])
+    visitor = type("Request", (), {"session_hash": "visitor"})()
+    context.session(visitor, str(shared), [str(mine)])
+    context.sessions.close(visitor)
+    assert shared.is_file() and not mine.exists()
+    context.sessions.shutdown()
+
+
 def test_a_visitor_is_one_session_across_their_pages_and_goes_with_the_last(tmp_path):
     """Pages linked to one server-issued key share the visitor's data; a key the server did not
     issue (or no longer holds) is never honoured; the visitor's files go a grace period after

@@ -5,6 +5,7 @@ bundled results packs, the hosting policy, and each visitor's session."""
 from __future__ import annotations
 
 import filecmp
+import glob
 import logging
 from pathlib import Path
 
@@ -56,8 +57,22 @@ class Workbench:
         """The visitor's session; `received` are files their event brought (uploads: paths or
         lists of them), deleted when the session ends."""
         session = self.sessions.get(request)
-        session.receive(*received)
+        session.receive(*[[f for f in (v if isinstance(v, list | tuple) else [v]) if not self.serves(f)]
+                          for v in received])
         return session
+
+    def serves(self, file) -> bool:
+        """Whether a file an event brought is Gradio's copy of one the app serves to everyone (a
+        bundled asset, an example staged while the pages were built): a visitor who sends it back
+        did not upload it, and their session must not delete it from under the others."""
+        if not isinstance(file, str | Path) or not Path(file).is_file():
+            return False
+        target = Path(file)
+        for root in (self.assets, self.sessions.get(None).folder):
+            for shared in root.rglob(glob.escape(target.name)) if root.is_dir() else []:
+                if shared.is_file() and shared != target and filecmp.cmp(shared, target, shallow=False):
+                    return True
+        return False
 
     def data_root(self, session: VisitorSession | None = None) -> Path | None:
         """The visitor's data set if they brought one, else the operator's, else None."""
