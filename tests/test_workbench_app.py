@@ -298,6 +298,7 @@ def images_shown(page, selector: str, count: int) -> None:
 def shows_its_whole_prompt(page, selector: str) -> None:
     """The empty upload box `selector` shows its label and its whole prompt ("Drop File Here - or -
     Click to Upload"): nothing cut off, the label over none of it."""
+    page.locator(f"{selector} .upload-container .wrap").first.wait_for()  # an accordion just opened renders it
     box = page.evaluate(
         "selector => { const box = document.querySelector(selector), r = e => e.getBoundingClientRect();"
         " const prompt = box.querySelector('.upload-container .wrap'), label = box.querySelector('label');"
