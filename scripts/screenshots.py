@@ -82,10 +82,25 @@ def shoot(out: Path, view: str, url: str, report: bool) -> None:
                 html.write_bytes(page.request.get(link.get_attribute("href")).body())
                 subprocess.run([CHROMIUM, *ARGS, "--no-pdf-header-footer", f"--print-to-pdf={pdf}", html.as_uri()],
                                check=True, capture_output=True, timeout=120)
-                subprocess.run(["pdftoppm", "-png", "-r", "70", "-f", "1", "-l", "1", "-singlefile", str(pdf),
-                                str(out / f"case-report-printed-{view}")], check=True)
+                subprocess.run(["pdftoppm", "-png", "-r", "70", "-f", "1", "-l", "2", str(pdf), str(Path(tmp) / "page")],
+                               check=True)
+                side_by_side(sorted(Path(tmp).glob("page*.png")), out / f"case-report-printed-{view}.png")
             print(f"wrote {out / f'case-report-printed-{view}.png'}")
         browser.close()
+
+
+def side_by_side(pages: list[Path], target: Path) -> None:
+    """Printed pages next to each other on white, as one image."""
+    from PIL import Image
+
+    images = [Image.open(p).convert("RGB") for p in pages]
+    sheet = Image.new("RGB", (sum(i.width for i in images) + 20 * (len(images) - 1), max(i.height for i in images)),
+                      "white")
+    x = 0
+    for image in images:
+        sheet.paste(image, (x, 0))
+        x += image.width + 20
+    sheet.save(target)
 
 
 def main(out: Path) -> None:
