@@ -48,6 +48,7 @@ class Workbench:
         self.images = ImageCache()
         self.packs = PackStore(self.zoo, self.images)
         self.sessions = Sessions(self.packs, plain=self.hosting.hosted)  # hosted: visitors start in the plain view
+        self.assessor = None  # /assess's models (workbench.assess sets it when the endpoint is added)
 
     @property
     def default_data(self) -> str:
