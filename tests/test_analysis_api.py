@@ -16,7 +16,7 @@ from mkcnet.analysis.figures import save_figure
 from mkcnet.analysis.ood import lq_ratio_curves, lq_ratio_draws, ood_figure
 from mkcnet.data.shift import draw_mix, largest_size, lq_subset
 from mkcnet.inference.results import ResultsPack
-from mkcnet.metrics import quality_groups
+from mkcnet.metrics import classification_metrics, quality_groups
 
 N_HQ, N_LQ = 10, 6
 
@@ -70,6 +70,41 @@ def test_lq_ratio_draws_fixed_size_and_replacement_flag():
     assert lq_ratio_draws(pack, ratios=[1.0], repeats=2, size=8).attrs["replaced"]  # 8 LQ from 6: repeats
     again = lq_ratio_draws(pack, ratios=[0.3], repeats=4, size=8)
     assert again["value"].tolist() == draws[draws.ratio == 0.3]["value"].tolist()  # seeded
+
+
+def draws_one_by_one(pack: ResultsPack, ratios, size: int, repeats: int, seed: int, replace: bool) -> pd.DataFrame:
+    """The LQ-ratio draws as they were computed before numpy took over: one scikit-learn call per draw."""
+    labels, probs = pack.predictions["diagnosis"].to_numpy(), pack.probabilities("diagnosis")
+    lq, hq = quality_groups(pack.predictions["quality"].to_numpy(), pack.num_classes("quality"))
+    rows = []
+    for ratio in np.round(np.asarray(ratios, dtype=float), 6):
+        rng = np.random.default_rng([seed, int(ratio * 1_000_000)])
+        for draw in range(repeats):
+            index = draw_mix(lq, hq, ratio, size, rng, replace)
+            scores = classification_metrics(labels[index], probs[index], hard_auc=False)
+            rows += [(ratio, draw, metric, scores[metric]) for metric in ("auc", "acc", "f1")]
+    return pd.DataFrame(rows, columns=["ratio", "draw", "metric", "value"])
+
+
+@pytest.mark.parametrize("classes, replace", [(2, False), (3, False), (3, True)])
+def test_lq_ratio_draws_equal_one_scikit_learn_call_per_draw(classes, replace):
+    """The draws are scored all at once in numpy: the same draws, the same values (to rounding: the
+    AUC from ranks, not the ROC trapezoid), NaN where a draw lacks a class, for a fixed seed."""
+    rng = np.random.default_rng(7)
+    n = 60
+    quality = rng.integers(0, 2, n)
+    diagnosis = rng.integers(0, classes, n)
+    probs = rng.dirichlet(np.ones(classes), n).round(1)  # rounded: tied scores, as softmax outputs have
+    probs[:, 0] = 1 - probs[:, 1:].sum(1)
+    table = pd.DataFrame({"image": [f"{i}.png" for i in range(n)], "diagnosis": diagnosis, "quality": quality,
+                          **{f"prob_diagnosis_{k}": probs[:, k] for k in range(classes)}})
+    pack = ResultsPack(table, {}, {"model": {"num_diagnosis": classes, "num_quality": 2}})
+    ratios = np.linspace(0, 1, 6)
+    new = lq_ratio_draws(pack, ratios, size=9, repeats=40, seed=5, replace=replace)
+    old = draws_one_by_one(pack, ratios, 9, 40, 5, replace)
+    pd.testing.assert_frame_equal(new.drop(columns="value"), old.drop(columns="value"), check_dtype=False)
+    assert np.isnan(old["value"]).any() if classes == 3 else True  # small draws lacking a class: undefined AUC
+    np.testing.assert_allclose(new["value"], old["value"], rtol=0, atol=1e-12)  # NaN at the same places
 
 
 def test_training_subset_has_the_share_and_is_reproducible():
