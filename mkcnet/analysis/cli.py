@@ -241,11 +241,15 @@ def run_grads(args: argparse.Namespace) -> int:
 
 
 def run_cam(args: argparse.Namespace) -> int:
+    from mkcnet.progress import lines, say
+
+    say(f"mkcnet cam: loading {args.checkpoint}…", args.quiet)  # torch, pytorch-grad-cam and the model
     from mkcnet.analysis.cam import save_cams
     from mkcnet.inference.evaluate import collect_inputs
 
     inputs = collect_inputs(args.images)
-    result = save_cams(args.checkpoint, inputs.files, args.out, args.method, args.opacity, args.device, args.batch_size)
+    result = save_cams(args.checkpoint, inputs.files, args.out, args.method, args.opacity, args.device, args.batch_size,
+                       report=lines("mkcnet cam", args.quiet))
     for path in inputs.skipped:
         print(f"note: skipped {path.name}: not an image by its name", file=sys.stderr)
     for path in inputs.not_files:
@@ -366,4 +370,5 @@ def register(subparsers) -> None:
     c.add_argument("--opacity", type=float, default=0.5, help="the heat map's weight in the overlay")
     c.add_argument("--batch-size", type=int, default=16)
     c.add_argument("--device", default="auto")
+    c.add_argument("--quiet", action="store_true", help="no progress on stderr")
     c.set_defaults(func=run_cam)
