@@ -124,6 +124,12 @@ def serve(args: argparse.Namespace, block: bool = True) -> gr.Blocks:
               f"({ROOTS_VARIABLE})")
     first_answer(demo.local_url)  # "ready" when a browser gets the page, not when the port opens
     print(f"workbench ready in {time.perf_counter() - start:.1f} s at http://{settings.host}:{settings.port}/")
+    # UMAP's imports and numba code, in the background once the first page is served and its maps
+    # drawn (an import beside them slows both, see docs/workbench.md "Start-up"): the first UMAP of
+    # a pack without stored coordinates then takes a fraction of a second, not 15-30 s.
+    from mkcnet.analysis.embedding import start_umap_warm_up
+
+    start_umap_warm_up(delay=10.0)
     if block:
         demo.block_thread()
     return demo

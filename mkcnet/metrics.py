@@ -11,7 +11,6 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
 
 
 def quality_groups(quality: np.ndarray, num_quality: int) -> tuple[np.ndarray, np.ndarray]:
@@ -22,6 +21,8 @@ def quality_groups(quality: np.ndarray, num_quality: int) -> tuple[np.ndarray, n
 
 def classification_metrics(labels: np.ndarray, probs: np.ndarray, hard_auc: bool = True) -> dict[str, float]:
     """acc, f1, auc (+ auc_hard for binary tasks unless `hard_auc` is off); NaN where undefined."""
+    from sklearn.metrics import accuracy_score, f1_score, roc_auc_score  # ~1 s to import: `mkcnet ood` needs none
+
     labels = np.asarray(labels)
     probs = np.asarray(probs, dtype=np.float64)
     num_classes = probs.shape[1]
@@ -48,6 +49,61 @@ def classification_metrics(labels: np.ndarray, probs: np.ndarray, hard_auc: bool
         else:
             out["auc"] = np.nan
     return out
+
+
+def _average_ranks(scores: np.ndarray) -> np.ndarray:
+    """Ranks 1..n along each row, tied values sharing their mean rank (as Mann-Whitney counts them)."""
+    rows, n = scores.shape
+    order = np.argsort(scores, axis=1, kind="stable")
+    ordered = np.take_along_axis(scores, order, 1)
+    starts = np.ones((rows, n), bool)
+    starts[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
+    group = np.cumsum(starts.ravel()) - 1  # every row starts a new group
+    position = np.tile(np.arange(1, n + 1, dtype=np.float64), rows)
+    mean = (np.bincount(group, weights=position) / np.bincount(group))[group].reshape(rows, n)
+    ranks = np.empty_like(mean)
+    np.put_along_axis(ranks, order, mean, 1)
+    return ranks
+
+
+def _pair_auc(scores: np.ndarray, positive: np.ndarray, negative: np.ndarray) -> np.ndarray:
+    """Per row, the ROC AUC of `scores` separating the `positive` from the `negative` entries
+    (others left out); ties count ½. Rows lacking either class give NaN."""
+    ranks = _average_ranks(np.where(positive | negative, scores, np.inf))  # left-out entries rank last
+    n_pos, n_neg = positive.sum(1), negative.sum(1)
+    u = np.where(positive, ranks, 0).sum(1) - n_pos * (n_pos + 1) / 2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where((n_pos > 0) & (n_neg > 0), u / (n_pos * n_neg), np.nan)
+
+
+def draw_metrics(labels: np.ndarray, probs: np.ndarray) -> dict[str, np.ndarray]:
+    """acc, f1, auc of many draws at once, one per row of `labels` (R×n) with `probs` (R×n×K):
+    `classification_metrics(labels[r], probs[r], hard_auc=False)` for every r, computed in numpy
+    (the same definitions, AUC from ranks rather than the ROC trapezoid: equal to ~1e-15) in a
+    few ms instead of ~3 ms a draw."""
+    labels = np.asarray(labels)
+    probs = np.asarray(probs, dtype=np.float64)
+    num_classes = probs.shape[2]
+    preds = probs.argmax(axis=2)
+    acc = (preds == labels).mean(axis=1)
+    classes = range(1, 2) if num_classes == 2 else range(num_classes)  # binary F1 is the positive class's
+    f1 = []
+    for k in classes:
+        tp = ((preds == k) & (labels == k)).sum(1).astype(np.float64)
+        denominator = (labels == k).sum(1).astype(np.float64) + (preds == k).sum(1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            f1.append(np.where(denominator > 0, 2.0 * tp / denominator, 0.0))  # zero_division=0
+    f1 = np.mean(f1, axis=0)
+    if num_classes == 2:
+        auc = _pair_auc(probs[:, :, 1], labels == 1, labels == 0)
+    else:  # macro one-vs-one over every pair, defined only where every class is present
+        normalised = probs / probs.sum(axis=2, keepdims=True)
+        pairs = [(_pair_auc(normalised[:, :, a], labels == a, labels == b)
+                  + _pair_auc(normalised[:, :, b], labels == b, labels == a)) / 2
+                 for a in range(num_classes) for b in range(a + 1, num_classes)]
+        every = np.all([(labels == k).any(1) for k in range(num_classes)], axis=0)
+        auc = np.where(every, np.mean(pairs, axis=0), np.nan)
+    return {"acc": acc, "f1": f1, "auc": auc}
 
 
 def evaluation_metrics(diagnosis: np.ndarray, diagnosis_probs: np.ndarray, quality: np.ndarray,

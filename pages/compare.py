@@ -11,10 +11,12 @@ import gradio as gr
 import pandas as pd
 
 from mkcnet.errors import UserError
+from mkcnet.progress import scaled
 from mkcnet.project import find_project_home
 from mkcnet.workbench.context import Workbench
 from mkcnet.workbench.imaging import load_for
 from mkcnet.workbench.ui import (
+    PROGRESS,
     PageColumns,
     PredictionPanel,
     cam_controls,
@@ -24,6 +26,7 @@ from mkcnet.workbench.ui import (
     page_frame,
     panel_view,
     prediction_panel,
+    progress_report,
     refresh_examples,
     view_switch,
     wire,
@@ -111,7 +114,7 @@ class CompareEvents:
         figure.update_layout(height=420)
         return figure
 
-    def on_data(self, name: str, request: gr.Request) -> pd.DataFrame:
+    def on_data(self, name: str, request: gr.Request, progress=PROGRESS) -> pd.DataFrame:
         """Both models of the data set evaluated on the visitor's data set: the benchmark's metrics
         on their images, overall and per quality group. The packs join the visitor's runs (the
         Embeddings and Out-of-distribution pages show them too)."""
@@ -121,10 +124,13 @@ class CompareEvents:
             raise UserError("bring a data set first: upload one under “Your data set”"
                             + ("" if self.context.hosting.hosted else " or name a data folder"))
         rows = []
-        for side in SIDES:
+        report = progress_report(progress)
+        for i, side in enumerate(SIDES):
             session.check_budget()
             model_name = self.context.zoo.names(self.pair(name), side)[0]
-            metrics = session.packs.entry(session.packs.evaluate(model_name, root)).pack.header["metrics"]
+            title = self.context.zoo.entry(model_name).title
+            part = scaled(report, i / len(SIDES), (i + 1) / len(SIDES), f"{title}: ")
+            metrics = session.packs.entry(session.packs.evaluate(model_name, root, report=part)).pack.header["metrics"]
             rows.append({"model": self.context.zoo.entry(model_name).title, "images": int(metrics["diagnosis.n"]),
                          "HQ / LQ": f"{metrics.get('diagnosis.HQ.n', 0):.0f} / {metrics.get('diagnosis.LQ.n', 0):.0f}",
                          **metric_cells(metrics)})

@@ -17,7 +17,16 @@ from mkcnet.errors import UserError
 from mkcnet.workbench.context import Workbench
 from mkcnet.workbench.imaging import as_rgb
 from mkcnet.workbench.packs import PackStore
-from mkcnet.workbench.ui import add_typed_run, data_source, model_dropdown, page_frame, server_checked, wire
+from mkcnet.workbench.ui import (
+    PROGRESS,
+    add_typed_run,
+    data_source,
+    model_dropdown,
+    page_frame,
+    progress_report,
+    server_checked,
+    wire,
+)
 
 TITLE = "Embeddings"
 METHODS = [("t-SNE", "tsne"), ("UMAP", "umap"), ("PCA", "pca")]
@@ -68,7 +77,7 @@ class EmbeddingEvents:
     def __init__(self, context: Workbench):
         self.context = context
 
-    def show(self, key: str, branch_name: str, how: str, by: str, request: gr.Request):
+    def show(self, key: str, branch_name: str, how: str, by: str, request: gr.Request, progress=PROGRESS):
         from mkcnet.analysis.embedding import class_names, embedding_figure, separation_scores
 
         if not key:
@@ -76,7 +85,7 @@ class EmbeddingEvents:
         packs = self.context.session(request).packs
         available = available_branches(packs, key)
         branch_name = branch_name if branch_name in available else available[0]
-        table = packs.embedding(key, branch_name, how)
+        table = packs.embedding(key, branch_name, how, progress_report(progress))
         pack = packs.entry(key).pack
         figure = embedding_figure(table, by, class_names(pack))
         figure.update_layout(height=480, margin={"l": 10, "r": 10, "t": 30, "b": 10},
@@ -95,14 +104,14 @@ class EmbeddingEvents:
             text += "\n\n*The image is not available here: bring the data set it came from.*"
         return (None if array is None else session.image_file(as_rgb(array))), text
 
-    def evaluate_on_data(self, model_name: str, request: gr.Request):
+    def evaluate_on_data(self, model_name: str, request: gr.Request, progress=PROGRESS):
         session = self.context.session(request)
         root = self.context.data_root(session)
         if root is None:
             raise UserError("bring a data set first: upload one" + ("" if self.context.hosting.hosted else
                                                                     " or name a data folder"))
         session.check_budget()
-        key = session.packs.evaluate(model_name, root)
+        key = session.packs.evaluate(model_name, root, report=progress_report(progress))
         return gr.update(choices=session.packs.choices(), value=key), ""
 
     def fitting_model(self, request: gr.Request):

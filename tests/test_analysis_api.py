@@ -16,7 +16,7 @@ from mkcnet.analysis.figures import save_figure
 from mkcnet.analysis.ood import lq_ratio_curves, lq_ratio_draws, ood_figure
 from mkcnet.data.shift import draw_mix, largest_size, lq_subset
 from mkcnet.inference.results import ResultsPack
-from mkcnet.metrics import quality_groups
+from mkcnet.metrics import classification_metrics, quality_groups
 
 N_HQ, N_LQ = 10, 6
 
@@ -72,6 +72,41 @@ def test_lq_ratio_draws_fixed_size_and_replacement_flag():
     assert again["value"].tolist() == draws[draws.ratio == 0.3]["value"].tolist()  # seeded
 
 
+def draws_one_by_one(pack: ResultsPack, ratios, size: int, repeats: int, seed: int, replace: bool) -> pd.DataFrame:
+    """The LQ-ratio draws as they were computed before numpy took over: one scikit-learn call per draw."""
+    labels, probs = pack.predictions["diagnosis"].to_numpy(), pack.probabilities("diagnosis")
+    lq, hq = quality_groups(pack.predictions["quality"].to_numpy(), pack.num_classes("quality"))
+    rows = []
+    for ratio in np.round(np.asarray(ratios, dtype=float), 6):
+        rng = np.random.default_rng([seed, int(ratio * 1_000_000)])
+        for draw in range(repeats):
+            index = draw_mix(lq, hq, ratio, size, rng, replace)
+            scores = classification_metrics(labels[index], probs[index], hard_auc=False)
+            rows += [(ratio, draw, metric, scores[metric]) for metric in ("auc", "acc", "f1")]
+    return pd.DataFrame(rows, columns=["ratio", "draw", "metric", "value"])
+
+
+@pytest.mark.parametrize("classes, replace", [(2, False), (3, False), (3, True)])
+def test_lq_ratio_draws_equal_one_scikit_learn_call_per_draw(classes, replace):
+    """The draws are scored all at once in numpy: the same draws, the same values (to rounding: the
+    AUC from ranks, not the ROC trapezoid), NaN where a draw lacks a class, for a fixed seed."""
+    rng = np.random.default_rng(7)
+    n = 60
+    quality = rng.integers(0, 2, n)
+    diagnosis = rng.integers(0, classes, n)
+    probs = rng.dirichlet(np.ones(classes), n).round(1)  # rounded: tied scores, as softmax outputs have
+    probs[:, 0] = 1 - probs[:, 1:].sum(1)
+    table = pd.DataFrame({"image": [f"{i}.png" for i in range(n)], "diagnosis": diagnosis, "quality": quality,
+                          **{f"prob_diagnosis_{k}": probs[:, k] for k in range(classes)}})
+    pack = ResultsPack(table, {}, {"model": {"num_diagnosis": classes, "num_quality": 2}})
+    ratios = np.linspace(0, 1, 6)
+    new = lq_ratio_draws(pack, ratios, size=9, repeats=40, seed=5, replace=replace)
+    old = draws_one_by_one(pack, ratios, 9, 40, 5, replace)
+    pd.testing.assert_frame_equal(new.drop(columns="value"), old.drop(columns="value"), check_dtype=False)
+    assert np.isnan(old["value"]).any() if classes == 3 else True  # small draws lacking a class: undefined AUC
+    np.testing.assert_allclose(new["value"], old["value"], rtol=0, atol=1e-12)  # NaN at the same places
+
+
 def test_training_subset_has_the_share_and_is_reproducible():
     quality = np.array([1] * 40 + [0] * 20)
     index = lq_subset(quality, 2, 0.5, seed=3)
@@ -107,6 +142,24 @@ def test_embedding_table_has_one_row_per_image():
 def test_umap_embedding():
     xy = embed(hand_made_pack().features["quality"], "umap", seed=0)
     assert xy.shape == (N_HQ + N_LQ, 2) and np.isfinite(xy).all()
+
+
+def test_umap_is_compiled_once_per_machine_not_once_per_process():
+    """umap-learn's numba functions go through numba's disk cache (umap-learn leaves `cache=True`
+    off): a new process loads the machine code (~0.1 s) instead of compiling it (13-30 s on 2
+    cores). After a UMAP, each function it ran was compiled into the cache, or loaded from it."""
+    from pathlib import Path
+
+    from mkcnet.analysis.embedding import umap_module, umap_ready, warm_umap
+
+    assert warm_umap() >= 0 and umap_ready()
+    umap = umap_module()
+    for function in (umap.umap_.smooth_knn_dist, umap.umap_.compute_membership_strengths,
+                     umap.layouts._nb_optimize_layout_euclidean_single_epoch, umap.utils.fast_knn_indices):
+        stats = function.stats
+        assert stats.cache_path is not None, function  # None: numba's NullCache, compiled anew in each process
+        assert sum(stats.cache_hits.values()) + sum(stats.cache_misses.values()) >= 1, function
+        assert list(Path(stats.cache_path).glob(f"*.{function.py_func.__name__}-*.nbi")), function
 
 
 def test_separation_scores_tell_which_branch_holds_which_label():

@@ -232,3 +232,31 @@ def test_predict_a_nifti_slice_with_a_window_and_its_robustness(mkcnet_run, tmp_
     assert len(margins) == 15 and all(v == "holds" or v in "12345" for v in margins.values())  # the CT families
     assert main(["predict", str(mkcnet_run), str(tmp_path / "scan.nii.gz"), "--slice", "3"]) == 2
     assert "slice 3 does not exist" in capsys.readouterr().err
+
+
+def test_progress_goes_to_stderr_and_quiet_silences_it(mkcnet_run, tiny_dataset, tmp_path, capsys):
+    """predict and evaluate say what they do during their silent seconds (loading torch and the
+    model, decoding, the network) on stderr: `--format json` on stdout still parses; `--quiet`
+    leaves stderr empty."""
+    image = str(tiny_dataset / "Images" / "img 00%1 (copy).png")
+    assert main(["predict", str(mkcnet_run), image, "--format", "json", "--device", "cpu"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)[0]["image"] == image
+    assert [line.split("…")[0] for line in captured.err.splitlines()] == [
+        f"mkcnet predict: loading {mkcnet_run}", "mkcnet predict: reading 1 image(s)",
+        "mkcnet predict: running the network on 1 image(s)"]
+    assert main(["predict", str(mkcnet_run), image, "--format", "json", "--device", "cpu", "--quiet"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)[0]["image"] == image and captured.err == ""
+    out = tmp_path / "pack"
+    assert main(["evaluate", str(mkcnet_run), str(tiny_dataset / "val.csv"), "--out", str(out), "--device", "cpu"]) == 0
+    captured = capsys.readouterr()
+    said = [line for line in captured.err.splitlines() if line.startswith("mkcnet evaluate:")]
+    assert [line.split("…")[0] for line in said] == [
+        f"mkcnet evaluate: loading {mkcnet_run}", "mkcnet evaluate: reading the split val.csv",
+        "mkcnet evaluate: decoding 4 images", "mkcnet evaluate: running the network on 4 images",
+        "mkcnet evaluate: metrics and calibration"]
+    assert "mkcnet evaluate" not in captured.out and f"results pack: {out}" in captured.out
+    assert main(["evaluate", str(mkcnet_run), str(tiny_dataset / "val.csv"), "--out", str(out), "--device", "cpu",
+                 "--quiet"]) == 0
+    assert capsys.readouterr().err == ""

@@ -153,3 +153,28 @@ def test_bench_shard_and_devices_are_checked(tiny_dataset, tmp_path, capsys):
     assert "holds none" in capsys.readouterr().out
     assert main(["bench", "--out", str(tmp_path)]) == 2
     assert "--data NAME=ROOT is required" in capsys.readouterr().err
+
+
+def test_ood_reads_each_pack_once_and_reports_on_stderr(tmp_path, capsys, monkeypatch):
+    """`mkcnet ood` on hand-made packs: its progress on stderr (stdout holds the results), none with
+    --quiet; each pack is read from disk once, however many steps use it (--by method reads them
+    for their names too)."""
+    from mkcnet.inference.results import ResultsPack
+    from tests.test_analysis_api import hand_made_pack
+
+    packs = []
+    for name in ("a", "b"):
+        pack = hand_made_pack()
+        pack.header["model"]["method"] = "vanilla"
+        packs.append(str(pack.save(tmp_path / name)))
+    loads = []
+    real_load = ResultsPack.load.__func__
+    monkeypatch.setattr(ResultsPack, "load", classmethod(lambda cls, folder: loads.append(folder)
+                                                            or real_load(cls, folder)))
+    assert main(["ood", *packs, "--by", "method", "--out", str(tmp_path / "ood"), "--repeats", "5", "--no-png"]) == 0
+    captured = capsys.readouterr()
+    assert sorted(map(str, loads)) == packs
+    assert captured.err.splitlines()[0] == "mkcnet ood: reading 2 results pack(s)…"
+    assert "reading 2 results" not in captured.out and "vanilla" in captured.out and "wrote " in captured.out
+    assert main(["ood", *packs, "--out", str(tmp_path / "ood"), "--repeats", "5", "--no-png", "--quiet"]) == 0
+    assert capsys.readouterr().err == ""

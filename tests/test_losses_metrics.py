@@ -6,7 +6,7 @@ import torch
 from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
 
 from mkcnet.losses import auxiliary_loss, entropy_regulariser, focal_loss
-from mkcnet.metrics import classification_metrics, evaluation_metrics
+from mkcnet.metrics import classification_metrics, draw_metrics, evaluation_metrics
 
 
 def test_focal_loss_equals_hand_computation():
@@ -67,3 +67,19 @@ def test_metrics_per_quality_group():
     assert m["diagnosis.LQ.acc"] == pytest.approx(1 / 3)
     assert m["quality.acc"] == 1.0
     assert m["diagnosis.acc"] == pytest.approx(4 / 6)
+
+
+@pytest.mark.parametrize("num_classes", [2, 3, 4])
+def test_draw_metrics_equal_classification_metrics_row_by_row(num_classes):
+    """Many draws scored at once (the LQ-ratio curves) as one scikit-learn call per draw scores
+    them: tied scores, draws lacking a class (AUC undefined: NaN; F1 of an absent class: 0)."""
+    rng = np.random.default_rng(num_classes)
+    labels = rng.integers(0, num_classes, (300, 12))
+    labels[0] = 0  # one class only
+    probs = rng.dirichlet(np.ones(num_classes), (300, 12)).round(1) + 1e-3  # ties
+    got = draw_metrics(labels, probs)
+    for r in range(len(labels)):
+        want = classification_metrics(labels[r], probs[r], hard_auc=False)
+        for metric in ("acc", "f1", "auc"):
+            np.testing.assert_allclose(got[metric][r], want[metric], rtol=0, atol=1e-12, err_msg=f"{metric} row {r}")
+    assert np.isnan(got["auc"][0]) and np.isfinite(got["auc"]).sum() > 100

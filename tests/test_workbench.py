@@ -194,6 +194,62 @@ def test_live_evaluation_adds_a_pack(context, tiny_dataset):
         data_root_from(str(tiny_dataset / "Images"))
 
 
+def test_live_evaluation_and_embedding_report_their_steps(context, tiny_dataset, tmp_path, monkeypatch):
+    """What the workbench's progress bars show: each step of a live evaluation (decoding image by
+    image, the network batch by batch, the metrics), the share growing from 0 to under 1; and an
+    embedding computed (not stored) says so before it starts."""
+    monkeypatch.setenv("MKCNET_CACHE", str(tmp_path))  # an empty cache: the images are decoded
+    steps = []
+    key = context.packs.evaluate("tiny-mkcnet", tiny_dataset, report=lambda share, what: steps.append((share, what)))
+    shares, names = [s for s, _ in steps], list(dict.fromkeys(w for _, w in steps))
+    assert names == ["reading the split val.csv", "decoding 4 images", "running the network on 4 images",
+                     "metrics and calibration"]
+    assert shares == sorted(shares) and shares[0] == 0 and shares[-1] < 1
+    assert sum(w == "decoding 4 images" for _, w in steps) == 1 + 4  # as it starts, then once per image
+    said = []
+    table = context.packs.embedding(key, "quality", "pca", report=lambda share, what: said.append(what))
+    assert said == ["PCA of 4 images' quality features"] and len(table) == 4
+    context.packs.embedding(key, "quality", "pca", report=lambda share, what: said.append(what))
+    assert len(said) == 1  # kept: nothing computed, nothing to say
+
+
+def test_a_handler_with_progress_works_through_wire():
+    """A handler declaring `progress=PROGRESS` is wired like any other: gradio fills in the event's
+    gr.Progress through the boundary (which keeps the signature, gr.Request too), the steps reach
+    the client while the handler runs, and the outputs and status line are as ever."""
+    import time
+
+    gradio_client = pytest.importorskip("gradio_client")
+    from mkcnet.workbench.hosting import free_port
+    from mkcnet.workbench.ui import PROGRESS, progress_report, status_box, wire
+
+    got = {}
+
+    def slow(text: str, request: gr.Request, progress=PROGRESS):
+        got["request"] = request
+        report = progress_report(progress)
+        for k in range(3):
+            report(k / 3, f"step {k + 1} of 3")
+            time.sleep(0.4)
+        return text.upper()
+
+    with gr.Blocks() as demo:
+        box, out = gr.Textbox(), gr.Textbox()
+        wire(box.submit, slow, box, [out, status_box()], api_name="slow")
+    port = free_port()
+    demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        job = gradio_client.Client(f"http://127.0.0.1:{port}/", verbose=False).submit("abc", api_name="/slow")
+        seen = set()
+        while not job.done():
+            seen |= {unit.desc for unit in job.status().progress_data or []}
+            time.sleep(0.05)
+        assert job.result() == ("ABC", "") and isinstance(got["request"], gr.Request)
+        assert seen and seen <= {"step 1 of 3", "step 2 of 3", "step 3 of 3"}, seen
+    finally:
+        demo.close()
+
+
 def test_a_wrong_data_folder_does_not_stop_the_app(zoo_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("MKCNET_DATA", str(tmp_path / "missing"))
     context = Workbench(ModelZoo([zoo_dir]))

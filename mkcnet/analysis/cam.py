@@ -36,6 +36,7 @@ from torch import nn
 from mkcnet.branches import BRANCHES, SHARED_BACKBONE
 from mkcnet.errors import UserError
 from mkcnet.models import TaskNet, TaskOutput
+from mkcnet.progress import Report
 
 if TYPE_CHECKING:
     from pytorch_grad_cam.base_cam import BaseCAM
@@ -192,11 +193,13 @@ class CamFiles:
 
 
 def save_cams(checkpoint, files: Sequence, out, method: str = DEFAULT_METHOD, opacity: float = 0.5,
-              device: str = "auto", batch_size: int = 16, display_size: int = 256) -> CamFiles:
+              device: str = "auto", batch_size: int = 16, display_size: int = 256,
+              report: Report | None = None) -> CamFiles:
     """Each image's maps for every target: `<stem>.<target>.png` (the heat map over the image the
     model sees, `display_size` px) and `<stem>.<target>.npy` (the raw map at the model's input
     size, float32 in [0, 1]), plus `cams.csv` listing them. Unreadable files are skipped and
-    reported; nothing else stops the batch."""
+    reported; nothing else stops the batch. `report` (share done, step)
+    hears each step: reading the images, then the maps batch by batch."""
     from pathlib import Path
 
     import pandas as pd
@@ -213,7 +216,10 @@ def save_cams(checkpoint, files: Sequence, out, method: str = DEFAULT_METHOD, op
     out.mkdir(parents=True, exist_ok=True)
     names = {"diagnosis": config.diagnosis_names, "quality": config.quality_names}
     readable, errors = [], []
-    for f in map(Path, files):
+    files = list(map(Path, files))
+    for k, f in enumerate(files):
+        if report is not None:
+            report(0.2 * k / len(files), f"reading {len(files)} image(s)")
         try:
             readable.append((f, load_resized(f, config.input)))
         except UserError as err:
@@ -222,6 +228,8 @@ def save_cams(checkpoint, files: Sequence, out, method: str = DEFAULT_METHOD, op
     written = []
     for start in range(0, len(readable), batch_size):
         chunk = readable[start:start + batch_size]
+        if report is not None:
+            report(0.2 + 0.8 * start / len(readable), f"maps of {len(readable)} image(s) ({method})")
         images = torch.from_numpy(np.stack([a for _, a in chunk]))
         cams = compute_cams(task_net, normalise(images, config.input), method)
         for i, (path, array) in enumerate(chunk):

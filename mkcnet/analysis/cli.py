@@ -112,6 +112,18 @@ def run_bench(args: argparse.Namespace) -> int:
 
 
 def run_ood(args: argparse.Namespace) -> int:
+    from mkcnet.analysis.figures import png_renderer
+    from mkcnet.progress import say
+
+    if not (0 < args.epsilon < 1 and 0 < args.delta < 1):
+        raise UserError(f"--epsilon and --delta must lie in (0, 1), got {args.epsilon} and {args.delta}")
+    say(f"mkcnet ood: reading {len(args.packs)} results pack(s)…", args.quiet)
+    # The browser that renders the PNGs starts now, beside the work (one for every figure).
+    with png_renderer(not args.no_png):
+        return _ood(args)
+
+
+def _ood(args: argparse.Namespace) -> int:
     import numpy as np
     import pandas as pd
 
@@ -119,42 +131,59 @@ def run_ood(args: argparse.Namespace) -> int:
     from mkcnet.analysis.ood import METRICS, lq_ratio_draws, ood_figure, summarise
     from mkcnet.analysis.referral import describe_point, operating_points, referral_curves, referral_figure
     from mkcnet.inference.results import ResultsPack
+    from mkcnet.progress import bar
 
-    if not (0 < args.epsilon < 1 and 0 < args.delta < 1):
-        raise UserError(f"--epsilon and --delta must lie in (0, 1), got {args.epsilon} and {args.delta}")
-    packs = named(args.packs, args.by, lambda p: ResultsPack.load(resolve_pack(p)).header["model"]["method"])
+    loaded: dict[Path, ResultsPack] = {}
+
+    def load(path: Path) -> ResultsPack:  # each pack read once, however many steps use it
+        folder = resolve_pack(path)
+        if folder not in loaded:
+            loaded[folder] = ResultsPack.load(folder)
+        return loaded[folder]
+
+    packs = named(args.packs, args.by, lambda p: load(p).header["model"]["method"])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     written = []
+    steps = bar(total=(0 if args.referral else len(packs)) + len(dict(packs)) + 1, desc="mkcnet ood", unit="step",
+                quiet=args.quiet)
     if not args.referral:
         ratios = np.linspace(0, 1, args.ratios)
         draws: dict[str, list[pd.DataFrame]] = {}
         for name, path in packs:
-            draws.setdefault(name, []).append(lq_ratio_draws(ResultsPack.load(resolve_pack(path)), ratios, args.size,
-                                                             args.repeats, args.seed, replace=args.bootstrap))
+            steps.set_postfix_str(f"LQ-ratio draws: {name}")
+            draws.setdefault(name, []).append(lq_ratio_draws(load(path), ratios, args.size, args.repeats, args.seed,
+                                                             replace=args.bootstrap))
+            steps.update()
         curves = {name: summarise(pd.concat(parts)) for name, parts in draws.items()}
         pd.concat([c.assign(run=name) for name, c in curves.items()]).to_csv(out / "ood_curves.csv", index=False)
         written.append(out / "ood_curves.csv")
+        steps.set_postfix_str("figures")
         for metric in METRICS if args.metric == "all" else [args.metric]:
             written += save_figure(ood_figure(curves, metric), out / f"ood_{metric}", png=not args.no_png)
         sizes = {name: sorted({d.attrs["size"] for d in parts}) for name, parts in draws.items()}
         replaced = [name for name, parts in draws.items() if any(d.attrs["replaced"] for d in parts)]
         for name, c in curves.items():
             auc = c[c.metric == "auc"].set_index("ratio")["mean"]
-            print(f"{name:32} size {sizes[name]}  AUC at r=0 {auc.iloc[0]:.4f}  r=1 {auc.iloc[-1]:.4f}")
+            steps.write(f"{name:32} size {sizes[name]}  AUC at r=0 {auc.iloc[0]:.4f}  r=1 {auc.iloc[-1]:.4f}")
         if replaced and not args.bootstrap:
-            print(f"note: drawn with replacement where a quality group was too small: {', '.join(replaced)}")
+            steps.write(f"note: drawn with replacement where a quality group was too small: {', '.join(replaced)}")
     # Quality-aware referral: the first pack of each name (a run's packs share one model).
     referral, points = {}, {}
     for name, path in packs:
         if name not in referral:
-            pack = ResultsPack.load(resolve_pack(path))
+            steps.set_postfix_str(f"referral: {name}")
+            pack = load(path)
             referral[name] = referral_curves(pack)
             points[name] = operating_points(pack, args.epsilon, args.delta)
+            steps.update()
     pd.concat([c.assign(run=name) for name, c in referral.items()]).to_csv(out / "referral_curves.csv", index=False)
     pd.concat([c.assign(run=name) for name, c in points.items()]).to_csv(out / "referral_points.csv", index=False)
     written += [out / "referral_curves.csv", out / "referral_points.csv"]
+    steps.set_postfix_str("figures")
     written += save_figure(referral_figure(referral, points), out / "referral", png=not args.no_png)
+    steps.update()
+    steps.close()
     for name, c in referral.items():
         aurc = c.groupby("rule", sort=False)["aurc"].first()
         print(f"{name:32} referral AURC: " + ", ".join(f"by {rule} {v:.4f}" for rule, v in aurc.items()))
@@ -165,6 +194,13 @@ def run_ood(args: argparse.Namespace) -> int:
 
 
 def run_embed(args: argparse.Namespace) -> int:
+    from mkcnet.analysis.figures import png_renderer
+
+    with png_renderer(not args.no_png):  # one browser for every branch's PNG, started beside the work
+        return _embed(args)
+
+
+def _embed(args: argparse.Namespace) -> int:
     from mkcnet.analysis.embedding import class_names, embedding_figure, embedding_table, separation_scores
     from mkcnet.analysis.figures import save_figure
     from mkcnet.inference.results import ResultsPack
@@ -205,11 +241,15 @@ def run_grads(args: argparse.Namespace) -> int:
 
 
 def run_cam(args: argparse.Namespace) -> int:
+    from mkcnet.progress import lines, say
+
+    say(f"mkcnet cam: loading {args.checkpoint}…", args.quiet)  # torch, pytorch-grad-cam and the model
     from mkcnet.analysis.cam import save_cams
     from mkcnet.inference.evaluate import collect_inputs
 
     inputs = collect_inputs(args.images)
-    result = save_cams(args.checkpoint, inputs.files, args.out, args.method, args.opacity, args.device, args.batch_size)
+    result = save_cams(args.checkpoint, inputs.files, args.out, args.method, args.opacity, args.device, args.batch_size,
+                       report=lines("mkcnet cam", args.quiet))
     for path in inputs.skipped:
         print(f"note: skipped {path.name}: not an image by its name", file=sys.stderr)
     for path in inputs.not_files:
@@ -293,6 +333,7 @@ def register(subparsers) -> None:
                    help="the diagnosis error allowed among the images kept (default: 0.05)")
     o.add_argument("--delta", type=float, default=0.1,
                    help="the operating point holds with probability ≥ 1 − delta over the split's draw (default: 0.1)")
+    o.add_argument("--quiet", action="store_true", help="no progress on stderr (the results alone)")
     o.set_defaults(func=run_ood)
 
     e = subparsers.add_parser(
@@ -329,4 +370,5 @@ def register(subparsers) -> None:
     c.add_argument("--opacity", type=float, default=0.5, help="the heat map's weight in the overlay")
     c.add_argument("--batch-size", type=int, default=16)
     c.add_argument("--device", default="auto")
+    c.add_argument("--quiet", action="store_true", help="no progress on stderr")
     c.set_defaults(func=run_cam)

@@ -8,6 +8,8 @@ score does not depend on the embedding's randomness) grouped by diagnosis and by
 
 from __future__ import annotations
 
+import threading
+import time
 import warnings
 
 import numpy as np
@@ -24,6 +26,68 @@ from mkcnet.inference.results import ResultsPack
 
 EMBEDDINGS = ("tsne", "umap", "pca")
 COLOURS = ("diagnosis", "quality", "joint", "correct", "pred_diagnosis")
+NAMES = {"tsne": "t-SNE", "umap": "UMAP", "pca": "PCA"}
+
+_umap_lock = threading.Lock()
+_umap_state = {"cached": False, "warm": False}
+
+
+def umap_module():
+    """umap-learn, with its numba functions cached on disk (as `cache=True` would, which umap-learn
+    leaves off): the JIT compilation a first UMAP costs (13-30 s on 2 cores) is paid once per
+    machine, not once per process; later processes load the machine code in ~0.1 s. The cache
+    lies where numba puts it: NUMBA_CACHE_DIR if set, else __pycache__ beside umap's sources, else
+    the user's cache folder. A function numba cannot cache is compiled as before."""
+    import umap  # ~2 s to import on 2 cores: only when asked for
+    from numba.core.caching import NullCache
+    from numba.core.registry import CPUDispatcher
+
+    with _umap_lock:
+        if not _umap_state["cached"]:
+            import sys
+
+            for name, module in list(sys.modules.items()):
+                if name == "umap" or name.startswith("umap."):
+                    for function in vars(module).values():
+                        if isinstance(function, CPUDispatcher) and isinstance(function._cache, NullCache):
+                            try:
+                                function.enable_caching()
+                            except RuntimeError:  # no writable place for this one's cache
+                                pass
+            _umap_state["cached"] = True
+    return umap
+
+
+def umap_ready() -> bool:
+    """Whether `warm_umap` has run in this process (a UMAP is then a fraction of a second)."""
+    return _umap_state["warm"]
+
+
+def warm_umap() -> float:
+    """One small UMAP, so that the imports and the numba compilation (or its loading from the disk
+    cache, `umap_module`) are done before anyone waits for a UMAP: the workbench runs this in a
+    background thread once it is up. Returns the seconds it took."""
+    start = time.perf_counter()
+    embed(np.random.default_rng(0).normal(size=(20, 8)).astype(np.float32), "umap")
+    _umap_state["warm"] = True
+    return time.perf_counter() - start
+
+
+def start_umap_warm_up(delay: float = 0.0) -> threading.Thread:
+    """`warm_umap` in a daemon thread, after `delay` seconds (a failure is logged, never raised:
+    UMAP then warms on first use)."""
+    import logging
+
+    def run() -> None:
+        time.sleep(delay)
+        try:
+            logging.getLogger("mkcnet.workbench").info("UMAP warmed up in %.1f s", warm_umap())
+        except Exception:  # logged: the page computes UMAP on first use instead
+            logging.getLogger("mkcnet.workbench").exception("UMAP warm-up failed")
+
+    thread = threading.Thread(target=run, name="umap-warm-up", daemon=True)
+    thread.start()
+    return thread
 
 
 def embed(features: np.ndarray, method: str = "tsne", seed: int = 0) -> np.ndarray:
@@ -36,8 +100,7 @@ def embed(features: np.ndarray, method: str = "tsne", seed: int = 0) -> np.ndarr
         # Perplexity must stay below the sample count; 30 is scikit-learn's default.
         model = TSNE(2, perplexity=min(30.0, (n - 1) / 3), init="pca", random_state=seed)
     elif method == "umap":
-        import umap  # ~13 s of numba JIT on first use, so only when asked for
-
+        umap = umap_module()  # numba-compiled: once per machine (disk cache), not once per process
         model = umap.UMAP(n_components=2, n_neighbors=min(15, n - 1), random_state=seed,
                           init="spectral" if n > 16 else "random")
     elif method == "pca":

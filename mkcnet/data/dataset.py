@@ -17,7 +17,7 @@ import hashlib
 import os
 import re
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -229,13 +229,14 @@ def _cache_dir() -> Path:
 
 
 def decode_images(files: list[Path], spec: InputSpec, cache: bool | Path = True, progress: bool = True,
-                  workers: int | None = None) -> torch.Tensor:
+                  workers: int | None = None, done: Callable[[int, int], None] | None = None) -> torch.Tensor:
     """Decode and resize every file once (`load_resized`): uint8 tensor N×C×size×size, cached on disk by content key.
 
     A file listed several times is decoded once. `cache` is the folder the decoded copy is kept in
     (True: `MKCNET_CACHE`, else ~/.cache/mkcnet; False: none; the workbench gives a visitor's data
     their session's folder, which goes with the session). A folder that cannot be written
-    (read-only, full) is passed over with a warning."""
+    (read-only, full) is passed over with a warning. `done(k, n)` hears each of the n images decoded
+    (not called when they come from the cache)."""
     unique = list(dict.fromkeys(files))  # in order; rows that name one image share its decoding
     missing = [f for f in unique if not f.is_file()]
     if missing:
@@ -256,8 +257,10 @@ def decode_images(files: list[Path], spec: InputSpec, cache: bool | Path = True,
             out[i] = load_resized(unique[i], spec)
 
         with ThreadPoolExecutor(workers or min(4, os.cpu_count() or 1)) as pool:
-            list(tqdm(pool.map(work, range(len(unique))), total=len(unique), desc="decoding images",
-                      disable=not progress, leave=False))
+            for k, _ in enumerate(tqdm(pool.map(work, range(len(unique))), total=len(unique), desc="decoding images",
+                                       disable=True if not progress else None, leave=False), 1):
+                if done is not None:
+                    done(k, len(unique))
         if cache_file:
             _write_cache(cache_file, out)
     images = torch.from_numpy(out)
@@ -319,9 +322,10 @@ class ImageSet:
         self.quality = torch.tensor(table.quality, dtype=torch.long)
 
     @classmethod
-    def load(cls, table: SplitTable, spec: InputSpec, progress: bool = True, cache: bool | Path = True) -> ImageSet:
+    def load(cls, table: SplitTable, spec: InputSpec, progress: bool = True, cache: bool | Path = True,
+             done: Callable[[int, int], None] | None = None) -> ImageSet:
         """The split's images decoded for `spec` (`decode_images`: once, then from the cache)."""
-        return cls(table, decode_images(table.files(), spec, cache=cache, progress=progress), spec)
+        return cls(table, decode_images(table.files(), spec, cache=cache, progress=progress, done=done), spec)
 
     def __len__(self) -> int:
         return len(self.table)

@@ -12,6 +12,9 @@ from mkcnet.errors import UserError
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
+    from mkcnet.progress import lines, say
+
+    say(f"mkcnet evaluate: loading {args.checkpoint}…", args.quiet)  # torch and the model: seconds of silence
     from mkcnet.inference.evaluate import evaluate_split
 
     split = Path(args.split)
@@ -20,7 +23,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         split = root / split
     out = Path(args.out) if args.out else default_pack_dir(Path(args.checkpoint), split)
     pack = evaluate_split(args.checkpoint, split, root, out, device=args.device, progress=not args.quiet,
-                          allow_outside_root=args.allow_outside_root)
+                          allow_outside_root=args.allow_outside_root, report=lines("mkcnet evaluate", args.quiet))
     m = pack.header["metrics"]
     groups = [("all", ""), ("HQ", "HQ."), ("LQ", "LQ.")]
     print(f"{'':4} {'n':>5} {'AUC':>7} {'ACC':>7} {'F1':>7} {'AUC(hard)':>9}")
@@ -140,13 +143,21 @@ def run_predict(args: argparse.Namespace) -> int:
         inputs = collect_inputs(args.inputs)
         rows, columns = onnx_rows(model, inputs.files, slice=args.slice, window=window)
     else:
+        from mkcnet.progress import lines, say
+
+        try:
+            inputs = collect_inputs(args.inputs)
+        except UserError:
+            inputs = None  # raised below, after the checkpoint's own error if it has one (as ever): one line
+        if inputs is not None:
+            say(f"mkcnet predict: loading {args.checkpoint}…", args.quiet)  # torch and the model: seconds; stderr
         from mkcnet.checkpoint import load_checkpoint
         from mkcnet.inference.evaluate import predict_images
 
         loaded = load_checkpoint(args.checkpoint)
-        inputs = collect_inputs(args.inputs)
+        inputs = inputs if inputs is not None else collect_inputs(args.inputs)
         table = predict_images(loaded, inputs.files, device=args.device, slice=args.slice, window=window,
-                               robustness=args.robustness)
+                               robustness=args.robustness, report=lines("mkcnet predict", args.quiet))
         rows, columns = table.to_dict(orient="records"), list(table.columns)
     errors = [row["error"] for row in rows]
     if len(inputs.files) == 1 and not Path(args.inputs[0]).is_dir() and errors[0]:
@@ -280,6 +291,7 @@ def register(subparsers) -> None:
     p.add_argument("--format", choices=["table", "csv", "json"], default="table")
     p.add_argument("--output", "-o", help="write to this file instead of the terminal")
     p.add_argument("--device", default="auto")
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr (the predictions alone)")
     p.add_argument("--runtime", choices=["torch", "onnxruntime"], default="torch",
                    help="torch (the checkpoint) or onnxruntime (the model's .onnx from `mkcnet export`: "
                         "a lighter, faster start; same probabilities to 1e-4)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from mkcnet.errors import UserError
 from mkcnet.inference.inputs import Inputs, collect_inputs  # they lived here; re-exported (__all__)
 from mkcnet.inference.predict import predict_batches
 from mkcnet.inference.results import ResultsPack
+from mkcnet.progress import Report
 from mkcnet.trust.calibration import Calibration, calibration_scores, fit_calibration
 from mkcnet.trust.conformal import COVERAGE, PredictionSets, fit_prediction_sets, set_metrics
 from mkcnet.trust.guard import fit_guard, input_statistics
@@ -26,19 +28,33 @@ GUARD_METHOD, GUARD_FEATURE = "mahalanobis", "backbone"
 
 def evaluate_split(checkpoint: str | Path | LoadedModel, split: str | Path, root: str | Path | None = None,
                    out_dir: str | Path | None = None, device: str = "auto", batch_size: int = 64,
-                   progress: bool = True, allow_outside_root: bool = False, cache: bool | Path = True) -> ResultsPack:
+                   progress: bool = True, allow_outside_root: bool = False, cache: bool | Path = True,
+                   report: Report | None = None) -> ResultsPack:
+    """`report` (share done, step) hears each step: reading the split, decoding (image by image),
+    the network (batch by batch), the metrics."""
     from mkcnet.metrics import evaluation_metrics  # scikit-learn: `mkcnet predict` does not need it
 
+    report = report or _silent
     model = checkpoint if isinstance(checkpoint, LoadedModel) else load_checkpoint(checkpoint)
     mc, dc = model.config.model, model.config.data
+    report(0.0, f"reading the split {Path(split).name}")
     table = read_split(split, root, dc.diagnosis_map, mc.num_diagnosis, mc.num_quality, allow_outside_root,
                        quality_map=dc.quality_map)
+    n = len(table)
     check_fit(model, table.files())
-    data = ImageSet.load(table, mc.input, progress=progress, cache=cache)
+    decoding = f"decoding {n} images"
+    report(0.02, decoding)
+    data = ImageSet.load(table, mc.input, progress=progress, cache=cache,
+                         done=lambda k, total: report(0.02 + 0.58 * k / total, decoding))
     dev = resolve_device(device)
     model.task_net.to(dev)
     temperatures = model.calibration.temperatures if model.calibration else None
-    preds = predict_batches(model.task_net, data.batches(batch_size), dev, features=True, temperatures=temperatures)
+    network = f"running the network on {n} images"
+    report(0.6, network)
+    batches = _counted(data.batches(batch_size), -(-n // batch_size),
+                       lambda k, total: report(0.6 + 0.3 * k / total, network))
+    preds = predict_batches(model.task_net, batches, dev, features=True, temperatures=temperatures)
+    report(0.9, "metrics and calibration")
     metrics = evaluation_metrics(table.diagnosis, preds.diagnosis, table.quality, preds.quality, mc.num_quality)
     header = {"checkpoint": str(model.path), "split": str(Path(split)), "root": str(table.root),
               "model": model.config.to_dict()["model"], "metrics": metrics,
@@ -53,6 +69,17 @@ def evaluate_split(checkpoint: str | Path | LoadedModel, split: str | Path, root
     if out_dir is not None:
         pack.save(out_dir)
     return pack
+
+
+def _silent(share: float, what: str) -> None:
+    pass
+
+
+def _counted(items: Iterable, total: int, done: Callable[[int, int], None]) -> Iterator:
+    """`items`, calling `done(k, total)` after each k-th is used."""
+    for k, item in enumerate(items, 1):
+        yield item
+        done(k, total)
 
 
 def check_fit(model: LoadedModel, files: list[Path], sample: int = 16) -> None:
@@ -132,7 +159,8 @@ SET_SEPARATOR = "|"  # between the class names of a `diagnosis_set`
 
 
 def predict_images(model: LoadedModel, files: list[Path], device: str = "auto", batch_size: int = 32,
-                   slice: int | None = None, window: Window | None = None, robustness: bool = False) -> pd.DataFrame:
+                   slice: int | None = None, window: Window | None = None, robustness: bool = False,
+                   report: Report | None = None) -> pd.DataFrame:
     """One row per file with class names and probabilities (calibrated where the model is), the
     diagnosis set at the checkpoint's coverage (`diagnosis_set`, class names joined by "|"; absent
     for a checkpoint without prediction sets), the out-of-distribution verdict (`ood`, `ood_score`,
@@ -140,11 +168,16 @@ def predict_images(model: LoadedModel, files: list[Path], device: str = "auto", 
     slice of multi-slice files (default: the middle one); `window` renders DICOM and NIfTI (default:
     the model's own window, else the file's). With `robustness`, a column per degradation family of
     the model's modality: the lowest severity at which the diagnosis changes, or "holds"
-    (`mkcnet.inference.robustness`; one batched forward of 76 images per file for CT)."""
+    (`mkcnet.inference.robustness`; one batched forward of 76 images per file for CT). `report`
+    (share done, step) hears each step: reading, the network, the robustness search (image by image)."""
+    report = report or _silent
     mc = model.config.model
     window = window or model_window(mc.input)
     arrays, rows, stats, decoded = [], [], [], []
-    for f in files:
+    reading = f"reading {len(files)} image(s)"
+    parts = 2 if robustness else 1  # the robustness search takes about as long again as the rest
+    for k, f in enumerate(files):
+        report(0.4 * k / len(files) / parts, reading)
         try:
             image = read_image(f, slice=slice, window=window)
             if robustness:
@@ -165,8 +198,11 @@ def predict_images(model: LoadedModel, files: list[Path], device: str = "auto", 
         model.task_net.to(dev)
         temperatures = model.calibration.temperatures if model.calibration else None
         guarded = (model.guard.feature,) if model.guard is not None else ()
-        preds = predict_batches(model.task_net, ImageSet(split, images, mc.input).batches(batch_size), dev,
-                                temperatures=temperatures, extra_features=guarded)
+        network = f"running the network on {len(ok)} image(s)"
+        report(0.4 / parts, network)
+        batches = _counted(ImageSet(split, images, mc.input).batches(batch_size), -(-len(ok) // batch_size),
+                           lambda k, total: report((0.4 + 0.6 * k / total) / parts, network))
+        preds = predict_batches(model.task_net, batches, dev, temperatures=temperatures, extra_features=guarded)
         table.loc[ok, "calibrated"] = preds.calibrated
         if model.guard is not None:
             verdicts = model.guard.verdicts(preds.features[model.guard.feature], stats)
@@ -188,7 +224,10 @@ def predict_images(model: LoadedModel, files: list[Path], device: str = "auto", 
         if robustness:
             from mkcnet.inference.robustness import robustness_margin
 
-            margins = [robustness_margin(model, image).columns() for image in decoded]
+            margins = []
+            for k, image in enumerate(decoded):
+                report(0.5 + 0.5 * k / len(decoded), f"robustness: image {k + 1} of {len(decoded)}")
+                margins.append(robustness_margin(model, image).columns())
             for column in margins[0]:
                 table.loc[ok, column] = [str(m[column]) for m in margins]
     verdict = [c for c in ("calibrated", "ood", "ood_score", "ood_reason") if c in table.columns]

@@ -12,14 +12,16 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from mkcnet.errors import UserError
 from mkcnet.files import atomic_write
-from mkcnet.inference.predict import Predictions
+
+if TYPE_CHECKING:  # torch and timm (~2-5 s to import on 2 cores): reading a pack needs neither
+    from mkcnet.inference.predict import Predictions
 
 
 @dataclass

@@ -17,6 +17,7 @@ from mkcnet.data.dataset import find_split
 from mkcnet.data.images import read_image
 from mkcnet.errors import UserError
 from mkcnet.inference.results import ResultsPack, find_pack_dir, load_pack
+from mkcnet.progress import Report
 from mkcnet.project import find_project_home
 from mkcnet.workbench.examples import SPLIT_FILES
 from mkcnet.workbench.imaging import ImageCache
@@ -135,14 +136,16 @@ class PackStore:
             self.entries[key] = PackEntry(key, f"{method}: {directory.name}", pack, find_pack_dir(directory))
         return key
 
-    def evaluate(self, model_name: str, root: Path, split: str | None = None) -> str:
-        """Live re-evaluation: a zoo model on the user's split; the pack joins the list."""
+    def evaluate(self, model_name: str, root: Path, split: str | None = None, report: Report | None = None) -> str:
+        """Live re-evaluation: a zoo model on the user's split; the pack joins the list. `report`
+        (share done, step) hears its steps (`evaluate_split`)."""
         from mkcnet.inference.evaluate import evaluate_split
 
         path = find_split(root, split, SPLIT_FILES)
         model = self.zoo.model(model_name)
         with model.lock:
-            pack = evaluate_split(model.loaded, path, root, device="cpu", progress=False, cache=self.decoded)
+            pack = evaluate_split(model.loaded, path, root, device="cpu", progress=False, cache=self.decoded,
+                                  report=report)
         key = f"{model_name} @ {path.name}"
         with self._lock:
             self.entries[key] = PackEntry(key, f"{self.zoo.entry(model_name).title} on your {path.name}", pack, None,
@@ -151,13 +154,14 @@ class PackStore:
             self._ood.pop(key, None)
         return key
 
-    def embedding(self, key: str, branch: str, method: str = "tsne") -> pd.DataFrame:
+    def embedding(self, key: str, branch: str, method: str = "tsne", report: Report | None = None) -> pd.DataFrame:
         """`mkcnet.analysis.embedding.embedding_table` for a pack, from the bundled coordinates
-        when the pack carries them (instant), else computed once and kept."""
-        from mkcnet.analysis.embedding import embedding_table
+        when the pack carries them (instant), else computed once and kept; `report` hears when it
+        is computed."""
+        from mkcnet.analysis.embedding import NAMES, embedding_table, umap_ready
 
         if self._owner(key) is not self:
-            return self.shared.embedding(key, branch, method)
+            return self.shared.embedding(key, branch, method, report)
         cache_key = (key, branch, method)
         if cache_key in self._embeddings:
             return self._embeddings[cache_key]
@@ -167,6 +171,10 @@ class PackStore:
             # The label columns come from the analysis module (PCA is ~ms), the coordinates from the bundle.
             table = embedding_table(entry.pack, branch, "pca").assign(x=stored[:, 0], y=stored[:, 1])
         else:
+            if report is not None:
+                first = method == "umap" and not umap_ready()  # its imports and compiled code, on first use
+                report(0.0, f"{NAMES.get(method, method)} of {len(entry.pack.predictions)} images' {branch} features"
+                       + (" (UMAP's first use since the start: loading it)" if first else ""))
             table = embedding_table(entry.pack, branch, method)
         self._embeddings[cache_key] = table
         return table

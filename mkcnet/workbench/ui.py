@@ -21,6 +21,7 @@ import gradio as gr
 from mkcnet.analysis.cam import CAM_METHODS, DEFAULT_METHOD
 from mkcnet.errors import UserError
 from mkcnet.inference.robustness import Margin
+from mkcnet.progress import Report
 from mkcnet.workbench.context import Example, Workbench
 from mkcnet.workbench.examples import LabelNames
 from mkcnet.workbench.imaging import Prepared, load_for, thumbnail
@@ -132,6 +133,18 @@ def boundary(handler: Callable, outputs) -> Callable:
 
     run.wired = True  # tests/test_layout.py: every event of every page runs through here
     return run
+
+
+# A handler that reports progress declares `progress=PROGRESS` as its last parameter: gradio sees a
+# gr.Progress default (through `boundary`, whose wrapper keeps the handler's signature) and moves
+# that event's progress bar with it; called outside an event it does nothing.
+PROGRESS = gr.Progress()
+
+
+def progress_report(progress: gr.Progress) -> Report:
+    """A `mkcnet.progress.Report` that moves a handler's progress bar (`PROGRESS`), for the work
+    the handler calls."""
+    return lambda share, what: progress(share, desc=what)
 
 
 def wire(event, handler: Callable, inputs=None, outputs=None, **options):
