@@ -490,7 +490,7 @@ def test_hosted_mode_in_a_browser(monkeypatch, tmp_path):
             page.locator(".upload button[aria-label=Clear]").click()
             page.locator(".upload input[type=file]").set_input_files(str(EXAMPLE))
             page.locator(f".upload [aria-label='{EXAMPLE.name}']").wait_for()
-            page.wait_for_function("document.querySelector('.reading').innerText.includes('similar validation images')")
+            page.wait_for_function("document.querySelector('.reading')?.innerText.includes('similar validation images')")
             assert "calibrated" not in page.inner_text(".reading") and "ω" not in page.inner_text(".cams")
             page.get_by_role("button", name="Case report (HTML)").click()
             link = page.locator(".report a[href*='report.html']").first
@@ -534,7 +534,7 @@ def test_hosted_mode_in_a_browser(monkeypatch, tmp_path):
             shows("your data set my-fundus.zip")
             page.get_by_role("button", name="Evaluate both on my data set").click()
             page.wait_for_function("['Vanilla · synthetic fundus', 'MKCNet · synthetic fundus'].every("
-                                   "t => document.querySelector('#on-your-data').innerText.includes(t))")
+                                   "t => document.querySelector('#on-your-data')?.innerText.includes(t))")
             assert "⚠️" not in page.inner_text("body")
             # Hosted, a visitor starts in the plain view: no ω map, no "calibrated"; expert shows them, and
             # the visitor's choice holds on the next page.
@@ -545,7 +545,7 @@ def test_hosted_mode_in_a_browser(monkeypatch, tmp_path):
                                    "c => c.innerText.includes('auxiliary ω branch'))")  # MKCNet's maps, beside vanilla's
             shows("calibrated")
             page.get_by_role("link", name="Diagnose").click()
-            page.wait_for_function("document.querySelector('.cams').innerText.includes('auxiliary ω branch')")
+            page.wait_for_function("document.querySelector('.cams')?.innerText.includes('auxiliary ω branch')")
             assert page.get_by_label("Expert").is_checked()
             browser.close()
     finally:
