@@ -19,16 +19,14 @@ from mkcnet.workbench.ui import (
     PROGRESS,
     PageColumns,
     PredictionPanel,
-    cam_controls,
-    data_source,
     first_example,
     image_input,
     page_frame,
     panel_view,
     prediction_panel,
     progress_report,
+    reading_settings,
     refresh_examples,
-    view_switch,
     wire,
 )
 
@@ -154,11 +152,7 @@ def build(context: Workbench, root: gr.Blocks | None = None) -> gr.Blocks:
                     source = image_input(context, status_md, entry and entry.modality,
                                          names=entry and entry.label_names)
                 with gr.Column(elem_classes=[PageColumns.TUNE]):
-                    method, opacity = cam_controls(context)
-                    with gr.Accordion("Your data set", open=False):
-                        data_changed = data_source(context, status_md, linked)
-                    with view:
-                        viewed = view_switch(context, linked, status_md, [method])
+                    method, opacity, data_changed, viewed = reading_settings(context, status_md, linked, view)
             with gr.Column(scale=2, min_width=600, elem_classes=[PageColumns.RESULTS]):
                 preview = gr.Image(label="What the models see", height=200, interactive=False, buttons=[])
                 with gr.Row(equal_height=False):

@@ -24,17 +24,15 @@ from mkcnet.workbench.report import batch_files, batch_table, batch_view, case_r
 from mkcnet.workbench.ui import (
     PageColumns,
     PredictionPanel,
-    cam_controls,
-    data_source,
     image_input,
     model_dropdown,
     opening,
     page_frame,
     panel_view,
     prediction_panel,
+    reading_settings,
     refresh_examples,
     server_checked,
-    view_switch,
     wire,
 )
 from mkcnet.workbench.zoo import ZooModel
@@ -260,11 +258,7 @@ def build(context: Workbench, root: gr.Blocks | None = None) -> gr.Blocks:
                         meaning = gr.Markdown(severity_text(first, None, 0), elem_classes=["meaning"])
                         robust = gr.Checkbox(False, label="Robustness margin: the lowest severity of each family that "
                                                           "changes the diagnosis (a few seconds)")
-                    method, opacity = cam_controls(context)
-                    with gr.Accordion("Your data set", open=False):
-                        data_changed = data_source(context, status_md, linked)
-                    with view:
-                        viewed = view_switch(context, linked, status_md, [method])
+                    method, opacity, data_changed, viewed = reading_settings(context, status_md, linked, view)
             with gr.Column(scale=3, min_width=480, elem_classes=[PageColumns.RESULTS]):
                 panel = prediction_panel(preview="What the model sees", note=True, opening=start)
                 with gr.Row():

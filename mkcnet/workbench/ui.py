@@ -258,6 +258,18 @@ class PageColumns:
     ROW, CONTROLS, CHOOSE, TUNE, RESULTS = "page-columns", "page-controls", "page-choose", "page-tune", "page-results"
 
 
+def reading_settings(context: Workbench, status_out: gr.Markdown, linked, view: gr.Group) -> tuple:
+    """What every page that reads images out ends its controls with: the maps' method and opacity,
+    the visitor's data set, and, in `view` (a group the page placed at the top), the plain/expert
+    switch. Returns (method, opacity, the data set's change events, the view's change event)."""
+    method, opacity = cam_controls(context)
+    with gr.Accordion("Your data set", open=False):
+        data_changed = data_source(context, status_out, linked)
+    with view:
+        viewed = view_switch(context, linked, status_out, [method])
+    return method, opacity, data_changed, viewed
+
+
 # ---- the visitor's data set ---------------------------------------------------------------------
 
 def use_data_folder(context: Workbench, text: str | None, request: gr.Request | None) -> str:
