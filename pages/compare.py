@@ -165,7 +165,7 @@ def build(context: Workbench, root: gr.Blocks | None = None) -> gr.Blocks:
                     "means what it says. The pages show the calibrated probabilities.")
         reliability = gr.Plot(label="Reliability diagram", elem_id="reliability-plot")
         gr.Markdown("### Benchmark\nValidation metrics of these models, from their model cards:")
-        gr.Dataframe(bench_table(context), interactive=False, wrap=True)
+        gr.Dataframe(bench_table(context), interactive=False, wrap=True, elem_classes=["bench-table"])
         gr.Markdown(f"### On your data set\nBoth models of the chosen data set on the images of your data set "
                     f"(its val.csv; bring it under “Your data set”). {UNDEFINED}: not defined (no image in the "
                     "group, or one class only). The results join your runs on the Embeddings and "
