@@ -19,6 +19,7 @@ from mkcnet.workbench.imaging import as_rgb
 from mkcnet.workbench.packs import PackStore
 from mkcnet.workbench.ui import (
     PROGRESS,
+    PageColumns,
     add_typed_run,
     data_source,
     model_dropdown,
@@ -146,26 +147,28 @@ def build(context: Workbench, root: gr.Blocks | None = None) -> gr.Blocks:
     with page_frame(TITLE, TITLE, "Each branch's features in 2-D. MKCNet's branches should specialise: diagnosis "
                     "features group by diagnosis, quality features by quality. Click a point to see its image."
                     , context, root=root) as (page, status_md, linked):
-        with gr.Row(equal_height=False):
-            with gr.Column(scale=1, min_width=300):
-                # Custom values: a pack this visitor added; looked up in their session, never as a path.
-                pack = server_checked(choices, value=first, label="Run (results pack)")
-                branch = gr.Radio([(b.label, b.key) for b in BRANCHES.values()], value="diagnosis",
-                                  label="Branch", info="a branch the run lacks (vanilla: quality, ω) shows diagnosis")
-                method = gr.Radio(METHODS, value="tsne", label="Embedding")
-                colour = gr.Radio(COLOURS, value="diagnosis", label="Colour by")
-                scores = gr.Dataframe(label="Separation: silhouette of each branch's features", interactive=False,
-                                      wrap=True)
-                with gr.Accordion("Evaluate a model on your data" + ("" if context.hosting.hosted else
-                                                                     ", or add a run"), open=False):
-                    data_changed = data_source(context, status_md, linked)
-                    model = model_dropdown(context, label="Model to evaluate on your data set")
-                    evaluate = gr.Button("Evaluate on my data (val.csv)")
-                    if not context.hosting.hosted:
-                        run_dir = gr.Textbox(label="Run directory or results-pack folder on this machine",
-                                             placeholder="runs/ct-iqad/mkcnet (holds eval-val/ from mkcnet evaluate)")
-                        add = gr.Button("Add run")
-            with gr.Column(scale=2, min_width=420):
+        with gr.Row(equal_height=False, elem_classes=[PageColumns.ROW]):
+            with gr.Column(scale=1, min_width=300, elem_classes=[PageColumns.CONTROLS]):
+                with gr.Column(elem_classes=[PageColumns.CHOOSE]):
+                    # Custom values: a pack this visitor added; looked up in their session, never as a path.
+                    pack = server_checked(choices, value=first, label="Run (results pack)")
+                    branch = gr.Radio([(b.label, b.key) for b in BRANCHES.values()], value="diagnosis",
+                                      label="Branch", info="a branch the run lacks (vanilla: quality, ω) shows diagnosis")
+                    method = gr.Radio(METHODS, value="tsne", label="Embedding")
+                    colour = gr.Radio(COLOURS, value="diagnosis", label="Colour by")
+                with gr.Column(elem_classes=[PageColumns.TUNE]):
+                    scores = gr.Dataframe(label="Separation: silhouette of each branch's features", interactive=False,
+                                          wrap=True)
+                    with gr.Accordion("Evaluate a model on your data" + ("" if context.hosting.hosted else
+                                                                         ", or add a run"), open=False):
+                        data_changed = data_source(context, status_md, linked)
+                        model = model_dropdown(context, label="Model to evaluate on your data set")
+                        evaluate = gr.Button("Evaluate on my data (val.csv)")
+                        if not context.hosting.hosted:
+                            run_dir = gr.Textbox(label="Run directory or results-pack folder on this machine",
+                                                 placeholder="runs/ct-iqad/mkcnet (holds eval-val/ from mkcnet evaluate)")
+                            add = gr.Button("Add run")
+            with gr.Column(scale=2, min_width=420, elem_classes=[PageColumns.RESULTS]):
                 plot = gr.Plot(label="Embedding", elem_id="embedding-plot")
                 pick = gr.Textbox(label="Selected point", elem_id="embedding-pick",
                                   placeholder="click a point on the plot, or type an image number (e.g. 12)")

@@ -322,10 +322,11 @@ def left_of(left, right) -> bool:
     return box(left)["x"] + box(left)["width"] <= box(right)["x"]
 
 
-def reads_before_tuning(page, examples, tuning) -> None:
-    """At a narrow window (the columns stack) the examples, then the diagnosis, then the controls
-    that tune the reading (`tuning`); at a wide one the controls sit left of the diagnosis."""
-    diagnosis = page.locator(".diagnosis")
+def reads_before_tuning(page, examples, tuning, result: str = ".diagnosis") -> None:
+    """At a narrow window (the columns stack) what picks the image (`examples`), then the result
+    (the diagnosis), then the controls that tune or add to it (`tuning`); at a wide one the
+    controls sit left of the result."""
+    diagnosis = page.locator(result)
     page.set_viewport_size({"width": 820, "height": 1000})
     try:
         assert above(examples, diagnosis) and above(diagnosis, tuning)
@@ -420,6 +421,9 @@ def test_every_page_in_a_browser(app, tmp_path):
         page.locator(".point strong").first.wait_for()
         page.locator("img[src*='gradio_api/file']").last.wait_for()
         assert page.locator(".limits").first.is_visible()
+        reads_before_tuning(page, page.get_by_text("Colour by", exact=True),
+                            page.get_by_text("Evaluate a model on your data").first,
+                            result="#embedding-plot")
         page.screenshot(path=str(shots / "embeddings.png"), full_page=True)
 
         # Out-of-distribution: curves and the table at the chosen ratio, for the real CT data.

@@ -248,12 +248,12 @@ def view_switch(context: Workbench, linked, status_out: gr.Markdown, expert_only
 # ---- the two columns of a reading page ----------------------------------------------------------
 
 class PageColumns:
-    """The element classes of Diagnose's and Compare's two columns: the controls left (CONTROLS),
-    the results right (RESULTS), in a row (ROW). The controls are what picks the image (CHOOSE:
-    the model, the upload, the examples) over what tunes the reading (TUNE: what-if, CAM settings,
-    the visitor's data set...). At a narrow window the columns stack, and workbench.css then puts
-    the results between the two, so the diagnosis comes right after the image rather than after
-    every control."""
+    """The element classes of a page's two columns (Diagnose, Compare, Embeddings): the controls
+    left (CONTROLS), the results right (RESULTS), in a row (ROW). The controls are what picks what
+    is shown (CHOOSE: the model, the upload, the examples; the run and branch) over what tunes or
+    adds to it (TUNE: what-if, CAM settings, the visitor's data set...). At a narrow window the
+    columns stack, and workbench.css then puts the results between the two, so the diagnosis or
+    the plot comes right after what picked it rather than after every control."""
 
     ROW, CONTROLS, CHOOSE, TUNE, RESULTS = "page-columns", "page-controls", "page-choose", "page-tune", "page-results"
 
