@@ -47,6 +47,21 @@ def test_resume_continues_from_last_epoch(mkcnet_run, tiny_dataset):
     assert epochs == [1, 2]
 
 
+def test_a_finished_run_carries_on_to_more_epochs_on_its_own_steps(tiny_dataset, tmp_path):
+    """`--config RUN/config.json --resume --epochs N`: the run goes on from its last epoch (the
+    trainer's resume is bit-identical to an uninterrupted run) with its own LR step size, not the
+    preset's step for N epochs."""
+    out = tmp_path / "run"
+    assert main(["train", "--root", str(tiny_dataset), "--method", "vanilla", "--epochs", "2", "--out", str(out),
+                 *TRAIN_FLAGS]) == 0
+    step = json.loads((out / "config.json").read_text())["train"]["step_size"]
+    assert main(["train", "--config", str(out / "config.json"), "--out", str(out), "--resume", "--epochs", "3",
+                 "--quiet"]) == 0
+    epochs = [json.loads(line)["epoch"] for line in (out / "history.jsonl").read_text().splitlines()]
+    train = json.loads((out / "config.json").read_text())["train"]
+    assert epochs == [1, 2, 3] and train["epochs"] == 3 and train["step_size"] == step
+
+
 def test_train_refuses_to_overwrite_a_run(mkcnet_run, tiny_dataset, capsys):
     code = main(["train", "--root", str(tiny_dataset), "--epochs", "1", "--out", str(mkcnet_run), *TRAIN_FLAGS])
     assert code == 2 and "--resume" in capsys.readouterr().err

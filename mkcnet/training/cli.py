@@ -50,6 +50,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         config = RunConfig.load(args.config)
         if args.root:
             config.data.root = args.root
+        if args.epochs:  # with --resume: the same run carried on to more epochs on its own LR steps
+            config.train.epochs = args.epochs
         config.data.allow_outside_root |= args.allow_outside_root
         config.train.sync_bn |= args.sync_bn
         return apply_method(config)
@@ -192,7 +194,9 @@ def register(subparsers) -> None:
     p.add_argument("--out", required=True, help="run directory to write")
     p.add_argument("--train-split", help="split file, relative to the root (default train.csv)")
     p.add_argument("--val-split", help="validation split file, relative to the root (default val.csv)")
-    p.add_argument("--config", help="a run's config.json to train again (overrides the preset flags)")
+    p.add_argument("--config", help="a run's config.json to train again (overrides the preset flags but "
+                   "--epochs: with --resume, `--config RUN/config.json --out RUN --epochs N` carries RUN on to N "
+                   "epochs on its own learning-rate steps)")
     p.add_argument("--allow-outside-root", action="store_true",
                    help="let split rows name files outside the data-set root (trusted local data only)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last epoch")
