@@ -46,7 +46,7 @@ def write_dicom(path: Path, pixels: np.ndarray) -> None:
     ds.save_as(path, enforce_file_format=True)
 
 
-OPENING = "synth_NoDR_good.png"
+OPENING = "synth_NPDR_reject.png"
 
 
 def main() -> None:
@@ -68,7 +68,8 @@ def main() -> None:
                       "diagnosis": diagnosis, "quality": quality, "degradation": family})
 
     # The first screen opens on the first example: one the bundled synthetic-fundus MKCNet reads
-    # correctly and plainly (NoDR 79 %, quality good), not a borderline PDR/NPDR case.
+    # correctly on both heads (NPDR 62 %, quality reject 94 %): a low-quality image diagnosed, the
+    # method's point. (The model before read synth_NoDR_good.png so; this one calls it usable.)
     index.insert(0, index.pop(next(i for i, e in enumerate(index) if e["file"] == OPENING)))
 
     # The scikit-image retina, clean and degraded (the simulator's fundus families).

@@ -265,9 +265,9 @@ def test_api_compare(app, client):
     out = client.predict(gradio_client.handle_file(str(EXAMPLE)), "synth-fundus", "Grad-CAM", 0.5,
                          api_name="/compare")
     vanilla, full, status = out[1:5], out[5:9], out[9]
-    assert status == "" and len(vanilla[3]) == 2 and len(full[3]) == 4
-    # The vanilla model has no fusion: its backbone-level map is not called a fused one.
-    assert [item["caption"].split(" → ")[0] for item in vanilla[3]] == ["diagnosis branch", "shared backbone"]
+    assert status == "" and len(full[3]) == 4
+    # The official VanillaNet has no branch and no fusion: one map, of the backbone, not called fused.
+    assert [item["caption"].split(" → ")[0] for item in vanilla[3]] == ["shared backbone"]
     assert "no quality head" in vanilla[2] and "Image quality" in full[2]
 
 
@@ -440,9 +440,10 @@ def test_every_page_in_a_browser(app, tmp_path):
         assert page.locator(".limits").first.is_visible()
         page.screenshot(path=str(shots / "ood.png"), full_page=True)
 
-        # Compare: both models' maps (2 vanilla + 4 MKCNet).
+        # Compare: both models' maps (the default data set's vanilla and MKCNet).
         page.goto(url + "compare")
-        images_shown(page, ".cams img", 6)
+        pair = [context.zoo.model(context.zoo.names(context.zoo.datasets()[0], m)[0]) for m in ("vanilla", "mkcnet")]
+        images_shown(page, ".cams img", sum(len(cam_targets(m.task_net)) for m in pair))
         reads_before_tuning(page, page.locator(".examples"), page.get_by_text("CAM method", exact=True))
         page.locator("#reliability-plot .js-plotly-plot .scatterlayer .trace").first.wait_for()
         assert page.locator(".limits").first.is_visible()
