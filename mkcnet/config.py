@@ -98,6 +98,9 @@ class TrainConfig:
     second_order: bool = True
     meta_outer: bool = True  # Stage II minimises L_d + L_q at θ̃ (+ w·R); False: w·R alone (a control)
     meta_outer_weight: float = 1.0  # the outer loss's weight in Stage II's objective (1: the paper)
+    # "lr": the weight grows as θ's rate decays (× lr / current lr), so the meta term, which reaches φ
+    # scaled by θ's rate, keeps its size against the regulariser; "fixed": as given throughout
+    meta_outer_schedule: str = "fixed"
     meta_optimizer: str = "sgd"  # φ's optimiser: "sgd" (the official code, momentum as θ's) or "adam"
     meta_every: int = 1  # Stage II runs on every k-th batch (1 = the paper: one φ update per θ update)
     meta_step: str = "pseudo"  # "pseudo": through θ̃ (order, scope below); "aligned": first order around θ

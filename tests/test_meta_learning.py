@@ -230,3 +230,27 @@ def test_the_meta_objective_makes_the_labels_informative_and_the_regulariser_alo
     assert control["phi_step"].min() > 0  # φ does move in the control: the regulariser alone moves it
     assert control["val.aux_mi"].max() < 0.0005, control["val.aux_mi"].tolist()
     assert on["val.aux_mi"].max() > 0.002, on["val.aux_mi"].tolist()
+
+
+@pytest.mark.parametrize("schedule", ["fixed", "lr"])
+def test_the_outer_weight_follows_thetas_rate_only_when_asked(schedule, subtype_dataset, tmp_path, monkeypatch):
+    """`meta_outer_schedule="lr"`: Stage II weighs the outer loss by weight × lr / current lr (the
+    rate halves every epoch here: 100, 200, 400); "fixed" keeps the weight."""
+    import mkcnet.training.trainer as trainer
+
+    seen: list[tuple[float, float]] = []
+    real = trainer.aligned_meta_gradients
+
+    def spy(*args, outer_weight, **kwargs):
+        seen.append((args[6], outer_weight))  # θ's current rate, the weight used
+        return real(*args, outer_weight=outer_weight, **kwargs)
+
+    monkeypatch.setattr(trainer, "aligned_meta_gradients", spy)
+    config = tiny_config("mkcnet", augment="none", grad_probe=False, step_size=1, meta_outer_schedule=schedule)
+    config.train.epochs = 3
+    Trainer(config, tmp_path / schedule, progress=False, verbose=False).fit(_images(subtype_dataset, config))
+    rates = sorted({rate for rate, _ in seen}, reverse=True)
+    assert config.train.meta_outer_weight == 100 and rates == pytest.approx([0.01, 0.005, 0.0025])
+    expected = {"fixed": [100, 100, 100], "lr": [100, 200, 400]}[schedule]
+    for rate, weight in seen:
+        assert weight == pytest.approx(expected[rates.index(rate)])

@@ -69,6 +69,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         protocol=args.protocol, augment=args.augment, val_every=args.val_every, select=args.select,
         meta_scope=args.meta_scope, meta_step=args.meta_step, meta_optimizer=args.meta_optimizer,
         meta_outer_weight=args.meta_outer_weight, meta_weight_decay=args.meta_weight_decay,
+        meta_outer_schedule=args.meta_outer_schedule,
     )
     if args.output_stride == 0:
         config.model.output_stride = None
@@ -226,6 +227,9 @@ def register(subparsers) -> None:
     g.add_argument("--meta-optimizer", choices=("sgd", "adam"), help="the Meta Learner's optimiser")
     g.add_argument("--meta-weight-decay", type=float, help="the Meta Learner's weight decay")
     g.add_argument("--meta-outer-weight", type=float, help="weight of L_d + L_q at θ̃ in Stage II's objective")
+    g.add_argument("--meta-outer-schedule", choices=("fixed", "lr"),
+                   help="lr: the outer weight grows as θ's learning rate decays (weight × lr / current lr), "
+                        "keeping the meta term's size against the regulariser")
     g.add_argument("--protocol", choices=tuple(PROTOCOLS),
                    help="official: no augmentation, validate every 20 epochs, select on hard AUC (the official "
                         "code); project: flips and shifts, validate every epoch, select on AUC")

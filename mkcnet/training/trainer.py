@@ -246,6 +246,8 @@ class Trainer:
         autocast, 0.99 in fp32)."""
         tc = self.config.train
         outer_weight = tc.meta_outer_weight if tc.meta_outer else 0.0
+        if tc.meta_outer_schedule == "lr":
+            outer_weight *= tc.lr / self.optimizer.param_groups[0]["lr"]
         with distributed.batch_norm_group(self.task_net, self.local_group):
             if tc.meta_step == "aligned":
                 auxiliary = out.auxiliary
