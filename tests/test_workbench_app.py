@@ -551,7 +551,8 @@ def test_hosted_mode_in_a_browser(monkeypatch, tmp_path):
             shows("calibrated")
             page.get_by_role("link", name="Diagnose").click()
             page.wait_for_function("document.querySelector('.cams')?.innerText.includes('auxiliary ω branch')")
-            assert page.get_by_label("Expert").is_checked()
+            # The switch shows the view from its own event, which may land after the maps: wait for it.
+            sync_api.expect(page.get_by_label("Expert")).to_be_checked(timeout=60_000)
             browser.close()
     finally:
         demo.close()
