@@ -221,6 +221,17 @@ def test_a_torn_history_line_is_skipped_on_resume_and_a_damaged_config_is_one_li
         Trainer(run_config("vanilla", 3), run, progress=False, verbose=False).fit(train, resume=True)
 
 
+@pytest.mark.parametrize("name, word", [("augment", "flip"), ("select", "AUC"), ("meta_scope", "all"),
+                                        ("meta_optimizer", "Adam"), ("meta_step", "first"),
+                                        ("meta_outer_schedule", "lrr")])
+def test_a_misspelt_word_setting_in_a_config_is_one_line_before_anything_runs(name, word, tmp_path):
+    config = run_config("mkcnet", 1)
+    setattr(config.train, name, word)  # as a hand-edited config.json carries it
+    with pytest.raises(UserError, match=f"^unknown {name} '{word}'; choose from "):
+        Trainer(config, tmp_path / "run", progress=False, verbose=False)
+    assert not (tmp_path / "run").exists()
+
+
 # ---- (7) the paper preset, end to end at tiny scale ----------------------------------------------------
 
 @pytest.mark.slow

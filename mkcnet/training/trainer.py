@@ -88,7 +88,8 @@ def check_train_config(tc) -> None:
     """The settings spelled as words, checked before anything runs."""
     for name, value, allowed in (("augment", tc.augment, ("none", "flip-shift")), ("select", tc.select, ("auc", "auc_hard")),
                                  ("meta_scope", tc.meta_scope, SCOPES), ("meta_optimizer", tc.meta_optimizer, ("sgd", "adam")),
-                                 ("meta_step", tc.meta_step, ("pseudo", "aligned"))):
+                                 ("meta_step", tc.meta_step, ("pseudo", "aligned")),
+                                 ("meta_outer_schedule", tc.meta_outer_schedule, ("fixed", "lr"))):
         if value not in allowed:
             raise UserError(f"unknown {name} {value!r}; choose from {', '.join(allowed)}")
     if tc.val_every < 1 or tc.meta_every < 1:
