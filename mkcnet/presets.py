@@ -133,6 +133,7 @@ class TrainingPreset:
     meta_lr: float | None = None  # None: the data set's
     meta_weight_decay: float = 5e-4
     meta_outer_weight: float = 1.0
+    meta_outer_schedule: str = "fixed"
     description: str = ""
 
 
@@ -148,12 +149,15 @@ TRAINING: dict[str, TrainingPreset] = {
     # vanilla one, on every second 2.0x (benchmarks/train_speed.py). φ's raw meta gradient is
     # ~1e-3 of its weight decay and ~1e-2 of the regulariser's at this scale, so with the official
     # settings φ never left uniform labels: the outer term is weighted by 100 (= 1/α at the
-    # starting LR), φ has no weight decay and takes Adam steps (docs/RESULTS.md).
+    # starting LR), φ has no weight decay and takes Adam steps (docs/RESULTS.md). The meta term
+    # reaches φ scaled by θ's rate and R does not, so the weight follows the rate (100 × lr₀/lr):
+    # with it fixed, φ's labels faded back towards uniform as the rate decayed.
     "cpu": TrainingPreset("cpu", "resnet10t", 128, 32, 24, meta_every=2, output_stride=16,
                           backbone_args={"channels": [64, 128, 256, 384]}, meta_step="aligned",
                           meta_optimizer="adam", meta_lr=1e-3, meta_weight_decay=0.0, meta_outer_weight=100.0,
+                          meta_outer_schedule="lr",
                           description="ResNet-10-T (384-wide top, stride 16) @128 px, 24 epochs, Stage II on "
-                                      "every 2nd batch (first order around θ, Adam)"),
+                                      "every 2nd batch (first order around θ, Adam, outer weight × lr₀/lr)"),
 }
 
 
@@ -188,7 +192,8 @@ def build_run_config(dataset: str | DatasetPreset, training: str = "cpu", method
         epochs=epochs, batch_size=tp.batch_size or ds.batch_size, lr=ds.lr, meta_lr=tp.meta_lr or ds.meta_lr,
         step_size=step, entropy_weight=ds.entropy_weight, meta_every=tp.meta_every, momentum=tp.momentum,
         meta_step=tp.meta_step, meta_scope=tp.meta_scope, meta_optimizer=tp.meta_optimizer,
-        meta_weight_decay=tp.meta_weight_decay, meta_outer_weight=tp.meta_outer_weight, **PROTOCOLS[tp.protocol],
+        meta_weight_decay=tp.meta_weight_decay, meta_outer_weight=tp.meta_outer_weight,
+        meta_outer_schedule=tp.meta_outer_schedule, **PROTOCOLS[tp.protocol],
     )
     data = DataConfig(preset=ds.name, root=root, diagnosis_map=ds.diagnosis_map, quality_map=ds.quality_map)
     config = RunConfig(model=model, train=train, data=data)
