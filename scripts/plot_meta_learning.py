@@ -25,16 +25,21 @@ def main() -> int:
     p.add_argument("--names", nargs="*", help="a legend name per run (default: the folder names)")
     p.add_argument("--out", type=Path, required=True, help="the PNG to write")
     p.add_argument("--title", default="What the Meta Learner learns")
+    p.add_argument("--colours", nargs="*", help="a colour per run (default: one each)")
+    p.add_argument("--dashed", nargs="*", type=int, default=[], help="runs (1-based) drawn dashed, e.g. a control")
     args = p.parse_args()
     names = args.names or [run.name for run in args.runs]
     if len(names) != len(args.runs):
         print(f"--names: {len(names)} name(s) for {len(args.runs)} run(s)", file=sys.stderr)
         return 2
+    if args.colours and len(args.colours) != len(args.runs):
+        print(f"--colours: {len(args.colours)} colour(s) for {len(args.runs)} run(s)", file=sys.stderr)
+        return 2
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
     figure = make_subplots(rows=1, cols=len(PANELS), subplot_titles=[title for _, title in PANELS])
-    palette = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e")
+    palette = args.colours or ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
     for i, (run, name) in enumerate(zip(args.runs, names)):
         history = run / "history.csv"
         if not history.is_file():
@@ -45,10 +50,13 @@ def main() -> int:
             if key in frame:
                 figure.add_trace(go.Scatter(x=frame["epoch"], y=frame[key], name=name, legendgroup=name,
                                             showlegend=col == 1, mode="lines+markers",
-                                            line={"color": palette[i % len(palette)]}), row=1, col=col)
+                                            line={"color": palette[i % len(palette)],
+                                                  "dash": "dash" if i + 1 in args.dashed else "solid"}),
+                                 row=1, col=col)
     figure.update_xaxes(title_text="epoch")
-    figure.update_layout(title=args.title, template="plotly_white", width=1200, height=380,
-                         margin={"l": 50, "r": 20, "t": 70, "b": 40})
+    figure.update_layout(title=args.title, template="plotly_white", width=1200, height=420,
+                         margin={"l": 50, "r": 20, "t": 70, "b": 40},
+                         legend={"orientation": "h", "y": -0.2})  # below: long names are not cut
     args.out.parent.mkdir(parents=True, exist_ok=True)
     figure.write_image(args.out, scale=1)
     print(f"wrote {args.out}")
