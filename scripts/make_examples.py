@@ -68,7 +68,7 @@ def main() -> None:
                       "diagnosis": diagnosis, "quality": quality, "degradation": family})
 
     # The first screen opens on the first example: one the bundled synthetic-fundus MKCNet reads
-    # correctly on both heads (NPDR 62 %, quality reject 94 %): a low-quality image diagnosed, the
+    # correctly on both heads (NPDR 53 %, quality reject 88 %): a low-quality image diagnosed, the
     # method's point. (The model before read synth_NoDR_good.png so; this one calls it usable.)
     index.insert(0, index.pop(next(i for i, e in enumerate(index) if e["file"] == OPENING)))
 
