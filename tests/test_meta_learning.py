@@ -177,6 +177,13 @@ def test_the_paper_preset_follows_the_official_protocol():
     assert build_run_config("ct-iqad", "cpu", "mkcnet", protocol="official").train.select == "auc_hard"
 
 
+def test_the_outer_weight_follows_the_rate_at_the_cpu_preset_and_is_the_official_one_at_the_paper_preset():
+    cpu, paper = (build_run_config("ct-iqad", preset, "mkcnet").train for preset in ("cpu", "paper"))
+    assert (cpu.meta_outer_schedule, cpu.meta_outer_weight) == ("lr", 100.0)
+    assert (paper.meta_outer_schedule, paper.meta_outer_weight) == ("fixed", 1.0)
+    assert build_run_config("ct-iqad", "cpu", "mkcnet", meta_outer_schedule="fixed").train.meta_outer_schedule == "fixed"
+
+
 # ---- φ learns on a tiny task with structure inside its blocks --------------------------------------------
 
 
