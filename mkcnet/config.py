@@ -82,6 +82,18 @@ class ModelConfig:
         return self.num_diagnosis * self.num_quality * self.meta_length
 
 
+# The TrainConfig settings spelled as words, and the words each takes: the CLI's choices and the
+# check before a run starts both read this table.
+TRAIN_WORDS: dict[str, tuple[str, ...]] = {
+    "augment": ("none", "flip-shift"),
+    "select": ("auc", "auc_hard"),
+    "meta_step": ("pseudo", "aligned"),
+    "meta_scope": ("network", "top", "heads"),
+    "meta_optimizer": ("sgd", "adam"),
+    "meta_outer_schedule": ("fixed", "lr"),
+}
+
+
 @dataclass
 class TrainConfig:
     epochs: int = 20

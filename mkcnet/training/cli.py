@@ -7,7 +7,7 @@ import contextlib
 import sys
 from pathlib import Path
 
-from mkcnet.config import RunConfig
+from mkcnet.config import TRAIN_WORDS, RunConfig
 from mkcnet.errors import UserError
 from mkcnet.methods import METHODS, apply_method
 from mkcnet.presets import DATASETS, PROTOCOLS, TRAINING, DatasetPreset, build_run_config, dataset_from_file
@@ -218,24 +218,24 @@ def register(subparsers) -> None:
     g.add_argument("--image-size", type=int)
     g.add_argument("--output-stride", type=int, help="backbone output stride (16: finer maps; 0: the net's own)")
     g.add_argument("--meta-every", type=int, help="run Stage II on every k-th batch")
-    g.add_argument("--meta-step", choices=("pseudo", "aligned"),
+    g.add_argument("--meta-step", choices=TRAIN_WORDS["meta_step"],
                    help="Stage II through the pseudo-updated θ̃ (the paper), or its first-order expansion around θ "
                         "(one extra forward)")
-    g.add_argument("--meta-scope", choices=("network", "top", "heads"),
+    g.add_argument("--meta-scope", choices=TRAIN_WORDS["meta_scope"],
                    help="what the pseudo step covers: the whole Task Net (the paper), its last backbone stage and up, "
                         "or the branches and heads over held backbone features")
-    g.add_argument("--meta-optimizer", choices=("sgd", "adam"), help="the Meta Learner's optimiser")
+    g.add_argument("--meta-optimizer", choices=TRAIN_WORDS["meta_optimizer"], help="the Meta Learner's optimiser")
     g.add_argument("--meta-weight-decay", type=float, help="the Meta Learner's weight decay")
     g.add_argument("--meta-outer-weight", type=float, help="weight of L_d + L_q at θ̃ in Stage II's objective")
-    g.add_argument("--meta-outer-schedule", choices=("fixed", "lr"),
+    g.add_argument("--meta-outer-schedule", choices=TRAIN_WORDS["meta_outer_schedule"],
                    help="lr: the outer weight grows as θ's learning rate decays (weight × lr / current lr), "
                         "keeping the meta term's size against the regulariser")
     g.add_argument("--protocol", choices=tuple(PROTOCOLS),
                    help="official: no augmentation, validate every 20 epochs, select on hard AUC (the official "
                         "code); project: flips and shifts, validate every epoch, select on AUC")
-    g.add_argument("--augment", choices=("none", "flip-shift"), help="training augmentation")
+    g.add_argument("--augment", choices=TRAIN_WORDS["augment"], help="training augmentation")
     g.add_argument("--val-every", type=int, metavar="N", help="validate (and choose the best epoch) every N epochs")
-    g.add_argument("--select", choices=("auc", "auc_hard"),
+    g.add_argument("--select", choices=TRAIN_WORDS["select"],
                    help="the best epoch's validation metric: probability AUC or hard-prediction AUC")
     g.add_argument("--seed", type=int)
     g.add_argument("--train-lq-ratio", type=float, metavar="R",

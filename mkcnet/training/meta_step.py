@@ -52,6 +52,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from mkcnet.config import TRAIN_WORDS
 from mkcnet.data.dataset import Batch
 from mkcnet.losses import auxiliary_loss, entropy_regulariser
 from mkcnet.models import MetaLearner, TaskNet
@@ -59,7 +60,7 @@ from mkcnet.models.meta_learner import mask_labels
 from mkcnet.training.distributed import ONE_PROCESS, Ranks
 from mkcnet.training.objective import task_losses
 
-SCOPES = ("network", "top", "heads")
+SCOPES = TRAIN_WORDS["meta_scope"]
 
 
 @dataclass

@@ -34,7 +34,7 @@ from torch.func import functional_call
 from tqdm.auto import tqdm
 
 from mkcnet.checkpoint import load_into, save_checkpoint, write_safetensors
-from mkcnet.config import RunConfig
+from mkcnet.config import TRAIN_WORDS, RunConfig
 from mkcnet.data.dataset import Batch, ImageSet
 from mkcnet.data.shift import lq_subset
 from mkcnet.device import autocast, memory_format, resolve_device
@@ -52,7 +52,6 @@ from mkcnet.training.distributed import Ranks
 from mkcnet.training.gradients import gradient_cosines
 from mkcnet.training.label_stats import head_mutual_information, meta_label_stats
 from mkcnet.training.meta_step import (
-    SCOPES,
     PseudoStep,
     aligned_meta_gradients,
     apply_meta_gradients,
@@ -86,11 +85,8 @@ def _record_input(store: list, module, args) -> None:
 
 def check_train_config(tc) -> None:
     """The settings spelled as words, checked before anything runs."""
-    for name, value, allowed in (("augment", tc.augment, ("none", "flip-shift")), ("select", tc.select, ("auc", "auc_hard")),
-                                 ("meta_scope", tc.meta_scope, SCOPES), ("meta_optimizer", tc.meta_optimizer, ("sgd", "adam")),
-                                 ("meta_step", tc.meta_step, ("pseudo", "aligned")),
-                                 ("meta_outer_schedule", tc.meta_outer_schedule, ("fixed", "lr"))):
-        if value not in allowed:
+    for name, allowed in TRAIN_WORDS.items():
+        if (value := getattr(tc, name)) not in allowed:
             raise UserError(f"unknown {name} {value!r}; choose from {', '.join(allowed)}")
     if tc.val_every < 1 or tc.meta_every < 1:
         raise UserError("val_every and meta_every must be 1 or more")
